@@ -1,0 +1,34 @@
+#!/bin/bash
+# Installs everything irqlock's development and tests need on Debian 12, idempotently:
+# Debian packages (kernel + headers for the VM, qemu, clang, libbpf), the venv (.venv)
+# with irqlock and its dev tools, and the CO-RE BPF objects.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  qemu-system-x86 linux-image-amd64 linux-headers-amd64   # the VM and its stock kernel
+  busybox-static kmod                                      # virtme-ng's guest init, insmod
+  clang llvm libbpf-dev libbpf1 bpftool make gcc           # BPF objects and the fixture module
+  python3-venv
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import irqlock, pytest, virtme_ng' 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -e '.[dev]'
+  touch .venv/.installed
+fi
+make -s -C src/irqlock/bpf

@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Run irqlock's kernel tests (or any command) inside a VM on a real kernel.
+
+Boots a kernel with virtme-ng under TCG, sharing this machine's root file
+system read-only, so the guest runs this checkout and its venv as root:
+
+    scripts/vmtest.py                      # kernel tests on Debian's stock kernel
+    scripts/vmtest.py --kernel irqtrace    # ... on the preemptirq kernel (../shared/kernels)
+    scripts/vmtest.py --kernel /boot/vmlinuz-X -- irqlock check
+    scripts/vmtest.py -- bash -c 'irqlock check -j'
+
+Before booting it builds the fixture module against the guest kernel's headers.
+Inside, it loads the fixture, runs the command under a timeout, and saves the
+guest's dmesg.  The run fails if the command fails, if the guest's dmesg has
+a BUG: or WARNING: line, or if the VM does not finish in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+SHARED_KERNELS = ROOT.parent / "shared" / "kernels"
+IRQTRACE_DIR = SHARED_KERNELS / "irqtrace-6.1"
+# A kernel oops or warning in the guest fails the run even if the tests passed.
+DMESG_FAILURE = re.compile(r"\b(BUG:|WARNING:)")
+GUEST_TIMEOUT_S = 1500
+HOST_MARGIN_S = 300
+
+
+def log(message: str) -> None:
+    print(f"vmtest: {message}", file=sys.stderr, flush=True)
+
+
+def stock_kernel_release() -> str:
+    """Release of the kernel Debian's linux-image-amd64 package points to (e.g. 6.1.0-56-amd64)."""
+    depends = subprocess.run(["dpkg-query", "-W", "-f", "${Depends}", "linux-image-amd64"],
+                             capture_output=True, text=True, check=True).stdout
+    match = re.search(r"linux-image-(\S+?)(?:-unsigned)?\b[ ,(]", depends + " ")
+    if not match:
+        raise SystemExit(f"vmtest: cannot tell the kernel from linux-image-amd64: {depends!r}")
+    return match.group(1)
+
+
+def install_irqtrace_kernel() -> str:
+    """Install the preemptirq test kernel's packages from ../shared/kernels; returns its release."""
+    debs = sorted(IRQTRACE_DIR.glob("linux-*.deb"))
+    if not debs:
+        raise SystemExit(f"vmtest: no irqtrace kernel packages in {IRQTRACE_DIR} "
+                         "(build them with its build.sh, see docs/exact-kernel.md)")
+    image = next(d for d in debs if d.name.startswith("linux-image-"))
+    release = image.name.removeprefix("linux-image-").split("_")[0]
+    if not Path(f"/boot/vmlinuz-{release}").exists() or not Path(f"/lib/modules/{release}/build").exists():
+        log(f"installing {', '.join(d.name for d in debs)}")
+        subprocess.run(["dpkg", "-i", *map(str, debs)], check=True, stdout=subprocess.DEVNULL)
+    return release
+
+
+def resolve_kernel(choice: str) -> tuple[Path, str]:
+    if choice == "stock":
+        release = stock_kernel_release()
+    elif choice == "irqtrace":
+        release = install_irqtrace_kernel()
+    else:
+        image = Path(choice)
+        if not image.exists():
+            raise SystemExit(f"vmtest: kernel image {image} not found")
+        return image, image.name.removeprefix("vmlinuz-")
+    return Path(f"/boot/vmlinuz-{release}"), release
+
+
+def build_fixture(release: str) -> Path:
+    """Build tests/kmod against the guest kernel's headers, in build/kmod/<release>/."""
+    kdir = Path(f"/lib/modules/{release}/build")
+    if not kdir.exists():
+        raise SystemExit(f"vmtest: no headers for {release} in {kdir} "
+                         f"(apt-get install linux-headers-{release})")
+    out = ROOT / "build" / "kmod" / release
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("Makefile", "irqlock_fixture.c"):
+        shutil.copy2(ROOT / "tests" / "kmod" / name, out / name)
+    subprocess.run(["make", "-s", "-C", str(out), f"KDIR={kdir}"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out / "irqlock_fixture.ko"
+
+
+def guest_script(command: list[str], fixture: Path, results: Path, timeout_s: int) -> str:
+    """The shell the guest runs: load the fixture, run the command, save dmesg and status."""
+    quoted = " ".join(_shell_quote(c) for c in command)
+    return f"""
+export PATH={VENV}/bin:$PATH IRQLOCK_IN_VM=1 IRQLOCK_FIXTURE_KO={fixture} PYTHONDONTWRITEBYTECODE=1
+export IRQLOCK_RESULTS={results}
+cd {ROOT}
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
+insmod {fixture} || echo 'vmtest: guest: insmod failed' >&2
+timeout --kill-after=30 {timeout_s} {quoted}
+echo $? > {results}/status
+rmmod irqlock_fixture 2>/dev/null
+dmesg > {results}/dmesg
+"""
+
+
+def _shell_quote(word: str) -> str:
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def run_vm(image: Path, script: str, cpus: int, memory: str, results: Path, timeout_s: int) -> int:
+    vng = shutil.which("vng", path=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}")
+    if not vng:
+        raise SystemExit("vmtest: vng not found: run scripts/setup.sh")
+    env = dict(os.environ, PATH=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}")
+    cmd = [vng, "--run", str(image), "--disable-kvm", "--force-9p", "--cpus", str(cpus),
+           "--memory", memory, "--rwdir", str(results), "--exec", script]
+    try:
+        return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL,
+                              timeout=timeout_s + HOST_MARGIN_S).returncode
+    except subprocess.TimeoutExpired:
+        log(f"VM did not finish within {timeout_s + HOST_MARGIN_S} s")
+        return 124
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kernel", default="stock",
+                        help="'stock' (Debian's linux-image-amd64), 'irqtrace' (../shared/kernels) "
+                             "or a vmlinuz path")
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--memory", default="2G")
+    parser.add_argument("--timeout", type=int, default=GUEST_TIMEOUT_S,
+                        help="seconds the command may run in the guest")
+    parser.add_argument("command", nargs="*",
+                        help="command to run in the guest (default: the kernel tests)")
+    args = parser.parse_args()
+
+    image, release = resolve_kernel(args.kernel)
+    fixture = build_fixture(release)
+    results = ROOT / "build" / "vm-results" / release
+    shutil.rmtree(results, ignore_errors=True)
+    results.mkdir(parents=True)
+    command = args.command or [str(VENV / "bin" / "python"), "-m", "pytest", "-v", "tests/kernel"]
+    log(f"booting {image} ({release}) under TCG: {' '.join(command)}")
+    vm_status = run_vm(image, guest_script(command, fixture, results, args.timeout),
+                       args.cpus, args.memory, results, args.timeout)
+
+    status_file = results / "status"
+    status = int(status_file.read_text()) if status_file.exists() else None
+    dmesg_file = results / "dmesg"
+    failures = []
+    if dmesg_file.exists():
+        bad = [line for line in dmesg_file.read_text(errors="replace").splitlines()
+               if DMESG_FAILURE.search(line)]
+        if bad:
+            failures.append("guest dmesg has kernel warnings:\n  " + "\n  ".join(bad[:20]))
+    else:
+        failures.append("guest dmesg was not saved (the guest did not finish)")
+    if status is None:
+        failures.append(f"the command did not finish (vng exit {vm_status})")
+    elif status == 124:
+        failures.append(f"the command timed out after {args.timeout} s")
+    elif status != 0:
+        failures.append(f"the command failed with exit code {status}")
+    for failure in failures:
+        log(f"FAIL ({release}): {failure}")
+    if not failures:
+        log(f"ok ({release})")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

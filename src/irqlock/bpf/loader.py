@@ -1,0 +1,327 @@
+"""Loader for irqlock's CO-RE BPF objects: open, configure, load, attach, poll, close.
+
+The life of a tool's BPF object, as in libbpf-tools::
+
+    with BpfObject.open("hitcount") as obj:
+        obj.set_rodata(target_comm=b"fx_", target_comm_len=3)   # const volatile
+        probe = obj.plan_function("hit", "_raw_spin_lock_irqsave", features)
+        obj.load()                                               # verifier log on failure
+        obj.attach_planned()
+        obj.poll_ringbuf("events", handler, timeout_ms=100)
+    # links destroyed and object closed on every exit path
+
+Each traced function has two programs in the object, ``<base>_fentry`` and
+``<base>_kprobe``; the loader keeps the one the kernel supports (fentry when
+it can attach to that function, else kprobe) and disables the other's autoload.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+
+from irqlock.bpf.libbpf import (
+    BTF_KIND_DATASEC,
+    RINGBUF_SAMPLE_FN,
+    BpfProgInfo,
+    Libbpf,
+    LibbpfError,
+    _BtfVarSecinfo,
+    libbpf,
+)
+from irqlock.errors import IrqlockError
+
+
+def object_path(name: str) -> Path:
+    """Path of the installed CO-RE object ``<name>.bpf.o``."""
+    path = Path(str(resources.files("irqlock.bpf").joinpath(f"{name}.bpf.o")))
+    if not path.exists():
+        raise IrqlockError(
+            f"BPF object {path} is missing: build it with 'make -C src/irqlock/bpf' "
+            "(or reinstall irqlock)"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """What the loader chose for one traced function."""
+
+    program: str
+    function: str
+    method: str  # "fentry" | "fexit" | "kprobe" | "kretprobe"
+
+
+class Map:
+    """A BPF map of a loaded object: lookups and iteration by raw bytes."""
+
+    def __init__(self, lib: Libbpf, ptr: int, name: str) -> None:
+        self._lib = lib
+        self._ptr = ptr
+        self.name = name
+        self.key_size = lib.lib.bpf_map__key_size(ptr)
+        self.value_size = lib.lib.bpf_map__value_size(ptr)
+
+    @property
+    def fd(self) -> int:
+        return self._lib.lib.bpf_map__fd(self._ptr)
+
+    def lookup(self, key: bytes) -> bytes | None:
+        value = ctypes.create_string_buffer(self.value_size)
+        ret = self._lib.lib.bpf_map__lookup_elem(
+            self._ptr, key, len(key), value, self.value_size, 0
+        )
+        return value.raw if ret == 0 else None
+
+    def keys(self) -> Iterator[bytes]:
+        key = ctypes.create_string_buffer(self.key_size)
+        prev: ctypes.Array[ctypes.c_char] | None = None
+        while self._lib.lib.bpf_map__get_next_key(self._ptr, prev, key, self.key_size) == 0:
+            yield key.raw
+            prev = ctypes.create_string_buffer(key.raw, self.key_size)
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        for key in self.keys():
+            value = self.lookup(key)
+            if value is not None:  # the entry may have gone meanwhile
+                yield key, value
+
+
+class BpfObject:
+    """One opened BPF object and everything attached from it."""
+
+    def __init__(self, name: str, lib: Libbpf, ptr: int) -> None:
+        self.name = name
+        self._lib = lib
+        self._obj: int | None = ptr
+        self._links: list[int] = []
+        self._ringbufs: list[tuple[int, object]] = []
+        self._plan: list[Attachment] = []
+        self.loaded = False
+
+    # ---- open / configure ------------------------------------------------
+
+    @classmethod
+    def open(cls, name: str, path: Path | None = None) -> BpfObject:
+        lib = libbpf()
+        file = path or object_path(name)
+        ptr = lib.call_ptr(f"open BPF object {file}", lib.lib.bpf_object__open_file,
+                           str(file).encode(), None)
+        return cls(name, lib, ptr)
+
+    def __enter__(self) -> BpfObject:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def _handle(self) -> int:
+        if self._obj is None:
+            raise IrqlockError(f"BPF object {self.name} is closed")
+        return self._obj
+
+    def _program(self, name: str) -> int:
+        return self._lib.call_ptr(f"{self.name}: no program {name}",
+                                  self._lib.lib.bpf_object__find_program_by_name,
+                                  self._handle, name.encode())
+
+    def _map_ptr(self, name: str) -> int:
+        return self._lib.call_ptr(f"{self.name}: no map {name}",
+                                  self._lib.lib.bpf_object__find_map_by_name,
+                                  self._handle, name.encode())
+
+    def program_names(self) -> list[str]:
+        names = []
+        prog = self._lib.lib.bpf_object__next_program(self._handle, None)
+        while prog:
+            names.append(self._lib.lib.bpf_program__name(prog).decode())
+            prog = self._lib.lib.bpf_object__next_program(self._handle, prog)
+        return names
+
+    def _datasec_vars(self, section: str) -> dict[str, tuple[int, int]]:
+        """name -> (offset, size) of the variables in a data section, from the object's BTF."""
+        lib = self._lib.lib
+        btf = self._lib.call_ptr(f"{self.name}: object has no BTF", lib.bpf_object__btf, self._handle)
+        sec_id = lib.btf__find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC)
+        if sec_id < 0:
+            return {}
+        sec = lib.btf__type_by_id(btf, sec_id)
+        vlen = sec.contents.info & 0xFFFF
+        secinfo_ptr = ctypes.cast(ctypes.addressof(sec.contents) + ctypes.sizeof(sec.contents),
+                                  ctypes.POINTER(_BtfVarSecinfo))
+        result = {}
+        for i in range(vlen):
+            info = secinfo_ptr[i]
+            var = lib.btf__type_by_id(btf, info.type)
+            name = lib.btf__name_by_offset(btf, var.contents.name_off).decode()
+            result[name] = (info.offset, info.size)
+        return result
+
+    def _section_data(self, section: str) -> ctypes.Array[ctypes.c_char]:
+        size = ctypes.c_size_t()
+        ptr = self._lib.lib.bpf_map__initial_value(self._map_ptr(section), ctypes.byref(size))
+        if not ptr:
+            raise IrqlockError(f"{self.name}: section {section} has no data")
+        return (ctypes.c_char * size.value).from_address(ptr)
+
+    def set_rodata(self, **values: int | bytes) -> None:
+        """Set ``const volatile`` globals before load (ints little-endian, bytes zero-padded)."""
+        if self.loaded:
+            raise IrqlockError(f"{self.name}: rodata can only be set before load")
+        layout = self._datasec_vars(".rodata")
+        data = self._section_data(".rodata")
+        for name, value in values.items():
+            if name not in layout:
+                raise IrqlockError(f"{self.name}: no const volatile variable {name}")
+            offset, size = layout[name]
+            raw = value.to_bytes(size, "little", signed=value < 0) if isinstance(value, int) \
+                else value.ljust(size, b"\0")
+            if len(raw) > size:
+                raise IrqlockError(f"{self.name}: value for {name} exceeds {size} bytes")
+            data[offset:offset + size] = raw
+
+    def read_global(self, name: str, section: str = ".bss") -> int:
+        """Read an integer global of a loaded object (live: .bss is memory-mapped)."""
+        layout = self._datasec_vars(section)
+        if name not in layout:
+            raise IrqlockError(f"{self.name}: no global {name} in {section}")
+        offset, size = layout[name]
+        data = self._section_data(section)
+        return int.from_bytes(bytes(data[offset:offset + size]), "little")
+
+    def set_max_entries(self, map_name: str, entries: int) -> None:
+        self._lib.call(f"{self.name}: resize map {map_name}", self._lib.lib.bpf_map__set_max_entries,
+                       self._map_ptr(map_name), entries)
+
+    def plan_function(self, base: str, function: str, use_fentry: bool,
+                      ret: bool = False) -> Attachment:
+        """Pick fentry/fexit or kprobe/kretprobe for program pair ``base`` on ``function``."""
+        entry, fallback = ("fexit", "kretprobe") if ret else ("fentry", "kprobe")
+        keep, drop = (entry, fallback) if use_fentry else (fallback, entry)
+        prog = self._program(f"{base}_{keep}")
+        self._lib.lib.bpf_program__set_autoload(self._program(f"{base}_{drop}"), False)
+        if use_fentry:
+            self._lib.call(f"{self.name}: set {entry} target {function}",
+                           self._lib.lib.bpf_program__set_attach_target, prog, 0, function.encode())
+        attachment = Attachment(f"{base}_{keep}", function, keep)
+        self._plan.append(attachment)
+        return attachment
+
+    def disable(self, program: str) -> None:
+        """Do not load ``program`` (a capability this run does not use)."""
+        self._lib.lib.bpf_program__set_autoload(self._program(program), False)
+
+    # ---- load / attach -------------------------------------------------
+
+    def load(self) -> None:
+        try:
+            self._lib.call(f"load BPF object {self.name}", self._lib.lib.bpf_object__load, self._handle)
+        except LibbpfError as exc:
+            if exc.errno == 1:  # EPERM
+                why = ("the kernel or a sandbox forbids BPF here" if os.geteuid() == 0
+                       else "irqlock needs root or CAP_BPF+CAP_PERFMON")
+                raise IrqlockError(f"load BPF object {self.name}: permission denied ({why})") from None
+            raise
+        self.loaded = True
+
+    def _keep_link(self, link: int) -> int:
+        self._links.append(link)
+        return link
+
+    def attach_planned(self) -> list[Attachment]:
+        """Attach every program chosen by plan_function()."""
+        lib = self._lib.lib
+        for att in self._plan:
+            prog = self._program(att.program)
+            if att.method in ("kprobe", "kretprobe"):
+                self._keep_link(self._lib.call_ptr(
+                    f"attach {att.method} to {att.function}", lib.bpf_program__attach_kprobe,
+                    prog, att.method == "kretprobe", att.function.encode()))
+            else:
+                self._keep_link(self._lib.call_ptr(
+                    f"attach {att.method} to {att.function}", lib.bpf_program__attach, prog))
+        return list(self._plan)
+
+    def attach_tracepoint(self, program: str, category: str, name: str) -> None:
+        self._keep_link(self._lib.call_ptr(
+            f"attach {program} to tracepoint {category}:{name}",
+            self._lib.lib.bpf_program__attach_tracepoint,
+            self._program(program), category.encode(), name.encode()))
+
+    def attach_perf_event(self, program: str, perf_fd: int) -> None:
+        """Attach to an open perf event; the link owns (and closes) the fd."""
+        self._keep_link(self._lib.call_ptr(
+            f"attach {program} to perf event", self._lib.lib.bpf_program__attach_perf_event,
+            self._program(program), perf_fd))
+
+    # ---- maps, ring buffers, statistics -----------------------------------
+
+    def map(self, name: str) -> Map:
+        return Map(self._lib, self._map_ptr(name), name)
+
+    def open_ringbuf(self, map_name: str, handler: Callable[[bytes], None]) -> int:
+        """Register ``handler`` for records of ring buffer ``map_name``; returns a handle for poll."""
+        def on_sample(_ctx: int | None, data: int, size: int) -> int:
+            try:
+                handler(ctypes.string_at(data, size))
+            except Exception:  # noqa: BLE001 - must not unwind through C
+                return -1
+            return 0
+
+        callback = RINGBUF_SAMPLE_FN(on_sample)
+        rb = self._lib.call_ptr(f"open ring buffer {map_name}", self._lib.lib.ring_buffer__new,
+                                self.map(map_name).fd, callback, None, None)
+        self._ringbufs.append((rb, callback))  # keep the callback alive
+        return rb
+
+    def poll(self, ringbuf: int, timeout_ms: int) -> int:
+        """Consume ready records (waiting up to timeout_ms); returns how many were handled."""
+        ret = self._lib.lib.ring_buffer__poll(ringbuf, timeout_ms)
+        if ret == -4:  # EINTR: a signal arrived; the caller decides whether to stop
+            return 0
+        if ret < 0:
+            raise LibbpfError(f"{self.name}: poll ring buffer (a handler failed?)", ret, [])
+        return ret
+
+    def _program_infos(self) -> Iterator[tuple[str, BpfProgInfo]]:
+        lib = self._lib.lib
+        prog = lib.bpf_object__next_program(self._handle, None)
+        while prog:
+            fd = lib.bpf_program__fd(prog)
+            if fd >= 0:  # not loaded (autoload off) programs have no fd
+                info = BpfProgInfo()
+                size = ctypes.c_uint32(ctypes.sizeof(info))
+                if lib.bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) == 0:
+                    yield lib.bpf_program__name(prog).decode(), info
+            prog = lib.bpf_object__next_program(self._handle, prog)
+
+    def recursion_misses(self) -> dict[str, int]:
+        """Per loaded program: hits the kernel skipped because a BPF program was already running."""
+        return {name: info.recursion_misses for name, info in self._program_infos()}
+
+    def program_ids(self) -> list[int]:
+        """Kernel ids of the loaded programs (to check that they are gone after close)."""
+        return [info.id for _name, info in self._program_infos()]
+
+    # ---- teardown ----------------------------------------------------------
+
+    def close(self) -> None:
+        """Detach everything and free the object; safe to call twice."""
+        lib = self._lib.lib
+        for rb, _callback in self._ringbufs:
+            lib.ring_buffer__free(rb)
+        self._ringbufs.clear()
+        for link in reversed(self._links):
+            lib.bpf_link__destroy(link)
+        self._links.clear()
+        if self._obj is not None:
+            lib.bpf_object__close(self._obj)
+            self._obj = None
+

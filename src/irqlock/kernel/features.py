@@ -1,0 +1,297 @@
+"""What the running kernel offers irqlock, found by probing, not by version numbers.
+
+:func:`probe` gathers the facts (BTF, config, fentry, kprobes, tracepoints,
+attachable functions, perf cpu-clock, privileges); :func:`plan` turns them into
+what each tool will do: ``exact``, ``sampled`` or ``unavailable``, with the
+reason.  ``irqlock check`` prints both.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from irqlock.kernel import perf
+
+SPIN_FUNCTIONS = [
+    "_raw_spin_lock", "_raw_spin_lock_irq", "_raw_spin_lock_irqsave", "_raw_spin_lock_bh",
+    "_raw_spin_trylock", "_raw_spin_unlock", "_raw_spin_unlock_irq",
+    "_raw_spin_unlock_irqrestore", "_raw_spin_unlock_bh",
+]
+RWLOCK_FUNCTIONS = [
+    f"_raw_{side}_{op}" for side in ("read", "write") for op in (
+        "lock", "lock_irq", "lock_irqsave", "lock_bh", "trylock",
+        "unlock", "unlock_irq", "unlock_irqrestore", "unlock_bh")
+]
+MUTEX_FUNCTIONS = [
+    "mutex_lock", "mutex_lock_interruptible", "mutex_lock_killable", "mutex_trylock", "mutex_unlock",
+]
+RWSEM_FUNCTIONS = [
+    "down_read", "down_read_interruptible", "down_read_killable", "down_read_trylock",
+    "down_write", "down_write_killable", "down_write_trylock", "up_read", "up_write",
+    "downgrade_write",
+]
+IRQ_LINE_FUNCTIONS = [
+    "disable_irq", "disable_irq_nosync", "disable_hardirq", "enable_irq",
+    "__disable_irq", "__enable_irq",
+]
+LOCK_FUNCTIONS = SPIN_FUNCTIONS + RWLOCK_FUNCTIONS + MUTEX_FUNCTIONS + RWSEM_FUNCTIONS
+# The function `irqlock check` attaches to for a moment to prove the attach path.
+PROOF_FUNCTION = "_raw_spin_lock_irqsave"
+
+DEFAULT_BTF = Path("/sys/kernel/btf/vmlinux")
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe/type")
+KPROBE_BLACKLIST = Path("/sys/kernel/debug/kprobes/blacklist")
+
+
+@dataclass
+class Capability:
+    available: bool
+    detail: str
+
+    def __str__(self) -> str:
+        return ("yes" if self.available else "no") + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class FunctionSupport:
+    fentry: bool
+    kprobe: bool
+
+
+@dataclass
+class KernelFeatures:
+    release: str
+    root: bool
+    btf: Capability
+    btf_path: str
+    config_source: str | None
+    tracefs: str | None
+    fentry: Capability
+    kprobes: Capability
+    preemptirq_tracepoints: Capability
+    lock_contention_tracepoints: Capability
+    irq_handler_tracepoints: Capability
+    perf_cpu_clock: Capability
+    functions: dict[str, FunctionSupport] = field(default_factory=dict)
+
+    def can_trace(self, function: str) -> bool:
+        support = self.functions.get(function)
+        return bool(support and (support.fentry or support.kprobe))
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class ToolPlan:
+    tool: str
+    mode: str  # exact | exact+sampled | sampled | unavailable
+    detail: str
+
+
+def read_config(release: str) -> tuple[dict[str, str], str | None]:
+    """The kernel config as {CONFIG_X: value} and where it came from."""
+    candidates = [Path("/proc/config.gz"), Path(f"/boot/config-{release}")]
+    for path in candidates:
+        try:
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        except OSError:
+            continue
+        config = {}
+        for line in raw.decode(errors="replace").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.startswith("CONFIG_"):
+                config[key] = value
+        return config, str(path)
+    return {}, None
+
+
+def find_tracefs() -> Path | None:
+    for path in TRACEFS_CANDIDATES:
+        if (path / "events").is_dir():
+            return path
+    return None
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except OSError:
+        return []
+
+
+def _btf_functions(btf_path: Path, names: Iterable[str]) -> set[str]:
+    """Which of ``names`` are functions in the kernel's BTF (fentry needs their type)."""
+    from irqlock.bpf.libbpf import BTF_KIND_FUNC, libbpf
+
+    lib = libbpf().lib
+    btf = lib.btf__parse(str(btf_path).encode(), None)
+    if not btf:
+        return set()
+    try:
+        return {n for n in names if lib.btf__find_by_name_kind(btf, n.encode(), BTF_KIND_FUNC) > 0}
+    finally:
+        lib.btf__free(btf)
+
+
+def _function_support(names: list[str], btf_path: Path | None, tracefs: Path | None,
+                      kprobes: bool) -> dict[str, FunctionSupport]:
+    traceable: set[str] = set()
+    if tracefs:
+        for line in _read_lines(tracefs / "available_filter_functions"):
+            traceable.add(line.split()[0] if line else "")
+    text_symbols: set[str] = set()
+    for line in _read_lines(Path("/proc/kallsyms")):
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] in "tT":
+            text_symbols.add(parts[2])
+    blacklisted = set()
+    for line in _read_lines(KPROBE_BLACKLIST):
+        parts = line.split()
+        if len(parts) >= 2:
+            blacklisted.add(parts[1])
+    in_btf = _btf_functions(btf_path, names) if btf_path else set()
+    return {
+        name: FunctionSupport(
+            # Without tracefs we cannot list ftrace-able functions: let the load decide.
+            fentry=name in in_btf and (tracefs is None or name in traceable),
+            kprobe=kprobes and name in text_symbols and name not in blacklisted,
+        )
+        for name in names
+    }
+
+
+def _perf_cpu_clock() -> Capability:
+    try:
+        os.close(perf.open_cpu_clock(0, 1_000_000))
+    except OSError as exc:
+        return Capability(False, f"perf_event_open: {os.strerror(exc.errno) if exc.errno else exc}")
+    return Capability(True, "software cpu-clock event")
+
+
+def _tracepoint(tracefs: Path | None, category: str, *names: str) -> Capability:
+    if tracefs is None:
+        return Capability(False, "tracefs is not mounted")
+    missing = [n for n in names if not (tracefs / "events" / category / n).is_dir()]
+    if missing:
+        return Capability(False, f"no {category}:{missing[0]} tracepoint")
+    return Capability(True, ", ".join(f"{category}:{n}" for n in names))
+
+
+def probe(btf_path: Path = DEFAULT_BTF) -> KernelFeatures:
+    """Gather the facts without attaching anything (see :mod:`irqlock.check` for the live proof)."""
+    release = os.uname().release
+    config, config_source = read_config(release)
+    tracefs = find_tracefs()
+    has_btf = btf_path.is_file()
+    btf = Capability(has_btf, str(btf_path) if has_btf else f"{btf_path} not found "
+                     "(the kernel needs CONFIG_DEBUG_INFO_BTF=y)")
+    if KPROBE_PMU.exists():
+        kprobes = Capability(True, "perf kprobe PMU")
+    elif config.get("CONFIG_KPROBES") == "y":
+        kprobes = Capability(False, "CONFIG_KPROBES=y but no kprobe PMU in /sys/bus/event_source")
+    else:
+        kprobes = Capability(False, "kernel built without kprobes (CONFIG_KPROBES)")
+    direct_calls = config.get("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
+    if not has_btf:
+        fentry = Capability(False, "needs kernel BTF")
+    elif config and direct_calls != "y":
+        fentry = Capability(False, "kernel built without CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
+    else:
+        fentry = Capability(True, "BTF trampolines (not yet proven by a load)")
+    features = KernelFeatures(
+        release=release,
+        root=os.geteuid() == 0,
+        btf=btf,
+        btf_path=str(btf_path),
+        config_source=config_source,
+        tracefs=str(tracefs) if tracefs else None,
+        fentry=fentry,
+        kprobes=kprobes,
+        preemptirq_tracepoints=_tracepoint(tracefs, "preemptirq", "irq_disable", "irq_enable"),
+        lock_contention_tracepoints=_tracepoint(tracefs, "lock", "contention_begin",
+                                                "contention_end"),
+        irq_handler_tracepoints=_tracepoint(tracefs, "irq", "irq_handler_entry", "irq_handler_exit"),
+        perf_cpu_clock=_perf_cpu_clock(),
+    )
+    features.functions = _function_support(IRQ_LINE_FUNCTIONS + LOCK_FUNCTIONS,
+                                           btf_path if has_btf else None, tracefs,
+                                           kprobes.available)
+    return features
+
+
+def _traceable(features: KernelFeatures, names: list[str]) -> tuple[list[str], list[str]]:
+    ok = [n for n in names if features.can_trace(n)]
+    return ok, [n for n in names if n not in ok]
+
+
+def plan(features: KernelFeatures) -> list[ToolPlan]:
+    """What each tool will do on this kernel, and why."""
+    plans = []
+    if not features.root:
+        blocker = "needs root (or CAP_BPF and CAP_PERFMON)"
+    elif not features.btf.available:
+        blocker = "needs kernel BTF (CONFIG_DEBUG_INFO_BTF=y) for CO-RE"
+    elif not (features.fentry.available or features.kprobes.available):
+        blocker = "neither fentry nor kprobes can attach on this kernel"
+    else:
+        blocker = ""
+    method = "fentry/fexit" if features.fentry.available else "kprobe/kretprobe"
+
+    # irqoff: all interrupts of a CPU
+    if blocker and not (features.root and features.btf.available):
+        plans.append(ToolPlan("irqoff", "unavailable", blocker))
+    elif features.preemptirq_tracepoints.available:
+        plans.append(ToolPlan("irqoff", "exact", "preemptirq:irq_disable/irq_enable tracepoints"))
+    else:
+        locks_ok, _ = _traceable(features, [f for f in SPIN_FUNCTIONS + RWLOCK_FUNCTIONS
+                                            if "irq" in f])
+        sampled = features.perf_cpu_clock.available
+        if locks_ok and sampled:
+            plans.append(ToolPlan("irqoff", "exact+sampled",
+                                  f"lock paths exact via {method} ({len(locks_ok)} functions); "
+                                  "other windows sampled with cpu-clock (no preemptirq tracepoints)"))
+        elif sampled:
+            plans.append(ToolPlan("irqoff", "sampled",
+                                  "cpu-clock sampling only: lock functions cannot be traced"))
+        elif locks_ok:
+            plans.append(ToolPlan("irqoff", "exact+sampled",
+                                  f"lock paths only via {method}: perf cpu-clock unavailable "
+                                  f"({features.perf_cpu_clock.detail}), other windows unseen"))
+        else:
+            plans.append(ToolPlan("irqoff", "unavailable",
+                                  blocker or "no tracepoints, no lock functions, no perf cpu-clock"))
+
+    # irq: one named IRQ line
+    depth_ok, _ = _traceable(features, ["__disable_irq", "__enable_irq"])
+    api_ok, api_missing = _traceable(features, IRQ_LINE_FUNCTIONS[:4])
+    if blocker:
+        plans.append(ToolPlan("irq", "unavailable", blocker))
+    elif len(depth_ok) == 2:
+        plans.append(ToolPlan("irq", "exact", f"depth changes in __disable_irq/__enable_irq via {method}"))
+    elif "enable_irq" in api_ok and len(api_ok) > 1:
+        plans.append(ToolPlan("irq", "exact", f"{', '.join(api_ok)} via {method}"
+                              + (f"; not traceable: {', '.join(api_missing)}" if api_missing else "")))
+    else:
+        plans.append(ToolPlan("irq", "unavailable", "disable_irq/enable_irq cannot be traced"))
+
+    # locks and deadlock
+    kinds = {"spinlock": SPIN_FUNCTIONS, "rwlock": RWLOCK_FUNCTIONS,
+             "mutex": MUTEX_FUNCTIONS, "rwsem": RWSEM_FUNCTIONS}
+    traced_kinds = [k for k, fns in kinds.items() if _traceable(features, fns)[0]]
+    if blocker or not traced_kinds:
+        plans.append(ToolPlan("locks", "unavailable", blocker or "no lock function can be traced"))
+        plans.append(ToolPlan("deadlock", "unavailable", blocker or "needs the lock tracer"))
+    else:
+        waits = ("contended waits from lock:contention_begin/end"
+                 if features.lock_contention_tracepoints.available
+                 else "waits from acquire entry/return")
+        plans.append(ToolPlan("locks", "exact", f"{', '.join(traced_kinds)} via {method}; {waits}"))
+        plans.append(ToolPlan("deadlock", "exact",
+                              f"lock-order graph and wait-for graph from {', '.join(traced_kinds)}"))
+    return plans

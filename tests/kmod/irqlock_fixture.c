@@ -1,0 +1,964 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * irqlock_fixture - ground truth for irqlock's kernel tests.
+ *
+ * Writing a command to /proc/irqlock_fixture makes the module do one thing
+ * the tracers must see (turn interrupts off, disable its own IRQ line, hold
+ * locks, take locks in set orders, deadlock two kthreads) and measure it
+ * itself with ktime_get_ns() (the clock bpf_ktime_get_ns() reads).  Reading
+ * the file returns the result of the last command as one JSON object.
+ *
+ * Commands (durations in microseconds):
+ *   irqoff API US [COUNT]   API: irq_disable irq_save spin_irqsave
+ *                           spin_irqsave_nested spin_irq write_irqsave
+ *   irqline MODE US         MODE: disable nosync hardirq nested cross
+ *   fire K                  run the fixture IRQ's handler K times in hardirq
+ *   hold KIND US K [N]      N kthreads (default 2) take one fixture lock K
+ *                           times each and hold it US; KIND: spin
+ *                           spin_irqsave spin_irq spin_bh read write mutex
+ *                           rwsem_read rwsem_write
+ *   order PATTERN           abba cycle3 consistent irq_unsafe
+ *   deadlock                two kthreads deadlock on two mutexes (killable)
+ *   hung                    one kthread holds a mutex, another blocks on it
+ *   release                 end the deadlock / hung scenario
+ *
+ * Every blocking wait is killable or completes, so the module always unloads.
+ */
+#include <linux/module.h>
+#include <linux/kernel.h>
+#include <linux/proc_fs.h>
+#include <linux/uaccess.h>
+#include <linux/kthread.h>
+#include <linux/completion.h>
+#include <linux/spinlock.h>
+#include <linux/rwlock.h>
+#include <linux/mutex.h>
+#include <linux/rwsem.h>
+#include <linux/interrupt.h>
+#include <linux/irq.h>
+#include <linux/irq_work.h>
+#include <linux/ktime.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/sort.h>
+#include <linux/delay.h>
+
+#define RESULT_SIZE (64 * 1024)
+#define MAX_THREADS 4
+#define MAX_REPEAT 100000
+
+/* Named data symbols: irqlock must report these names from kallsyms. */
+static DEFINE_SPINLOCK(fx_spin);
+static DEFINE_RWLOCK(fx_rwlock);
+static DEFINE_MUTEX(fx_mutex);
+static DECLARE_RWSEM(fx_rwsem);
+static DEFINE_SPINLOCK(fx_irqoff_lock);
+static DEFINE_SPINLOCK(fx_irqoff_inner);
+static DEFINE_RWLOCK(fx_irqoff_rwlock);
+static DEFINE_SPINLOCK(fx_order_a);
+static DEFINE_SPINLOCK(fx_order_b);
+static DEFINE_SPINLOCK(fx_order_c);
+static DEFINE_SPINLOCK(fx_irq_lock);
+static DEFINE_MUTEX(fx_dl_mutex_a);
+static DEFINE_MUTEX(fx_dl_mutex_b);
+static DEFINE_MUTEX(fx_hung_mutex);
+
+static DEFINE_MUTEX(ctl_lock);	/* one command at a time */
+static char *result;
+static size_t result_len;
+
+static int fx_irq;
+static atomic_t fx_irq_handled = ATOMIC_INIT(0);
+static bool fx_irq_takes_lock;
+static struct irq_work fx_irq_work;
+
+/* --- result buffer ------------------------------------------------------ */
+
+static __printf(1, 2) void out(const char *fmt, ...)
+{
+	va_list args;
+
+	if (result_len >= RESULT_SIZE)
+		return;
+	va_start(args, fmt);
+	result_len += vscnprintf(result + result_len, RESULT_SIZE - result_len, fmt, args);
+	va_end(args);
+}
+
+static void out_task(const char *key, struct task_struct *t)
+{
+	out("\"%s\":{\"pid\":%d,\"comm\":\"%s\"}", key, t->pid, t->comm);
+}
+
+/* Busy-wait: interrupts may be off, so no sleeping and no timers. */
+static u64 spin_for(u64 start, u64 ns)
+{
+	u64 now;
+
+	do {
+		cpu_relax();
+		now = ktime_get_ns();
+	} while (now - start < ns);
+	return now;
+}
+
+/* --- kthread helpers ---------------------------------------------------- */
+
+struct fx_thread {
+	struct task_struct *task;
+	struct completion done;
+	int (*fn)(struct fx_thread *);
+	int index;
+	/* per-thread results */
+	u64 *holds;
+	u64 *waits;
+	int count;
+	int ret;
+};
+
+static int fx_thread_main(void *data)
+{
+	struct fx_thread *t = data;
+
+	allow_signal(SIGKILL);	/* release unblocks killable waits with SIGKILL */
+	t->ret = t->fn(t);
+	complete(&t->done);
+	return 0;
+}
+
+static int fx_thread_start(struct fx_thread *t, int (*fn)(struct fx_thread *),
+			   const char *name, int index)
+{
+	t->fn = fn;
+	t->index = index;
+	init_completion(&t->done);
+	t->task = kthread_create(fx_thread_main, t, "%s", name);
+	if (IS_ERR(t->task)) {
+		int err = PTR_ERR(t->task);
+
+		t->task = NULL;
+		return err;
+	}
+	get_task_struct(t->task);
+	wake_up_process(t->task);
+	return 0;
+}
+
+static void fx_thread_reap(struct fx_thread *t)
+{
+	if (!t->task)
+		return;
+	wait_for_completion(&t->done);
+	put_task_struct(t->task);
+	t->task = NULL;
+}
+
+/* --- irqoff: interrupts off through each API ----------------------------- */
+
+static u64 irqoff_us;
+static int irqoff_count;
+static const char *irqoff_api;
+static u64 irqoff_start[64], irqoff_end[64];
+static int irqoff_cpu[64];
+
+static noinline void fx_irqoff_irq_disable(int i)
+{
+	local_irq_disable();
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = ktime_get_ns();
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	local_irq_enable();
+}
+
+static noinline void fx_irqoff_irq_save(int i)
+{
+	unsigned long flags;
+
+	local_irq_save(flags);
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = ktime_get_ns();
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	local_irq_restore(flags);
+}
+
+static noinline void fx_irqoff_spin_irqsave(int i)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&fx_irqoff_lock, flags);
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = ktime_get_ns();
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	spin_unlock_irqrestore(&fx_irqoff_lock, flags);
+}
+
+/* irqsave inside irqsave: the inner restore must not end the window. */
+static noinline void fx_irqoff_spin_irqsave_nested(int i)
+{
+	unsigned long flags, inner_flags;
+
+	spin_lock_irqsave(&fx_irqoff_lock, flags);
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = ktime_get_ns();
+	spin_for(irqoff_start[i], irqoff_us * 500);
+	spin_lock_irqsave(&fx_irqoff_inner, inner_flags);
+	spin_for(ktime_get_ns(), 10 * 1000);
+	spin_unlock_irqrestore(&fx_irqoff_inner, inner_flags);
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	spin_unlock_irqrestore(&fx_irqoff_lock, flags);
+}
+
+static noinline void fx_irqoff_spin_irq(int i)
+{
+	spin_lock_irq(&fx_irqoff_lock);
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = ktime_get_ns();
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	spin_unlock_irq(&fx_irqoff_lock);
+}
+
+static noinline void fx_irqoff_write_irqsave(int i)
+{
+	unsigned long flags;
+
+	write_lock_irqsave(&fx_irqoff_rwlock, flags);
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = ktime_get_ns();
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	write_unlock_irqrestore(&fx_irqoff_rwlock, flags);
+}
+
+static const struct {
+	const char *name;
+	void (*fn)(int);
+} irqoff_apis[] = {
+	{ "irq_disable", fx_irqoff_irq_disable },
+	{ "irq_save", fx_irqoff_irq_save },
+	{ "spin_irqsave", fx_irqoff_spin_irqsave },
+	{ "spin_irqsave_nested", fx_irqoff_spin_irqsave_nested },
+	{ "spin_irq", fx_irqoff_spin_irq },
+	{ "write_irqsave", fx_irqoff_write_irqsave },
+};
+
+static void (*irqoff_fn)(int);
+
+static int fx_irqoff_thread(struct fx_thread *t)
+{
+	int i;
+
+	for (i = 0; i < irqoff_count; i++) {
+		irqoff_fn(i);
+		msleep(20);	/* windows well apart */
+	}
+	return 0;
+}
+
+static int cmd_irqoff(const char *api, u64 us, int count)
+{
+	struct fx_thread t = {};
+	int i, err;
+
+	irqoff_fn = NULL;
+	for (i = 0; i < ARRAY_SIZE(irqoff_apis); i++)
+		if (!strcmp(api, irqoff_apis[i].name)) {
+			irqoff_fn = irqoff_apis[i].fn;
+			irqoff_api = irqoff_apis[i].name;
+		}
+	if (!irqoff_fn || us > 1000000 || count < 1 || count > ARRAY_SIZE(irqoff_start))
+		return -EINVAL;
+	irqoff_us = us;
+	irqoff_count = count;
+	err = fx_thread_start(&t, fx_irqoff_thread, "fx_irqoff", 0);
+	if (err)
+		return err;
+	out("{\"cmd\":\"irqoff\",\"api\":\"%s\",\"function\":\"fx_irqoff_%s\",", irqoff_api, irqoff_api);
+	out_task("task", t.task);
+	fx_thread_reap(&t);
+	out(",\"windows\":[");
+	for (i = 0; i < count; i++)
+		out("%s{\"cpu\":%d,\"start_ns\":%llu,\"end_ns\":%llu,\"duration_ns\":%llu}",
+		    i ? "," : "", irqoff_cpu[i], irqoff_start[i], irqoff_end[i],
+		    irqoff_end[i] - irqoff_start[i]);
+	out("]}\n");
+	return 0;
+}
+
+/* --- one IRQ line ------------------------------------------------------- */
+
+static irqreturn_t fx_irq_handler(int irq, void *dev)
+{
+	if (fx_irq_takes_lock) {
+		spin_lock(&fx_irq_lock);	/* hardirq context: IN-HARDIRQ use */
+		spin_unlock(&fx_irq_lock);
+	}
+	atomic_inc(&fx_irq_handled);
+	return IRQ_HANDLED;
+}
+
+static void fx_irq_work_fn(struct irq_work *work)
+{
+	generic_handle_irq(fx_irq);	/* we are in hardirq context here */
+}
+
+static void fire_once(void)
+{
+	irq_work_queue(&fx_irq_work);
+	irq_work_sync(&fx_irq_work);
+}
+
+static u64 line_us;
+static u64 line_called, line_start, line_end, line_returned;
+static struct completion line_disabled;
+
+static noinline void fx_irqline_disable(void)
+{
+	line_called = ktime_get_ns();
+	disable_irq(fx_irq);
+	line_start = ktime_get_ns();
+}
+
+static noinline void fx_irqline_disable_nosync(void)
+{
+	line_called = ktime_get_ns();
+	disable_irq_nosync(fx_irq);
+	line_start = ktime_get_ns();
+}
+
+static noinline void fx_irqline_disable_hardirq(void)
+{
+	line_called = ktime_get_ns();
+	disable_hardirq(fx_irq);
+	line_start = ktime_get_ns();
+}
+
+static noinline void fx_irqline_enable(void)
+{
+	line_end = ktime_get_ns();
+	enable_irq(fx_irq);
+	line_returned = ktime_get_ns();
+}
+
+static int fx_irqline_disabler(struct fx_thread *t)
+{
+	fx_irqline_disable();
+	complete(&line_disabled);
+	return 0;
+}
+
+static int fx_irqline_enabler(struct fx_thread *t)
+{
+	wait_for_completion(&line_disabled);
+	usleep_range(line_us, line_us + 1);
+	fx_irqline_enable();
+	return 0;
+}
+
+static int cmd_irqline(const char *mode, u64 us)
+{
+	struct fx_thread a = {}, b = {};
+	int err;
+
+	if (us > 10000000)
+		return -EINVAL;
+	line_us = us;
+	out("{\"cmd\":\"irqline\",\"mode\":\"%s\",\"irq\":%d,\"irq_name\":\"irqlock_fixture\",",
+	    mode, fx_irq);
+	if (!strcmp(mode, "cross")) {
+		init_completion(&line_disabled);
+		err = fx_thread_start(&a, fx_irqline_disabler, "fx_irq_off", 0);
+		if (err)
+			return err;
+		err = fx_thread_start(&b, fx_irqline_enabler, "fx_irq_on", 1);
+		if (err) {
+			complete(&line_disabled);
+			fx_thread_reap(&a);
+			enable_irq(fx_irq);
+			return err;
+		}
+		out_task("disable_task", a.task);
+		out(",");
+		out_task("enable_task", b.task);
+		fx_thread_reap(&a);
+		fx_thread_reap(&b);
+		out(",\"disable_function\":\"fx_irqline_disable\"");
+	} else {
+		bool nested = !strcmp(mode, "nested");
+
+		if (!strcmp(mode, "disable") || nested)
+			fx_irqline_disable();
+		else if (!strcmp(mode, "nosync"))
+			fx_irqline_disable_nosync();
+		else if (!strcmp(mode, "hardirq"))
+			fx_irqline_disable_hardirq();
+		else
+			return -EINVAL;
+		if (nested) {
+			disable_irq(fx_irq);
+			usleep_range(us / 2, us / 2 + 1);
+			enable_irq(fx_irq);	/* depth 2 -> 1: still disabled */
+			usleep_range(us / 2, us / 2 + 1);
+		} else {
+			usleep_range(us, us + 1);
+		}
+		fx_irqline_enable();
+		out_task("disable_task", current);
+		out(",");
+		out_task("enable_task", current);
+		out(",\"disable_function\":\"fx_irqline_disable%s\"",
+		    !strcmp(mode, "nosync") ? "_nosync" : !strcmp(mode, "hardirq") ? "_hardirq" : "");
+	}
+	/* the window lies between disable_called_ns..start_ns and end_ns..enable_returned_ns */
+	out(",\"disable_called_ns\":%llu,\"start_ns\":%llu,\"end_ns\":%llu,\"enable_returned_ns\":%llu,\"duration_ns\":%llu}\n",
+	    line_called, line_start, line_end, line_returned, line_end - line_start);
+	return 0;
+}
+
+static int cmd_fire(int k)
+{
+	int before = atomic_read(&fx_irq_handled), i;
+
+	if (k < 1 || k > MAX_REPEAT)
+		return -EINVAL;
+	for (i = 0; i < k; i++)
+		fire_once();
+	out("{\"cmd\":\"fire\",\"irq\":%d,\"irq_name\":\"irqlock_fixture\",\"fired\":%d,\"handled\":%d}\n",
+	    fx_irq, k, atomic_read(&fx_irq_handled) - before);
+	return 0;
+}
+
+/* --- lock holds --------------------------------------------------------- */
+
+static const char *hold_kind;
+static u64 hold_us;
+static int hold_k;
+
+/* Busy-hold the lock for hold_us; returns the hold the fixture measured. */
+static u64 hold_body(void)
+{
+	u64 t0 = ktime_get_ns();
+
+	return spin_for(t0, hold_us * 1000) - t0;
+}
+
+static noinline u64 fx_hold_spin(void)
+{
+	u64 held;
+
+	spin_lock(&fx_spin);
+	held = hold_body();
+	spin_unlock(&fx_spin);
+	return held;
+}
+
+static noinline u64 fx_hold_spin_irqsave(void)
+{
+	unsigned long flags;
+	u64 held;
+
+	spin_lock_irqsave(&fx_spin, flags);
+	held = hold_body();
+	spin_unlock_irqrestore(&fx_spin, flags);
+	return held;
+}
+
+static noinline u64 fx_hold_spin_irq(void)
+{
+	u64 held;
+
+	spin_lock_irq(&fx_spin);
+	held = hold_body();
+	spin_unlock_irq(&fx_spin);
+	return held;
+}
+
+static noinline u64 fx_hold_spin_bh(void)
+{
+	u64 held;
+
+	spin_lock_bh(&fx_spin);
+	held = hold_body();
+	spin_unlock_bh(&fx_spin);
+	return held;
+}
+
+static noinline u64 fx_hold_read(void)
+{
+	u64 held;
+
+	read_lock(&fx_rwlock);
+	held = hold_body();
+	read_unlock(&fx_rwlock);
+	return held;
+}
+
+static noinline u64 fx_hold_write(void)
+{
+	u64 held;
+
+	write_lock(&fx_rwlock);
+	held = hold_body();
+	write_unlock(&fx_rwlock);
+	return held;
+}
+
+static noinline u64 fx_hold_mutex(void)
+{
+	u64 held;
+
+	mutex_lock(&fx_mutex);
+	held = hold_body();
+	mutex_unlock(&fx_mutex);
+	return held;
+}
+
+static noinline u64 fx_hold_rwsem_read(void)
+{
+	u64 held;
+
+	down_read(&fx_rwsem);
+	held = hold_body();
+	up_read(&fx_rwsem);
+	return held;
+}
+
+static noinline u64 fx_hold_rwsem_write(void)
+{
+	u64 held;
+
+	down_write(&fx_rwsem);
+	held = hold_body();
+	up_write(&fx_rwsem);
+	return held;
+}
+
+static const struct {
+	const char *kind;
+	const char *lock;
+	u64 (*fn)(void);
+	bool sleeps;
+} hold_kinds[] = {
+	{ "spin", "fx_spin", fx_hold_spin, false },
+	{ "spin_irqsave", "fx_spin", fx_hold_spin_irqsave, false },
+	{ "spin_irq", "fx_spin", fx_hold_spin_irq, false },
+	{ "spin_bh", "fx_spin", fx_hold_spin_bh, false },
+	{ "read", "fx_rwlock", fx_hold_read, false },
+	{ "write", "fx_rwlock", fx_hold_write, false },
+	{ "mutex", "fx_mutex", fx_hold_mutex, true },
+	{ "rwsem_read", "fx_rwsem", fx_hold_rwsem_read, true },
+	{ "rwsem_write", "fx_rwsem", fx_hold_rwsem_write, true },
+};
+
+static int hold_index;
+
+/* holds: measured inside the critical section; call_ns: lock call to unlock return. */
+static int fx_hold_thread(struct fx_thread *t)
+{
+	int i;
+
+	for (i = 0; i < hold_k; i++) {
+		u64 before = ktime_get_ns();
+
+		t->holds[i] = hold_kinds[hold_index].fn();
+		t->waits[i] = ktime_get_ns() - before;
+		t->count++;
+		if (!hold_kinds[hold_index].sleeps && (i & 63) == 63)
+			cond_resched();
+	}
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	u64 x = *(const u64 *)a, y = *(const u64 *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void out_stats(const char *key, u64 *v, int n)
+{
+	u64 total = 0;
+	int i;
+
+	sort(v, n, sizeof(*v), cmp_u64, NULL);
+	for (i = 0; i < n; i++)
+		total += v[i];
+	out("\"%s\":{\"count\":%d,\"total\":%llu,\"min\":%llu,\"max\":%llu,\"p50\":%llu}",
+	    key, n, total, n ? v[0] : 0, n ? v[n - 1] : 0, n ? v[(n - 1) / 2] : 0);
+}
+
+static int cmd_hold(const char *kind, u64 us, int k, int nthreads)
+{
+	struct fx_thread t[MAX_THREADS] = {};
+	int i, err = 0;
+
+	hold_index = -1;
+	for (i = 0; i < ARRAY_SIZE(hold_kinds); i++)
+		if (!strcmp(kind, hold_kinds[i].kind))
+			hold_index = i;
+	if (hold_index < 0 || us > 100000 || k < 1 || k > MAX_REPEAT ||
+	    nthreads < 1 || nthreads > MAX_THREADS)
+		return -EINVAL;
+	hold_kind = hold_kinds[hold_index].kind;
+	hold_us = us;
+	hold_k = k;
+	for (i = 0; i < nthreads; i++) {
+		t[i].holds = kvcalloc(k, sizeof(u64), GFP_KERNEL);
+		t[i].waits = kvcalloc(k, sizeof(u64), GFP_KERNEL);
+		if (!t[i].holds || !t[i].waits) {
+			err = -ENOMEM;
+			goto free;
+		}
+	}
+	for (i = 0; i < nthreads && !err; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "fx_hold_%d", i);
+		err = fx_thread_start(&t[i], fx_hold_thread, name, i);
+	}
+	out("{\"cmd\":\"hold\",\"kind\":\"%s\",\"lock\":\"%s\",\"function\":\"fx_hold_%s\",\"threads\":[",
+	    hold_kind, hold_kinds[hold_index].lock, hold_kind);
+	for (i = 0; i < nthreads; i++) {
+		if (!t[i].task)
+			continue;
+		out("%s{", i ? "," : "");
+		out_task("task", t[i].task);
+		fx_thread_reap(&t[i]);
+		out(",\"acquisitions\":%d,", t[i].count);
+		out_stats("hold_ns", t[i].holds, t[i].count);
+		out(",");
+		out_stats("call_ns", t[i].waits, t[i].count);
+		out("}");
+	}
+	out("]}\n");
+free:
+	for (i = 0; i < nthreads; i++) {
+		kvfree(t[i].holds);
+		kvfree(t[i].waits);
+	}
+	return err;
+}
+
+/* --- lock orders -------------------------------------------------------- */
+
+static spinlock_t *order_first, *order_second;
+
+static noinline void fx_order_take_two(void)
+{
+	spin_lock(order_first);
+	spin_lock(order_second);
+	spin_unlock(order_second);
+	spin_unlock(order_first);
+}
+
+static int fx_order_thread(struct fx_thread *t)
+{
+	fx_order_take_two();
+	return 0;
+}
+
+static noinline void fx_irq_lock_irqs_on(void)
+{
+	spin_lock(&fx_irq_lock);	/* HARDIRQ-ON use of an IN-HARDIRQ lock */
+	spin_unlock(&fx_irq_lock);
+}
+
+static int fx_irq_unsafe_thread(struct fx_thread *t)
+{
+	fx_irq_lock_irqs_on();
+	return 0;
+}
+
+static const char *lock_name(spinlock_t *l)
+{
+	return l == &fx_order_a ? "fx_order_a" : l == &fx_order_b ? "fx_order_b" : "fx_order_c";
+}
+
+/* Run one kthread that takes first then second; report the edge. */
+static int order_step(spinlock_t *first, spinlock_t *second, const char *name, int n)
+{
+	struct fx_thread t = {};
+	int err;
+
+	order_first = first;
+	order_second = second;
+	err = fx_thread_start(&t, fx_order_thread, name, 0);
+	if (err)
+		return err;
+	out("%s{", n ? "," : "");
+	out_task("task", t.task);
+	fx_thread_reap(&t);
+	out(",\"held\":\"%s\",\"acquired\":\"%s\",\"held_addr\":\"0x%lx\",\"acquired_addr\":\"0x%lx\"}",
+	    lock_name(first), lock_name(second), (unsigned long)first, (unsigned long)second);
+	return 0;
+}
+
+static int cmd_order(const char *pattern)
+{
+	int err = 0;
+
+	out("{\"cmd\":\"order\",\"pattern\":\"%s\",\"function\":\"fx_order_take_two\",\"edges\":[",
+	    pattern);
+	if (!strcmp(pattern, "abba")) {
+		err = order_step(&fx_order_a, &fx_order_b, "fx_order_1", 0) ?:
+		      order_step(&fx_order_b, &fx_order_a, "fx_order_2", 1);
+	} else if (!strcmp(pattern, "cycle3")) {
+		err = order_step(&fx_order_a, &fx_order_b, "fx_order_1", 0) ?:
+		      order_step(&fx_order_b, &fx_order_c, "fx_order_2", 1) ?:
+		      order_step(&fx_order_c, &fx_order_a, "fx_order_3", 2);
+	} else if (!strcmp(pattern, "consistent")) {
+		err = order_step(&fx_order_a, &fx_order_b, "fx_order_1", 0) ?:
+		      order_step(&fx_order_a, &fx_order_b, "fx_order_2", 1);
+	} else if (!strcmp(pattern, "irq_unsafe")) {
+		struct fx_thread t = {};
+
+		out("]");
+		fx_irq_takes_lock = true;
+		fire_once();
+		fx_irq_takes_lock = false;
+		err = fx_thread_start(&t, fx_irq_unsafe_thread, "fx_irq_unsafe", 0);
+		if (err)
+			return err;
+		out(",\"lock\":\"fx_irq_lock\",\"lock_addr\":\"0x%lx\",\"irqs_on_function\":\"fx_irq_lock_irqs_on\",",
+		    (unsigned long)&fx_irq_lock);
+		out_task("irqs_on_task", t.task);
+		fx_thread_reap(&t);
+		out("}\n");
+		return 0;
+	} else {
+		return -EINVAL;
+	}
+	out("]}\n");
+	return err;
+}
+
+/* --- real deadlock and hung task ----------------------------------------- */
+
+static struct fx_thread scenario[2];
+static const char *scenario_name;
+static DECLARE_COMPLETION(hung_release);
+
+static noinline int fx_deadlock_take(struct mutex *first, struct mutex *second)
+{
+	int err;
+
+	mutex_lock(first);
+	msleep(100);	/* let the other thread take its first mutex */
+	err = mutex_lock_killable(second);	/* blocks forever: ABBA */
+	if (!err)
+		mutex_unlock(second);
+	mutex_unlock(first);
+	return err;
+}
+
+static int fx_deadlock_thread(struct fx_thread *t)
+{
+	return t->index == 0 ? fx_deadlock_take(&fx_dl_mutex_a, &fx_dl_mutex_b)
+			     : fx_deadlock_take(&fx_dl_mutex_b, &fx_dl_mutex_a);
+}
+
+static noinline int fx_hung_hold(void)
+{
+	mutex_lock(&fx_hung_mutex);
+	wait_for_completion_killable(&hung_release);
+	mutex_unlock(&fx_hung_mutex);
+	return 0;
+}
+
+static noinline int fx_hung_wait(void)
+{
+	int err = mutex_lock_killable(&fx_hung_mutex);	/* D state until release */
+
+	if (!err)
+		mutex_unlock(&fx_hung_mutex);
+	return err;
+}
+
+static int fx_hung_thread(struct fx_thread *t)
+{
+	if (t->index == 0)
+		return fx_hung_hold();
+	msleep(50);	/* the holder goes first */
+	return fx_hung_wait();
+}
+
+static int cmd_scenario(const char *name)
+{
+	bool dl = !strcmp(name, "deadlock");
+	int err;
+
+	if (scenario_name)
+		return -EBUSY;
+	reinit_completion(&hung_release);
+	err = fx_thread_start(&scenario[0], dl ? fx_deadlock_thread : fx_hung_thread,
+			      dl ? "fx_dl_a" : "fx_hung_owner", 0);
+	if (err)
+		return err;
+	err = fx_thread_start(&scenario[1], dl ? fx_deadlock_thread : fx_hung_thread,
+			      dl ? "fx_dl_b" : "fx_hung_waiter", 1);
+	if (err) {
+		complete_all(&hung_release);
+		send_sig(SIGKILL, scenario[0].task, 1);
+		fx_thread_reap(&scenario[0]);
+		return err;
+	}
+	scenario_name = dl ? "deadlock" : "hung";
+	msleep(300);	/* the cycle / the block has formed */
+	out("{\"cmd\":\"%s\",", scenario_name);
+	if (dl) {
+		out("\"mutexes\":[{\"name\":\"fx_dl_mutex_a\",\"addr\":\"0x%lx\"},{\"name\":\"fx_dl_mutex_b\",\"addr\":\"0x%lx\"}],",
+		    (unsigned long)&fx_dl_mutex_a, (unsigned long)&fx_dl_mutex_b);
+		out_task("task_a", scenario[0].task);
+		out(",");
+		out_task("task_b", scenario[1].task);
+	} else {
+		out("\"mutex\":{\"name\":\"fx_hung_mutex\",\"addr\":\"0x%lx\"},",
+		    (unsigned long)&fx_hung_mutex);
+		out_task("owner", scenario[0].task);
+		out(",");
+		out_task("waiter", scenario[1].task);
+	}
+	out(",\"started_ns\":%llu}\n", ktime_get_ns());
+	return 0;
+}
+
+static int cmd_release(void)
+{
+	int i;
+
+	if (!scenario_name)
+		return 0;
+	complete_all(&hung_release);
+	if (!strcmp(scenario_name, "deadlock"))
+		for (i = 0; i < 2; i++)
+			send_sig(SIGKILL, scenario[i].task, 1);
+	for (i = 0; i < 2; i++)
+		fx_thread_reap(&scenario[i]);
+	out("{\"cmd\":\"release\",\"scenario\":\"%s\",\"released_ns\":%llu}\n",
+	    scenario_name, ktime_get_ns());
+	scenario_name = NULL;
+	return 0;
+}
+
+/* --- control file ------------------------------------------------------- */
+
+static int run_command(char *line)
+{
+	char cmd[32] = "", arg[32] = "";
+	u64 a = 0, b = 0, c = 0;
+	int n;
+
+	n = sscanf(line, "%31s %31s %llu %llu %llu", cmd, arg, &a, &b, &c);
+	result_len = 0;
+	result[0] = '\0';
+	if (n >= 3 && !strcmp(cmd, "irqoff"))
+		return cmd_irqoff(arg, a, n >= 4 ? b : 1);
+	if (n >= 3 && !strcmp(cmd, "irqline"))
+		return cmd_irqline(arg, a);
+	if (n == 2 && !strcmp(cmd, "fire")) {
+		if (kstrtou64(arg, 10, &a))
+			return -EINVAL;
+		return cmd_fire(a);
+	}
+	if (n >= 4 && !strcmp(cmd, "hold"))
+		return cmd_hold(arg, a, b, n >= 5 ? c : 2);
+	if (n == 2 && !strcmp(cmd, "order"))
+		return cmd_order(arg);
+	if (n == 1 && (!strcmp(cmd, "deadlock") || !strcmp(cmd, "hung")))
+		return cmd_scenario(cmd);
+	if (n == 1 && !strcmp(cmd, "release"))
+		return cmd_release();
+	return -EINVAL;
+}
+
+static ssize_t ctl_write(struct file *file, const char __user *buf, size_t len, loff_t *ppos)
+{
+	char line[128];
+	int err;
+
+	if (len >= sizeof(line))
+		return -EINVAL;
+	if (copy_from_user(line, buf, len))
+		return -EFAULT;
+	line[len] = '\0';
+	if (mutex_lock_killable(&ctl_lock))
+		return -EINTR;
+	err = run_command(line);
+	if (err) {
+		result_len = 0;
+		out("{\"error\":%d}\n", err);
+	}
+	mutex_unlock(&ctl_lock);
+	return err ? err : len;
+}
+
+static ssize_t ctl_read(struct file *file, char __user *buf, size_t len, loff_t *ppos)
+{
+	ssize_t ret;
+
+	if (mutex_lock_killable(&ctl_lock))
+		return -EINTR;
+	ret = simple_read_from_buffer(buf, len, ppos, result, result_len);
+	mutex_unlock(&ctl_lock);
+	return ret;
+}
+
+static const struct proc_ops ctl_ops = {
+	.proc_write = ctl_write,
+	.proc_read = ctl_read,
+	.proc_lseek = default_llseek,
+};
+
+static struct proc_dir_entry *ctl_entry;
+static int fx_irq_dev;
+
+static int __init fixture_init(void)
+{
+	int err;
+
+	result = kvzalloc(RESULT_SIZE, GFP_KERNEL);
+	if (!result)
+		return -ENOMEM;
+	/* no owner module: request_irq would pin us and block rmmod */
+	fx_irq = __irq_alloc_descs(-1, 0, 1, NUMA_NO_NODE, NULL, NULL);
+	if (fx_irq < 0) {
+		err = fx_irq;
+		goto free_result;
+	}
+	irq_set_chip_and_handler(fx_irq, &dummy_irq_chip, handle_simple_irq);
+	irq_modify_status(fx_irq, IRQ_NOREQUEST | IRQ_NOPROBE, 0);
+	err = request_irq(fx_irq, fx_irq_handler, 0, "irqlock_fixture", &fx_irq_dev);
+	if (err)
+		goto free_desc;
+	init_irq_work(&fx_irq_work, fx_irq_work_fn);
+	ctl_entry = proc_create("irqlock_fixture", 0600, NULL, &ctl_ops);
+	if (!ctl_entry) {
+		err = -ENOMEM;
+		goto free_irq;
+	}
+	pr_info("irqlock_fixture: loaded, irq %d\n", fx_irq);
+	return 0;
+free_irq:
+	free_irq(fx_irq, &fx_irq_dev);
+free_desc:
+	irq_free_desc(fx_irq);
+free_result:
+	kvfree(result);
+	return err;
+}
+
+static void __exit fixture_exit(void)
+{
+	proc_remove(ctl_entry);
+	mutex_lock(&ctl_lock);
+	cmd_release();
+	mutex_unlock(&ctl_lock);
+	irq_work_sync(&fx_irq_work);
+	free_irq(fx_irq, &fx_irq_dev);
+	irq_free_desc(fx_irq);
+	kvfree(result);
+}
+
+module_init(fixture_init);
+module_exit(fixture_exit);
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("irqlock test fixture: ground truth for IRQ-off, IRQ line, lock and deadlock tests");
