@@ -128,7 +128,8 @@ def run_vm(image: Path, script: str, cpus: int, memory: str, results: Path, time
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kernel", default="stock",
                         help="'stock' (Debian's linux-image-amd64), 'irqtrace' (../shared/kernels) "
                              "or a vmlinuz path")
@@ -136,6 +137,8 @@ def main() -> int:
     parser.add_argument("--memory", default="2G")
     parser.add_argument("--timeout", type=int, default=GUEST_TIMEOUT_S,
                         help="seconds the command may run in the guest")
+    parser.add_argument("--junit", type=Path, metavar="XML",
+                        help="copy the kernel tests' JUnit XML report here")
     parser.add_argument("command", nargs="*",
                         help="command to run in the guest (default: the kernel tests)")
     args = parser.parse_args()
@@ -145,7 +148,8 @@ def main() -> int:
     results = ROOT / "build" / "vm-results" / release
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
-    command = args.command or [str(VENV / "bin" / "python"), "-m", "pytest", "-v", "tests/kernel"]
+    command = args.command or [str(VENV / "bin" / "python"), "-m", "pytest", "-v", "--timeout", "600",
+                               f"--junitxml={results / 'junit.xml'}", "tests/kernel"]
     log(f"booting {image} ({release}) under TCG: {' '.join(command)}")
     vm_status = run_vm(image, guest_script(command, fixture, results, args.timeout),
                        args.cpus, args.memory, results, args.timeout)
@@ -167,6 +171,8 @@ def main() -> int:
         failures.append(f"the command timed out after {args.timeout} s")
     elif status != 0:
         failures.append(f"the command failed with exit code {status}")
+    if args.junit and (results / "junit.xml").exists():
+        shutil.copy2(results / "junit.xml", args.junit)
     for failure in failures:
         log(f"FAIL ({release}): {failure}")
     if not failures:

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from irqlock.bpf.hitcount import HitCounter
 from irqlock.errors import IrqlockError
-from irqlock.kernel.features import PROOF_FUNCTION, KernelFeatures, plan, probe
+from irqlock.kernel.features import PROOF_FUNCTION, KernelFeatures, ToolPlan, plan, probe
 
 PROOF_SECONDS = 0.2
 
@@ -63,7 +63,7 @@ def run(btf: Path, as_json: bool, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def _print_console(f: KernelFeatures, plans: list, out: TextIO) -> None:
+def _print_console(f: KernelFeatures, plans: list[ToolPlan], out: TextIO) -> None:
     rows = [
         ("kernel", f.release),
         ("root", "yes" if f.root else "no"),

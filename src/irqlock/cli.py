@@ -38,8 +38,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _shared_flags() -> argparse.ArgumentParser:
-    shared = argparse.ArgumentParser(add_help=False)
+def _shared_flags() -> _Parser:
+    shared = _Parser(add_help=False)
     shared.add_argument("-j", "--json", action="store_true",
                         help="print JSON lines (one object per record) instead of tables")
     shared.add_argument("--btf", type=Path, default=DEFAULT_BTF, metavar="PATH",
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="irqlock", description=__doc__.splitlines()[0] if __doc__ else None,
                      epilog=MAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"irqlock {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub: argparse._SubParsersAction[_Parser] = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     shared = _shared_flags()
 

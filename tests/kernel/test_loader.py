@@ -39,6 +39,7 @@ def test_counts_fixture_spin_lock_irqsave_calls(fixture: Fixture, kallsyms: Kall
 
 def test_two_kthreads_counted_apart(fixture: Fixture, kallsyms: Kallsyms) -> None:
     lock = kallsyms.address_of("fx_spin")
+    assert lock
     with HitCounter(SPIN_IRQSAVE, True, first_arg=lock) as counter:
         truth = fixture.run("hold spin_irqsave 5 40 2")
         counts = counter.counts()

@@ -69,7 +69,7 @@ class Map:
 
     @property
     def fd(self) -> int:
-        return self._lib.lib.bpf_map__fd(self._ptr)
+        return int(self._lib.lib.bpf_map__fd(self._ptr))
 
     def lookup(self, key: bytes) -> bytes | None:
         value = ctypes.create_string_buffer(self.value_size)
@@ -102,6 +102,7 @@ class BpfObject:
         self._links: list[int] = []
         self._ringbufs: list[tuple[int, object]] = []
         self._plan: list[Attachment] = []
+        self._handler_error: BaseException | None = None
         self.loaded = False
 
     # ---- open / configure ------------------------------------------------
@@ -164,19 +165,20 @@ class BpfObject:
             result[name] = (info.offset, info.size)
         return result
 
-    def _section_data(self, section: str) -> ctypes.Array[ctypes.c_char]:
+    def _section_data(self, section: str) -> tuple[int, int]:
+        """(address, size) of a data section: its initial value before load, live memory after."""
         size = ctypes.c_size_t()
         ptr = self._lib.lib.bpf_map__initial_value(self._map_ptr(section), ctypes.byref(size))
         if not ptr:
             raise IrqlockError(f"{self.name}: section {section} has no data")
-        return (ctypes.c_char * size.value).from_address(ptr)
+        return int(ptr), size.value
 
     def set_rodata(self, **values: int | bytes) -> None:
         """Set ``const volatile`` globals before load (ints little-endian, bytes zero-padded)."""
         if self.loaded:
             raise IrqlockError(f"{self.name}: rodata can only be set before load")
         layout = self._datasec_vars(".rodata")
-        data = self._section_data(".rodata")
+        base, _size = self._section_data(".rodata")
         for name, value in values.items():
             if name not in layout:
                 raise IrqlockError(f"{self.name}: no const volatile variable {name}")
@@ -185,7 +187,7 @@ class BpfObject:
                 else value.ljust(size, b"\0")
             if len(raw) > size:
                 raise IrqlockError(f"{self.name}: value for {name} exceeds {size} bytes")
-            data[offset:offset + size] = raw
+            ctypes.memmove(base + offset, raw, size)
 
     def read_global(self, name: str, section: str = ".bss") -> int:
         """Read an integer global of a loaded object (live: .bss is memory-mapped)."""
@@ -193,8 +195,8 @@ class BpfObject:
         if name not in layout:
             raise IrqlockError(f"{self.name}: no global {name} in {section}")
         offset, size = layout[name]
-        data = self._section_data(section)
-        return int.from_bytes(bytes(data[offset:offset + size]), "little")
+        base, _size = self._section_data(section)
+        return int.from_bytes(ctypes.string_at(base + offset, size), "little")
 
     def set_max_entries(self, map_name: str, entries: int) -> None:
         self._lib.call(f"{self.name}: resize map {map_name}", self._lib.lib.bpf_map__set_max_entries,
@@ -271,7 +273,8 @@ class BpfObject:
         def on_sample(_ctx: int | None, data: int, size: int) -> int:
             try:
                 handler(ctypes.string_at(data, size))
-            except Exception:  # noqa: BLE001 - must not unwind through C
+            except BaseException as exc:  # must not unwind through C: re-raised by poll()
+                self._handler_error = exc
                 return -1
             return 0
 
@@ -283,11 +286,14 @@ class BpfObject:
 
     def poll(self, ringbuf: int, timeout_ms: int) -> int:
         """Consume ready records (waiting up to timeout_ms); returns how many were handled."""
-        ret = self._lib.lib.ring_buffer__poll(ringbuf, timeout_ms)
+        ret: int = self._lib.lib.ring_buffer__poll(ringbuf, timeout_ms)
+        if self._handler_error is not None:
+            error, self._handler_error = self._handler_error, None
+            raise error
         if ret == -4:  # EINTR: a signal arrived; the caller decides whether to stop
             return 0
         if ret < 0:
-            raise LibbpfError(f"{self.name}: poll ring buffer (a handler failed?)", ret, [])
+            raise LibbpfError(f"{self.name}: poll ring buffer", ret, [])
         return ret
 
     def _program_infos(self) -> Iterator[tuple[str, BpfProgInfo]]:

@@ -230,6 +230,30 @@ def _traceable(features: KernelFeatures, names: list[str]) -> tuple[list[str], l
     return ok, [n for n in names if n not in ok]
 
 
+def _plan_irqoff(features: KernelFeatures, blocker: str, method: str) -> ToolPlan:
+    """All interrupts of a CPU: tracepoints, else lock paths exact plus cpu-clock sampling."""
+    if not (features.root and features.btf.available):
+        return ToolPlan("irqoff", "unavailable", blocker)
+    if features.preemptirq_tracepoints.available:
+        return ToolPlan("irqoff", "exact", "preemptirq:irq_disable/irq_enable tracepoints")
+    locks_ok, _ = _traceable(features, [f for f in SPIN_FUNCTIONS + RWLOCK_FUNCTIONS if "irq" in f])
+    sampler = features.perf_cpu_clock
+    if locks_ok and sampler.available:
+        return ToolPlan("irqoff", "exact+sampled",
+                        f"lock paths exact via {method} ({len(locks_ok)} functions); other windows "
+                        "sampled with cpu-clock (no preemptirq tracepoints)")
+    if locks_ok:
+        return ToolPlan("irqoff", "exact+sampled",
+                        f"lock paths exact via {method}; other windows unseen: perf cpu-clock "
+                        f"unavailable ({sampler.detail})")
+    if sampler.available:
+        return ToolPlan("irqoff", "sampled",
+                        "cpu-clock sampling only: " + (blocker or "no irq lock function can be traced"))
+    return ToolPlan("irqoff", "unavailable",
+                    f"no preemptirq tracepoints, no traceable lock functions, no perf cpu-clock "
+                    f"({sampler.detail})")
+
+
 def plan(features: KernelFeatures) -> list[ToolPlan]:
     """What each tool will do on this kernel, and why."""
     plans = []
@@ -243,29 +267,7 @@ def plan(features: KernelFeatures) -> list[ToolPlan]:
         blocker = ""
     method = "fentry/fexit" if features.fentry.available else "kprobe/kretprobe"
 
-    # irqoff: all interrupts of a CPU
-    if blocker and not (features.root and features.btf.available):
-        plans.append(ToolPlan("irqoff", "unavailable", blocker))
-    elif features.preemptirq_tracepoints.available:
-        plans.append(ToolPlan("irqoff", "exact", "preemptirq:irq_disable/irq_enable tracepoints"))
-    else:
-        locks_ok, _ = _traceable(features, [f for f in SPIN_FUNCTIONS + RWLOCK_FUNCTIONS
-                                            if "irq" in f])
-        sampled = features.perf_cpu_clock.available
-        if locks_ok and sampled:
-            plans.append(ToolPlan("irqoff", "exact+sampled",
-                                  f"lock paths exact via {method} ({len(locks_ok)} functions); "
-                                  "other windows sampled with cpu-clock (no preemptirq tracepoints)"))
-        elif sampled:
-            plans.append(ToolPlan("irqoff", "sampled",
-                                  "cpu-clock sampling only: lock functions cannot be traced"))
-        elif locks_ok:
-            plans.append(ToolPlan("irqoff", "exact+sampled",
-                                  f"lock paths only via {method}: perf cpu-clock unavailable "
-                                  f"({features.perf_cpu_clock.detail}), other windows unseen"))
-        else:
-            plans.append(ToolPlan("irqoff", "unavailable",
-                                  blocker or "no tracepoints, no lock functions, no perf cpu-clock"))
+    plans.append(_plan_irqoff(features, blocker, method))
 
     # irq: one named IRQ line
     depth_ok, _ = _traceable(features, ["__disable_irq", "__enable_irq"])

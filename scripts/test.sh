@@ -1,0 +1,26 @@
+#!/bin/bash
+# Sets up everything (scripts/setup.sh) and runs every test: lint and types, unit tests on this
+# machine, then the kernel tests in a VM on Debian's stock kernel and, when ../shared/kernels has
+# it, on the preemptirq kernel.  Exits non-zero if anything failed; ends with one summary line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh || exit 1
+mkdir -p build/junit && rm -f build/junit/*.xml
+status=0
+step() { echo "== $*" >&2; "$@" || status=1; }
+
+step .venv/bin/ruff check src tests scripts setup.py
+step .venv/bin/mypy
+step .venv/bin/python -m pytest -q --timeout 300 --junitxml=build/junit/unit.xml tests/unit
+
+step scripts/vmtest.py --junit build/junit/stock.xml
+reports=(build/junit/unit.xml build/junit/stock.xml)
+if compgen -G "../shared/kernels/irqtrace-6.1/linux-image-*.deb" >/dev/null; then
+  step scripts/vmtest.py --kernel irqtrace --junit build/junit/irqtrace.xml
+  reports+=(build/junit/irqtrace.xml)
+else
+  echo "== skipped: exact-mode kernel tests: no ../shared/kernels/irqtrace-6.1 (see docs/exact-kernel.md)" >&2
+fi
+# A report that is missing (a run that never finished) counts as a failure.
+.venv/bin/python scripts/junit_summary.py "${reports[@]}" || status=1
+exit $status

@@ -1,0 +1,56 @@
+"""Symbolizer logic on a synthetic /proc/kallsyms."""
+
+from __future__ import annotations
+
+import pytest
+
+from irqlock.errors import IrqlockError
+from irqlock.kernel.kallsyms import Kallsyms
+
+LINES = """\
+0000000000000000 A fixed_percpu_data
+ffffffff81000000 T _stext
+ffffffff81001000 T _raw_spin_lock_irqsave
+ffffffff81001040 t helper
+ffffffff82000000 D jiffies_lock
+ffffffff82000010 d other_data
+ffffffffc0639000 t fx_hold_spin\t[irqlock_fixture]
+ffffffffc0639080 t fx_hold_mutex\t[irqlock_fixture]
+ffffffffc0639b6c b fx_order_a\t[irqlock_fixture]
+ffffffffc0639b70 b fx_order_b\t[irqlock_fixture]
+""".splitlines()
+
+
+@pytest.fixture
+def syms() -> Kallsyms:
+    return Kallsyms(LINES)
+
+
+def test_kernel_function_with_offset_and_size(syms: Kallsyms) -> None:
+    assert syms.symbolize(0xFFFFFFFF8100101A) == "_raw_spin_lock_irqsave+0x1a/0x40"
+
+
+def test_module_function_names_module(syms: Kallsyms) -> None:
+    assert syms.symbolize(0xFFFFFFFFC0639004) == "fx_hold_spin+0x4/0x80 [irqlock_fixture]"
+
+
+def test_unknown_address_is_hex(syms: Kallsyms) -> None:
+    assert syms.symbolize(0x1234) == "0x1234"
+
+
+def test_static_lock_by_exact_address(syms: Kallsyms) -> None:
+    assert syms.data_name(0xFFFFFFFFC0639B6C) == "fx_order_a"
+    assert syms.data_name(0xFFFFFFFF82000004) == "jiffies_lock+0x4"
+    assert syms.data_name(0xFFFFFFFF81001000) is None, "a function is not a data object"
+
+
+def test_address_of_and_stack(syms: Kallsyms) -> None:
+    assert syms.address_of("fx_order_b") == 0xFFFFFFFFC0639B70
+    assert syms.address_of("missing") is None
+    frames = syms.stack([0xFFFFFFFF81001001, 0xFFFFFFFFC0639081, 0, 0xFFFFFFFF81001001])
+    assert frames == ["_raw_spin_lock_irqsave+0x1/0x40", "fx_hold_mutex+0x1/0xaec [irqlock_fixture]"]
+
+
+def test_hidden_addresses_are_one_clear_error() -> None:
+    with pytest.raises(IrqlockError, match="kptr_restrict"):
+        Kallsyms(["0000000000000000 T _stext", "0000000000000000 t helper"])
