@@ -31,8 +31,8 @@ SHARED_KERNELS = ROOT.parent / "shared" / "kernels"
 IRQTRACE_DIR = SHARED_KERNELS / "irqtrace-6.1"
 # A kernel oops or warning in the guest fails the run even if the tests passed.
 DMESG_FAILURE = re.compile(r"\b(BUG:|WARNING:)")
-GUEST_TIMEOUT_S = 1500
-HOST_MARGIN_S = 300
+GUEST_TIMEOUT_S = 900
+HOST_MARGIN_S = 120
 
 
 def log(message: str) -> None:
