@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ cd {ROOT}
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 insmod {fixture} || echo 'vmtest: guest: insmod failed' >&2
-timeout --kill-after=30 {timeout_s} {quoted}
+timeout --kill-after=30 {timeout_s} {quoted} > {results}/output.log 2>&1
 echo $? > {results}/status
 rmmod irqlock_fixture 2>/dev/null
 dmesg > {results}/dmesg
@@ -112,19 +113,60 @@ def _shell_quote(word: str) -> str:
     return "'" + word.replace("'", "'\\''") + "'"
 
 
-def run_vm(image: Path, script: str, cpus: int, memory: str, results: Path, timeout_s: int) -> int:
+def follow(path: Path, stop: threading.Event) -> None:
+    """Copy the guest command's output (written to the shared results dir) to ours as it grows."""
+    offset = 0
+    while True:
+        stopping = stop.is_set()
+        if path.exists():
+            with path.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            offset += len(chunk)
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+        if stopping:
+            return
+        stop.wait(0.5)
+
+
+def run_vm(image: Path, script: str, cpus: int, memory: str, results: Path, timeout_s: int,
+           monitor: Path | None) -> int:
     vng = shutil.which("vng", path=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}")
     if not vng:
         raise SystemExit("vmtest: vng not found: run scripts/setup.sh")
     env = dict(os.environ, PATH=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}")
+    # --verbose: the guest's console (kernel messages included) goes to console.log, so a
+    # lockup or oops that stops the guest from saving its dmesg is still on record.
     cmd = [vng, "--run", str(image), "--disable-kvm", "--force-9p", "--cpus", str(cpus),
-           "--memory", memory, "--rwdir", str(results), "--exec", script]
-    try:
-        return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL,
-                              timeout=timeout_s + HOST_MARGIN_S).returncode
-    except subprocess.TimeoutExpired:
-        log(f"VM did not finish within {timeout_s + HOST_MARGIN_S} s")
-        return 124
+           "--memory", memory, "--rwdir", str(results), "--verbose", "--exec", script]
+    # One host thread for all vCPUs (no MTTCG): with a thread per vCPU, a vCPU was seen
+    # looping forever on an int3 that ftrace had already removed (text_poke on another
+    # vCPU) while detaching a trampoline from _raw_spin_unlock_irq.
+    qemu_opts = ["-accel", "tcg,thread=single"]
+    if monitor:  # a hung guest: "info registers -a", symbols from /proc/kallsyms of a nokaslr boot
+        qemu_opts += ["-monitor", f"unix:{monitor},server,nowait"]
+        cmd[3:3] = ["--append", "nokaslr"]
+    cmd[3:3] = [f"--qemu-opts={' '.join(qemu_opts)}"]
+    console = results / "console.log"
+    stop_following = threading.Event()
+    follower = threading.Thread(target=follow, args=(results / "output.log", stop_following))
+    follower.start()
+    with console.open("w") as out:
+        try:
+            return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=subprocess.STDOUT,
+                                  timeout=timeout_s + HOST_MARGIN_S).returncode
+        except subprocess.TimeoutExpired:
+            log(f"VM did not finish within {timeout_s + HOST_MARGIN_S} s")
+            return 124
+        finally:
+            stop_following.set()
+            follower.join()
+            out.flush()
+            tail = console.read_text(errors="replace").splitlines()[-40:]
+            if not (results / "status").exists():
+                log(f"guest console ({console}), last lines:\n  " + "\n  ".join(tail))
 
 
 def main() -> int:
@@ -137,6 +179,9 @@ def main() -> int:
     parser.add_argument("--memory", default="2G")
     parser.add_argument("--timeout", type=int, default=GUEST_TIMEOUT_S,
                         help="seconds the command may run in the guest")
+    parser.add_argument("--monitor", type=Path, metavar="SOCKET",
+                        help="QEMU monitor on this unix socket, guest booted without KASLR "
+                             "(for debugging a hung guest)")
     parser.add_argument("--junit", type=Path, metavar="XML",
                         help="copy the kernel tests' JUnit XML report here")
     parser.add_argument("command", nargs="*",
@@ -152,7 +197,7 @@ def main() -> int:
                                f"--junitxml={results / 'junit.xml'}", "tests/kernel"]
     log(f"booting {image} ({release}) under TCG: {' '.join(command)}")
     vm_status = run_vm(image, guest_script(command, fixture, results, args.timeout),
-                       args.cpus, args.memory, results, args.timeout)
+                       args.cpus, args.memory, results, args.timeout, args.monitor)
 
     status_file = results / "status"
     status = int(status_file.read_text()) if status_file.exists() else None

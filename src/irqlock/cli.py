@@ -15,6 +15,8 @@ from typing import NoReturn
 from irqlock import __version__
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import DEFAULT_BTF
+from irqlock.tracers.irqoff import DEFAULT_PERIOD_NS, MIN_PERIOD_NS
+from irqlock.units import format_ns
 
 EXIT_USAGE = 2
 
@@ -23,9 +25,18 @@ CHECK_EXAMPLES = """examples:
   irqlock check -j       # the same as one JSON object
 """
 
+IRQOFF_EXAMPLES = """examples:
+  irqlock irqoff                 # windows over 1ms, best source this kernel offers
+  irqlock irqoff -t 100us -d 10  # over 100 us, for 10 seconds
+  irqlock irqoff -c 1 -j         # CPU 1 only, JSON lines
+  irqlock irqoff -m sample --period 100us  # sampler only, 100 us period (error <= 50 us)
+  irqlock irqoff --preempt       # preempt-off windows too (needs preemptirq tracepoints)
+"""
+
 MAIN_EXAMPLES = """examples:
   irqlock check                      # what this kernel offers and each tool's plan
   irqlock check -j | jq .plan        # the plan as JSON
+  irqlock irqoff -t 500us            # IRQ-off windows over 500 us with stacks
 
 Run 'irqlock COMMAND --help' for a command's flags and examples.
 """
@@ -49,6 +60,60 @@ def _shared_flags() -> _Parser:
     return shared
 
 
+def _duration(text: str) -> int:
+    from irqlock.units import parse_duration_ns
+
+    try:
+        return parse_duration_ns(text)
+    except IrqlockError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad number of seconds {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be positive, not {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text}")
+    return value
+
+
+def _tracer_flags() -> _Parser:
+    tracer = _Parser(add_help=False)
+    tracer.add_argument("-d", "--duration", type=_seconds, metavar="SECONDS",
+                        help="stop after this many seconds (default: until Ctrl-C)")
+    tracer.add_argument("-p", "--pid", type=_non_negative, metavar="PID",
+                        help="only this process")
+    tracer.add_argument("-c", "--cpu", type=_non_negative, metavar="CPU", help="only this CPU")
+    tracer.add_argument("--ready-file", type=Path, metavar="PATH",
+                        help="write this file once every probe is attached")
+    return tracer
+
+
+def _cmd_irqoff(args: argparse.Namespace) -> int:
+    from irqlock import irqoff_cmd
+    from irqlock.kernel.features import probe
+    from irqlock.tracers.irqoff import IrqoffConfig
+
+    if args.period < MIN_PERIOD_NS:
+        raise IrqlockError(f"--period must be at least {format_ns(MIN_PERIOD_NS)}: a shorter one "
+                           "can keep a slow CPU busy in the sampler's interrupt")
+    config = IrqoffConfig(threshold_ns=args.threshold, mode=args.mode, period_ns=args.period,
+                          tgid=args.pid, cpu=args.cpu, preempt=args.preempt)
+    return irqoff_cmd.run(config, probe(args.btf), args.duration, args.ready_file, args.json)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from irqlock import check
 
@@ -68,6 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            help="show what this kernel offers and what each tool will do")
     check.set_defaults(handler=_cmd_check)
+
+    irqoff = sub.add_parser("irqoff", parents=[shared, _tracer_flags()], epilog=IRQOFF_EXAMPLES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            help="windows in which a CPU kept interrupts off, with stacks")
+    irqoff.add_argument("-t", "--threshold", type=_duration, default=1_000_000, metavar="TIME",
+                        help="report windows at least this long: 500ns, 100us, 2ms, 1s; "
+                             "a bare number is us (default: 1ms)")
+    irqoff.add_argument("-m", "--mode", choices=["auto", "exact", "sample"], default="auto",
+                        help="auto: best this kernel offers; exact: tracepoints or lock paths "
+                             "only; sample: cpu-clock sampler only")
+    irqoff.add_argument("--period", type=_duration, default=DEFAULT_PERIOD_NS, metavar="TIME",
+                        help="sampling period (default: 500us, at least 20us); windows of twice "
+                             "the period are always caught, and the error bound is half of it")
+    irqoff.add_argument("--preempt", action="store_true",
+                        help="also report preempt-off windows (needs preemptirq tracepoints)")
+    irqoff.set_defaults(handler=_cmd_irqoff)
     return parser
 
 

@@ -21,6 +21,9 @@
  *   deadlock                two kthreads deadlock on two mutexes (killable)
  *   hung                    one kthread holds a mutex, another blocks on it
  *   release                 end the deadlock / hung scenario
+ *   lockloop KIND N         take and release a fixture lock N times in a row
+ *                           (KIND: spin spin_irqsave mutex) and report the
+ *                           time per pair: what a tracer adds to each one
  *
  * Every blocking wait is killable or completes, so the module always unloads.
  */
@@ -158,38 +161,47 @@ static void fx_thread_reap(struct fx_thread *t)
 static u64 irqoff_us;
 static int irqoff_count;
 static const char *irqoff_api;
-static u64 irqoff_start[64], irqoff_end[64];
+/* start/end: inside the window, as the caller sees it.  outer_*: just before the
+ * call that turns interrupts off and just after the one that turns them back on;
+ * the true window lies between the two pairs. */
+static u64 irqoff_start[64], irqoff_end[64], irqoff_outer_start[64], irqoff_outer_end[64];
 static int irqoff_cpu[64];
 
 static noinline void fx_irqoff_irq_disable(int i)
 {
+	irqoff_outer_start[i] = ktime_get_ns();
 	local_irq_disable();
 	irqoff_cpu[i] = raw_smp_processor_id();
 	irqoff_start[i] = ktime_get_ns();
 	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
 	local_irq_enable();
+	irqoff_outer_end[i] = ktime_get_ns();
 }
 
 static noinline void fx_irqoff_irq_save(int i)
 {
 	unsigned long flags;
 
+	irqoff_outer_start[i] = ktime_get_ns();
 	local_irq_save(flags);
 	irqoff_cpu[i] = raw_smp_processor_id();
 	irqoff_start[i] = ktime_get_ns();
 	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
 	local_irq_restore(flags);
+	irqoff_outer_end[i] = ktime_get_ns();
 }
 
 static noinline void fx_irqoff_spin_irqsave(int i)
 {
 	unsigned long flags;
 
+	irqoff_outer_start[i] = ktime_get_ns();
 	spin_lock_irqsave(&fx_irqoff_lock, flags);
 	irqoff_cpu[i] = raw_smp_processor_id();
 	irqoff_start[i] = ktime_get_ns();
 	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
 	spin_unlock_irqrestore(&fx_irqoff_lock, flags);
+	irqoff_outer_end[i] = ktime_get_ns();
 }
 
 /* irqsave inside irqsave: the inner restore must not end the window. */
@@ -197,6 +209,7 @@ static noinline void fx_irqoff_spin_irqsave_nested(int i)
 {
 	unsigned long flags, inner_flags;
 
+	irqoff_outer_start[i] = ktime_get_ns();
 	spin_lock_irqsave(&fx_irqoff_lock, flags);
 	irqoff_cpu[i] = raw_smp_processor_id();
 	irqoff_start[i] = ktime_get_ns();
@@ -206,26 +219,31 @@ static noinline void fx_irqoff_spin_irqsave_nested(int i)
 	spin_unlock_irqrestore(&fx_irqoff_inner, inner_flags);
 	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
 	spin_unlock_irqrestore(&fx_irqoff_lock, flags);
+	irqoff_outer_end[i] = ktime_get_ns();
 }
 
 static noinline void fx_irqoff_spin_irq(int i)
 {
+	irqoff_outer_start[i] = ktime_get_ns();
 	spin_lock_irq(&fx_irqoff_lock);
 	irqoff_cpu[i] = raw_smp_processor_id();
 	irqoff_start[i] = ktime_get_ns();
 	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
 	spin_unlock_irq(&fx_irqoff_lock);
+	irqoff_outer_end[i] = ktime_get_ns();
 }
 
 static noinline void fx_irqoff_write_irqsave(int i)
 {
 	unsigned long flags;
 
+	irqoff_outer_start[i] = ktime_get_ns();
 	write_lock_irqsave(&fx_irqoff_rwlock, flags);
 	irqoff_cpu[i] = raw_smp_processor_id();
 	irqoff_start[i] = ktime_get_ns();
 	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
 	write_unlock_irqrestore(&fx_irqoff_rwlock, flags);
+	irqoff_outer_end[i] = ktime_get_ns();
 }
 
 static const struct {
@@ -276,9 +294,10 @@ static int cmd_irqoff(const char *api, u64 us, int count)
 	fx_thread_reap(&t);
 	out(",\"windows\":[");
 	for (i = 0; i < count; i++)
-		out("%s{\"cpu\":%d,\"start_ns\":%llu,\"end_ns\":%llu,\"duration_ns\":%llu}",
+		out("%s{\"cpu\":%d,\"start_ns\":%llu,\"end_ns\":%llu,\"duration_ns\":%llu,"
+		    "\"outer_start_ns\":%llu,\"outer_end_ns\":%llu}",
 		    i ? "," : "", irqoff_cpu[i], irqoff_start[i], irqoff_end[i],
-		    irqoff_end[i] - irqoff_start[i]);
+		    irqoff_end[i] - irqoff_start[i], irqoff_outer_start[i], irqoff_outer_end[i]);
 	out("]}\n");
 	return 0;
 }
@@ -781,6 +800,49 @@ static int fx_hung_thread(struct fx_thread *t)
 	return fx_hung_wait();
 }
 
+/* --- lockloop: the cost of one uncontended acquire/release -------------- */
+
+static DEFINE_SPINLOCK(fx_loop_lock);
+static DEFINE_MUTEX(fx_loop_mutex);
+
+static int cmd_lockloop(const char *kind, u64 n)
+{
+	unsigned long flags;
+	u64 i, start, total;
+
+	if (n < 1 || n > 100000000)
+		return -EINVAL;
+	start = ktime_get_ns();
+	if (!strcmp(kind, "spin")) {
+		for (i = 0; i < n; i++) {
+			spin_lock(&fx_loop_lock);
+			spin_unlock(&fx_loop_lock);
+			if ((i & 1023) == 1023)
+				cond_resched();
+		}
+	} else if (!strcmp(kind, "spin_irqsave")) {
+		for (i = 0; i < n; i++) {
+			spin_lock_irqsave(&fx_loop_lock, flags);
+			spin_unlock_irqrestore(&fx_loop_lock, flags);
+			if ((i & 1023) == 1023)
+				cond_resched();
+		}
+	} else if (!strcmp(kind, "mutex")) {
+		for (i = 0; i < n; i++) {
+			mutex_lock(&fx_loop_mutex);
+			mutex_unlock(&fx_loop_mutex);
+			if ((i & 1023) == 1023)
+				cond_resched();
+		}
+	} else {
+		return -EINVAL;
+	}
+	total = ktime_get_ns() - start;
+	out("{\"cmd\":\"lockloop\",\"kind\":\"%s\",\"count\":%llu,\"total_ns\":%llu,"
+	    "\"ns_per_pair\":%llu}\n", kind, n, total, total / n);
+	return 0;
+}
+
 static int cmd_scenario(const char *name)
 {
 	bool dl = !strcmp(name, "deadlock");
@@ -865,6 +927,8 @@ static int run_command(char *line)
 		return cmd_order(arg);
 	if (n == 1 && (!strcmp(cmd, "deadlock") || !strcmp(cmd, "hung")))
 		return cmd_scenario(cmd);
+	if (n == 3 && !strcmp(cmd, "lockloop"))
+		return cmd_lockloop(arg, a);
 	if (n == 1 && !strcmp(cmd, "release"))
 		return cmd_release();
 	return -EINVAL;

@@ -190,11 +190,16 @@ class BpfObject:
             ctypes.memmove(base + offset, raw, size)
 
     def read_global(self, name: str, section: str = ".bss") -> int:
-        """Read an integer global of a loaded object (live: .bss is memory-mapped)."""
+        """Read an integer global: its initial value before load, the kernel's value after."""
         layout = self._datasec_vars(section)
         if name not in layout:
             raise IrqlockError(f"{self.name}: no global {name} in {section}")
         offset, size = layout[name]
+        if self.loaded:  # the kernel's copy, not libbpf's initial image
+            data = self.map(section).lookup(bytes(4))
+            if data is None:
+                raise IrqlockError(f"{self.name}: cannot read {section}")
+            return int.from_bytes(data[offset:offset + size], "little")
         base, _size = self._section_data(section)
         return int.from_bytes(ctypes.string_at(base + offset, size), "little")
 
@@ -250,6 +255,11 @@ class BpfObject:
                 self._keep_link(self._lib.call_ptr(
                     f"attach {att.method} to {att.function}", lib.bpf_program__attach, prog))
         return list(self._plan)
+
+    def attach(self, program: str) -> None:
+        """Attach by the program's own section (tp_btf/..., fentry/...)."""
+        self._keep_link(self._lib.call_ptr(f"attach {program}", self._lib.lib.bpf_program__attach,
+                                           self._program(program)))
 
     def attach_tracepoint(self, program: str, category: str, name: str) -> None:
         self._keep_link(self._lib.call_ptr(

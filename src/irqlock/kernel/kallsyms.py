@@ -19,6 +19,8 @@ KALLSYMS = Path("/proc/kallsyms")
 # 'U' undefined, and per-CPU offsets are tiny numbers: none is an address).
 _TEXT_TYPES = frozenset("tTwW")
 _DATA_TYPES = frozenset("dDbBrRgGsSvV")
+# The last symbol before a gap (end of text, JIT areas) would otherwise swallow it.
+MAX_SYMBOL_SIZE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,8 @@ class Kallsyms:
         self._by_name: dict[str, Symbol] = {}
         for i, (address, name, module, is_text) in enumerate(entries):
             end = entries[i + 1][0] if i + 1 < len(entries) else address + 1
-            symbol = Symbol(address, max(end - address, 1), name, module, is_text)
+            symbol = Symbol(address, min(max(end - address, 1), MAX_SYMBOL_SIZE), name, module,
+                            is_text)
             self._symbols.append(symbol)
             self._by_name.setdefault(name, symbol)
 
@@ -83,9 +86,9 @@ class Kallsyms:
         return symbol if address < symbol.address + symbol.size else None
 
     def symbolize(self, address: int) -> str:
-        """``func+0xoff/0xsize [module]``, or ``0x…`` when unknown."""
+        """``func+0xoff/0xsize [module]`` for code, or ``0x…`` when no function holds it."""
         symbol = self.lookup(address)
-        return symbol.format(address) if symbol else f"{address:#x}"
+        return symbol.format(address) if symbol and symbol.is_text else f"{address:#x}"
 
     def data_name(self, address: int) -> str | None:
         """Name of the data object starting exactly at ``address`` (a static lock), or None."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-PERF_TYPE_SOFTWARE = 0
+PERF_TYPE_SOFTWARE = 1
 PERF_COUNT_SW_CPU_CLOCK = 0
 _NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
 _PERF_FLAG_FD_CLOEXEC = 1 << 3
@@ -38,6 +38,7 @@ class PerfEventAttr(ctypes.Structure):
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
 
 
 def open_cpu_clock(cpu: int, period_ns: int) -> int:
@@ -50,7 +51,11 @@ def open_cpu_clock(cpu: int, period_ns: int) -> int:
     nr = _NR_PERF_EVENT_OPEN.get(os.uname().machine)
     if nr is None:
         raise OSError(0, f"perf_event_open: unsupported architecture {os.uname().machine}")
-    fd = _libc.syscall(nr, ctypes.byref(attr), -1, cpu, -1, _PERF_FLAG_FD_CLOEXEC)
+    # syscall(2) is variadic: pass every argument as a full long, or the upper
+    # halves of the int ones (pid, cpu, group_fd, flags) are whatever was in the register.
+    long = ctypes.c_long
+    fd = _libc.syscall(long(nr), ctypes.byref(attr), long(-1), long(cpu), long(-1),
+                       ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"perf_event_open(cpu-clock, cpu {cpu}): {os.strerror(err)}")

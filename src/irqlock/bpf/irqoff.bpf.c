@@ -1,0 +1,405 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * IRQ-off (and preempt-off) windows per CPU, from three sources:
+ *
+ *  - preemptirq tracepoints (irq_disable/irq_enable, preempt_*): exact, every
+ *    API.  They fire only on real transitions, so each pair is an outermost window.
+ *  - lock paths on kernels without them: the spin/rwlock _irq and _irqsave
+ *    functions.  A _lock_irqsave opens a window only if the flags it returns had
+ *    interrupts on; an _unlock_irqrestore closes it only if its flags turn them
+ *    back on, so nested irqsave gives one window.
+ *  - a per-CPU cpu-clock sampler for everything else: the timer cannot fire
+ *    while interrupts are off, so a gap between two samples in the same task,
+ *    in kernel mode, with no context switch between, is an IRQ-off window whose
+ *    length is known to within one sampling period.
+ *
+ * A lock window can open and then see interrupts come back on through a path
+ * that is not traced (spin_unlock + local_irq_restore, say).  Any sign that
+ * interrupts are on -- an interrupt or softirq starting, a sampler tick, a
+ * context switch -- therefore discards an open lock window as stale (counted),
+ * so it cannot grow into a bogus window closed much later by an unrelated unlock.
+ *
+ * User space keeps the programs of the sources it uses and disables the rest.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "irqoff.h"
+
+#define X86_EFLAGS_IF 0x200
+#define STACK_BYTES (IRQOFF_MAX_STACK * sizeof(__u64))
+
+const volatile __u64 threshold_ns = 0;
+const volatile __s32 target_tgid = -1;	/* -1: every process */
+const volatile __s32 target_cpu = -1;	/* -1: every CPU */
+const volatile __u64 sample_period_ns = 0;
+const volatile bool capture_disable_stack = true;
+
+struct window_state {
+	__u64 start_ns;
+	__u64 pending_ns;	/* entry of a _lock_irqsave whose flags are not known yet */
+	__u64 pending_lock;
+	__u64 lock;		/* the lock whose _irq/_irqsave opened the window */
+	__u64 disable_ip;
+	__u64 disable_parent_ip;
+	__u64 last_end_ns;	/* end of the last exact window: the sampler skips its gap */
+	__u64 error_ns;
+	__u32 pid;
+	__u32 tgid;
+	__u32 source;
+	__u32 open;
+	__u32 reporting;	/* close_window is sending: its own lock calls must not touch st */
+	__s32 disable_stack_bytes;
+	char comm[TASK_COMM_LEN];
+	__u64 disable_stack[IRQOFF_MAX_STACK];
+};
+
+struct sample_state {
+	__u64 last_ns;	/* last tick or switch into a task; 0: none (idle) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KIND_COUNT + 1);	/* + the sampler's own, so it never clobbers a lock's */
+	__type(key, __u32);
+	__type(value, struct window_state);
+} windows SEC(".maps");
+
+#define SAMPLER_SLOT KIND_COUNT
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sample_state);
+} samples SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1024 * 1024);
+} events SEC(".maps");
+
+__u64 lost_events = 0;		/* ring buffer full */
+__u64 unmatched_opens = 0;	/* a window opened while one was open: its end was not seen */
+__u64 windows_seen = 0;		/* closed windows, any length */
+__u64 stale_windows = 0;	/* lock windows whose end was not traced, discarded */
+
+static __always_inline struct window_state *state(__u32 kind)
+{
+	return bpf_map_lookup_elem(&windows, &kind);
+}
+
+/* Capture where interrupts go off before taking the start time, so the stack
+ * walk is not counted in the window. */
+static __always_inline void capture_disable_site(void *ctx, struct window_state *st)
+{
+	st->disable_stack_bytes = capture_disable_stack ?
+		bpf_get_stack(ctx, st->disable_stack, STACK_BYTES, 0) : -1;
+}
+
+/* Who is turning interrupts off: taken before the start time, like the stack. */
+static __always_inline void capture_task(struct window_state *st)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	st->pid = (__u32)id;
+	st->tgid = id >> 32;
+	bpf_get_current_comm(st->comm, sizeof(st->comm));
+}
+
+/* The disable stack and task must already be in st; start_ns 0: now. */
+static __always_inline void open_window(struct window_state *st, __u32 source, __u64 start_ns,
+					__u64 ip, __u64 parent_ip)
+{
+	st->open = 1;
+	st->error_ns = 0;
+	st->source = source;
+	st->disable_ip = ip;
+	st->disable_parent_ip = parent_ip;
+	st->start_ns = start_ns ?: bpf_ktime_get_ns();
+}
+
+static __always_inline void open_window_now(void *ctx, __u32 kind, __u32 source, __u64 ip,
+					    __u64 parent_ip)
+{
+	struct window_state *st = state(kind);
+
+	if (!st)
+		return;
+	if (st->open) {
+		/* A tracepoint disable after a disable: the enable between was missed. */
+		__sync_fetch_and_add(&unmatched_opens, 1);
+	}
+	capture_disable_site(ctx, st);
+	capture_task(st);
+	open_window(st, source, 0, ip, parent_ip);
+}
+
+/* Interrupts are on now: an open lock window lost its end to an untraced path. */
+static __always_inline void irqs_are_on(void)
+{
+	struct window_state *st = state(KIND_HARDIRQ);
+
+	if (st && st->open && st->source == SOURCE_LOCK && !st->reporting) {
+		st->open = 0;
+		__sync_fetch_and_add(&stale_windows, 1);
+	}
+}
+
+static __always_inline void close_window(void *ctx, struct window_state *st, __u32 kind,
+					 __u64 end_ns)
+{
+	struct irqoff_event *e;
+	__u32 cpu;
+
+	if (!st || !st->open)
+		return;
+	st->open = 0;
+	st->last_end_ns = end_ns;
+	__sync_fetch_and_add(&windows_seen, 1);
+	if (end_ns - st->start_ns < threshold_ns)
+		return;
+	cpu = bpf_get_smp_processor_id();
+	if (target_cpu >= 0 && cpu != target_cpu)
+		return;
+	if (target_tgid >= 0 && st->tgid != target_tgid)
+		return;
+	st->reporting = 1;	/* the reserve below takes a spinlock with irqsave */
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	st->reporting = 0;
+	if (!e) {
+		__sync_fetch_and_add(&lost_events, 1);
+		return;
+	}
+	e->start_ns = st->start_ns;
+	e->end_ns = end_ns;
+	e->error_ns = st->error_ns;
+	e->disable_ip = st->disable_ip;
+	e->disable_parent_ip = st->disable_parent_ip;
+	e->pid = st->pid;
+	e->cpu = cpu;
+	e->kind = kind;
+	e->source = st->source;
+	e->disable_stack_bytes = st->disable_stack_bytes;
+	__builtin_memcpy(e->comm, st->comm, sizeof(e->comm));
+	__builtin_memcpy(e->disable_stack, st->disable_stack, sizeof(e->disable_stack));
+	e->enable_stack_bytes = bpf_get_stack(ctx, e->enable_stack, STACK_BYTES, 0);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* ---- exact: preemptirq tracepoints ------------------------------------- */
+
+SEC("tp_btf/irq_disable")
+int BPF_PROG(tp_irq_disable, unsigned long ip, unsigned long parent_ip)
+{
+	open_window_now(ctx, KIND_HARDIRQ, SOURCE_TRACEPOINT, ip, parent_ip);
+	return 0;
+}
+
+SEC("tp_btf/irq_enable")
+int BPF_PROG(tp_irq_enable, unsigned long ip, unsigned long parent_ip)
+{
+	close_window(ctx, state(KIND_HARDIRQ), KIND_HARDIRQ, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("tp_btf/preempt_disable")
+int BPF_PROG(tp_preempt_disable, unsigned long ip, unsigned long parent_ip)
+{
+	open_window_now(ctx, KIND_PREEMPT, SOURCE_TRACEPOINT, ip, parent_ip);
+	return 0;
+}
+
+SEC("tp_btf/preempt_enable")
+int BPF_PROG(tp_preempt_enable, unsigned long ip, unsigned long parent_ip)
+{
+	close_window(ctx, state(KIND_PREEMPT), KIND_PREEMPT, bpf_ktime_get_ns());
+	return 0;
+}
+
+/* ---- exact for lock paths: spin/rwlock _irq and _irqsave ------------------ */
+
+extern int __preempt_count __ksym;
+
+#define HARDIRQ_OR_NMI_MASK 0x00ff0000	/* HARDIRQ_MASK | NMI_MASK of preempt_count */
+
+/* Interrupts are always off in hardirq and NMI context: a lock taken there opens nothing. */
+static __always_inline bool in_hardirq_or_nmi(void)
+{
+	int *count = bpf_this_cpu_ptr(&__preempt_count);
+
+	return *count & HARDIRQ_OR_NMI_MASK;
+}
+
+static __always_inline void irqsave_entry(void *ctx, void *lock)
+{
+	struct window_state *st = state(KIND_HARDIRQ);
+
+	/* Nested inside an open window, our own report, or in hardirq where
+	 * interrupts are off anyway: keep the state of the task it interrupted. */
+	if (!st || st->open || st->reporting || in_hardirq_or_nmi())
+		return;
+	capture_disable_site(ctx, st);
+	capture_task(st);
+	st->pending_lock = (__u64)lock;
+	st->pending_ns = bpf_ktime_get_ns();
+}
+
+/* The flags a _lock_irqsave returns are the ones it saved: IF set = it turned irqs off. */
+static __always_inline void irqsave_return(__u64 flags, __u64 ip)
+{
+	struct window_state *st = state(KIND_HARDIRQ);
+
+	if (st && !st->open && !st->reporting && (flags & X86_EFLAGS_IF)) {
+		st->lock = st->pending_lock;
+		open_window(st, SOURCE_LOCK, st->pending_ns, ip, 0);
+	}
+}
+
+/* Interrupts come back on here.  The window ends only if this is the lock that
+ * opened it; another lock's unlock means the window's own end went untraced. */
+static __always_inline void lock_window_end(void *ctx, void *lock)
+{
+	__u64 now = bpf_ktime_get_ns();
+	struct window_state *st = state(KIND_HARDIRQ);
+
+	if (!st || !st->open || st->source != SOURCE_LOCK || st->reporting)
+		return;
+	if (st->lock != (__u64)lock) {
+		st->open = 0;
+		__sync_fetch_and_add(&stale_windows, 1);
+		return;
+	}
+	close_window(ctx, st, KIND_HARDIRQ, now);
+}
+
+static __always_inline void irqrestore(void *ctx, void *lock, __u64 flags)
+{
+	if (flags & X86_EFLAGS_IF)
+		lock_window_end(ctx, lock);
+}
+
+/* Inside an open window interrupts are already off: the outer window goes on. */
+static __always_inline void lock_irq(void *ctx, void *lock)
+{
+	struct window_state *st = state(KIND_HARDIRQ);
+
+	if (!st || st->open || st->reporting || in_hardirq_or_nmi())
+		return;
+	capture_disable_site(ctx, st);
+	capture_task(st);
+	st->lock = (__u64)lock;
+	open_window(st, SOURCE_LOCK, 0, bpf_get_func_ip(ctx), 0);
+}
+
+#define LOCK_IRQSAVE(fn)							\
+SEC("fentry")									\
+int BPF_PROG(fn##_fentry, void *lock) { irqsave_entry(ctx, lock); return 0; }	\
+SEC("fexit")									\
+int BPF_PROG(fn##_fexit, void *lock, unsigned long ret)			\
+{ irqsave_return(ret, bpf_get_func_ip(ctx)); return 0; }			\
+SEC("kprobe")									\
+int BPF_KPROBE(fn##_kprobe, void *lock) { irqsave_entry(ctx, lock); return 0; }	\
+SEC("kretprobe")								\
+int BPF_KRETPROBE(fn##_kretprobe, unsigned long ret)				\
+{ irqsave_return(ret, bpf_get_func_ip(ctx)); return 0; }
+
+#define UNLOCK_IRQRESTORE(fn)							\
+SEC("fentry")									\
+int BPF_PROG(fn##_fentry, void *lock, unsigned long flags)			\
+{ irqrestore(ctx, lock, flags); return 0; }					\
+SEC("kprobe")									\
+int BPF_KPROBE(fn##_kprobe, void *lock, unsigned long flags)			\
+{ irqrestore(ctx, lock, flags); return 0; }
+
+#define LOCK_IRQ(fn)								\
+SEC("fentry")									\
+int BPF_PROG(fn##_fentry, void *lock) { lock_irq(ctx, lock); return 0; }	\
+SEC("kprobe")									\
+int BPF_KPROBE(fn##_kprobe, void *lock) { lock_irq(ctx, lock); return 0; }
+
+#define UNLOCK_IRQ(fn)								\
+SEC("fentry")									\
+int BPF_PROG(fn##_fentry, void *lock) { lock_window_end(ctx, lock); return 0; }	\
+SEC("kprobe")									\
+int BPF_KPROBE(fn##_kprobe, void *lock) { lock_window_end(ctx, lock); return 0; }
+
+LOCK_IRQSAVE(_raw_spin_lock_irqsave)
+LOCK_IRQSAVE(_raw_read_lock_irqsave)
+LOCK_IRQSAVE(_raw_write_lock_irqsave)
+UNLOCK_IRQRESTORE(_raw_spin_unlock_irqrestore)
+UNLOCK_IRQRESTORE(_raw_read_unlock_irqrestore)
+UNLOCK_IRQRESTORE(_raw_write_unlock_irqrestore)
+LOCK_IRQ(_raw_spin_lock_irq)
+LOCK_IRQ(_raw_read_lock_irq)
+LOCK_IRQ(_raw_write_lock_irq)
+UNLOCK_IRQ(_raw_spin_unlock_irq)
+UNLOCK_IRQ(_raw_read_unlock_irq)
+UNLOCK_IRQ(_raw_write_unlock_irq)
+
+/* ---- signs that interrupts are on (lock mode) ----------------------------- */
+
+SEC("tp_btf/irq_handler_entry")
+int BPF_PROG(on_irq_handler_entry) { irqs_are_on(); return 0; }
+
+SEC("tp_btf/local_timer_entry")
+int BPF_PROG(on_local_timer_entry) { irqs_are_on(); return 0; }
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(on_softirq_entry) { irqs_are_on(); return 0; }
+
+/* No lock may be held with interrupts off across a switch: a window open here is
+ * stale.  For the sampler, a switch is like a tick: interrupts are back on right
+ * after it, so a gap is measured from here (from nothing when idle comes in:
+ * idle may wait for an interrupt with interrupts off). */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	__u32 zero = 0;
+	struct sample_state *s = bpf_map_lookup_elem(&samples, &zero);
+
+	irqs_are_on();
+	if (s)
+		s->last_ns = next->pid ? bpf_ktime_get_ns() : 0;
+	return 0;
+}
+
+/* ---- sampled: cpu-clock gaps --------------------------------------------- */
+
+SEC("perf_event")
+int sample_tick(struct bpf_perf_event_data *ctx)
+{
+	__u32 zero = 0, slot = SAMPLER_SLOT, pid = (__u32)bpf_get_current_pid_tgid();
+	struct sample_state *s = bpf_map_lookup_elem(&samples, &zero);
+	struct window_state *lock = state(KIND_HARDIRQ);
+	struct window_state *st = bpf_map_lookup_elem(&windows, &slot);
+	__u64 now = bpf_ktime_get_ns(), last;
+
+	if (!s || !lock || !st)
+		return 0;
+	irqs_are_on();	/* the tick fired, so interrupts are on */
+	last = s->last_ns;
+	s->last_ns = pid ? now : 0;
+	/* Interrupts came back on where this tick landed: in the kernel, in a task. */
+	if (!last || !pid || (ctx->regs.cs & 3) != 0)
+		return 0;
+	/* A tick was due at most one period after last and could not fire: the
+	 * window began in [last, last + period] and ended just before now. */
+	if (now - last < 2 * sample_period_ns)
+		return 0;
+	/* An exact lock window that ended just before this tick is what held it back. */
+	if (lock->last_end_ns > last && now - lock->last_end_ns < sample_period_ns)
+		return 0;
+	st->open = 1;
+	st->source = SOURCE_SAMPLE;
+	st->start_ns = last + sample_period_ns / 2;
+	st->error_ns = sample_period_ns / 2;
+	st->disable_ip = 0;
+	st->disable_parent_ip = 0;
+	st->disable_stack_bytes = -1;	/* where it went off is unknown to a sampler */
+	capture_task(st);
+	close_window(ctx, st, KIND_HARDIRQ, now);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Shared between irqoff.bpf.c and irqlock/tracers/irqoff.py. */
+#ifndef IRQLOCK_IRQOFF_H
+#define IRQLOCK_IRQOFF_H
+
+#define TASK_COMM_LEN 16
+#define IRQOFF_MAX_STACK 32
+
+enum irqoff_kind { KIND_HARDIRQ = 0, KIND_PREEMPT = 1, KIND_COUNT = 2 };
+enum irqoff_source { SOURCE_TRACEPOINT = 0, SOURCE_LOCK = 1, SOURCE_SAMPLE = 2 };
+
+struct irqoff_event {
+	__u64 start_ns;
+	__u64 end_ns;
+	__u64 error_ns;		/* 0 when exact */
+	__u64 disable_ip;	/* tracepoint ip / traced lock function */
+	__u64 disable_parent_ip;
+	__u32 pid;
+	__u32 cpu;
+	__u32 kind;
+	__u32 source;
+	__s32 disable_stack_bytes;	/* < 0: not captured */
+	__s32 enable_stack_bytes;
+	char comm[TASK_COMM_LEN];
+	__u64 disable_stack[IRQOFF_MAX_STACK];
+	__u64 enable_stack[IRQOFF_MAX_STACK];
+};
+
+#endif

@@ -1,0 +1,101 @@
+"""`irqlock irqoff`: IRQ-off windows over a threshold, one line each, and a summary at the end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from irqlock import session
+from irqlock.analysis import Summary
+from irqlock.errors import IrqlockError
+from irqlock.kernel.features import KernelFeatures
+from irqlock.tracers.irqoff import (
+    IrqoffConfig,
+    IrqoffTracer,
+    IrqoffWindow,
+    choose_sources,
+    online_cpus,
+    tgid_exists,
+)
+from irqlock.units import format_ns
+
+
+class IrqoffPrinter:
+    """Console or JSON-lines output of windows, plus per-CPU/per-source summaries."""
+
+    def __init__(self, as_json: bool, out: TextIO = sys.stdout) -> None:
+        self.as_json = as_json
+        self.out = out
+        self.summaries: dict[tuple[int, str, str], Summary] = defaultdict(Summary)
+
+    def window(self, w: IrqoffWindow) -> None:
+        self.summaries[(w.cpu, w.kind, w.source)].add(w.duration_ns)
+        if self.as_json:
+            self.out.write(json.dumps(w.to_json()) + "\n")
+            self.out.flush()
+            return
+        bound = f" ±{format_ns(w.error_ns)}" if w.error_ns else ""
+        self.out.write(f"{w.kind} off {format_ns(w.duration_ns)}{bound} cpu {w.cpu} "
+                       f"pid {w.pid} {w.comm} [{w.source}] at {w.start_ns / 1e9:.6f}\n")
+        if w.disable_stack:
+            self.out.write("  disabled at:\n" + "".join(f"    {f}\n" for f in w.disable_stack))
+        elif w.disable_ip:
+            self.out.write(f"  disabled at: {w.disable_ip}\n")
+        if w.enable_stack:
+            self.out.write("  enabled at:\n" + "".join(f"    {f}\n" for f in w.enable_stack))
+        self.out.flush()
+
+    def summary(self, stats: dict[str, Any]) -> None:
+        if self.as_json:
+            for (cpu, kind, source), s in sorted(self.summaries.items()):
+                self.out.write(json.dumps({"type": "irqoff_summary", "cpu": cpu, "kind": kind,
+                                           "source": source, **s.stats(),
+                                           "histogram": s.histogram()}) + "\n")
+            self.out.write(json.dumps(stats) + "\n")
+            return
+        self.out.write("\nsummary (windows over the threshold):\n")
+        for (cpu, kind, source), s in sorted(self.summaries.items()):
+            st = s.stats()
+            self.out.write(f"cpu {cpu} {kind} [{source}]: {st['count']} windows, "
+                           f"max {format_ns(st['max'])}, p50 {format_ns(st['p50'])}, "
+                           f"p99 {format_ns(st['p99'])}\n")
+            for low, count in s.histogram():
+                self.out.write(f"  {format_ns(low):>9} .. {format_ns(2 * low):<9} {count:6d} "
+                               f"{'*' * min(count, 40)}\n")
+        lost = stats["lost_events"]
+        self.out.write(f"stats: lost {lost}, recursion misses {stats['recursion_misses']}, "
+                       f"unmatched opens {stats['unmatched_opens']}, "
+                       f"stale lock windows {stats['stale_windows']}"
+                       + (f", not attached: {', '.join(stats['not_attached'])}"
+                          if stats["not_attached"] else "") + "\n")
+        if lost:
+            self.out.write(f"WARNING: {lost} windows were lost (ring buffer full)\n")
+
+
+def run(config: IrqoffConfig, features: KernelFeatures, duration_s: float | None,
+        ready_file: Path | None, as_json: bool) -> int:
+    if not features.root:
+        raise IrqlockError("irqoff needs root (or CAP_BPF and CAP_PERFMON)")
+    if not features.btf.available:
+        raise IrqlockError(f"no kernel BTF: {features.btf.detail}")
+    if config.tgid is not None and not tgid_exists(config.tgid):
+        raise IrqlockError(f"no process with pid {config.tgid}")
+    if config.cpu is not None and config.cpu not in online_cpus():
+        raise IrqlockError(f"cpu {config.cpu} is not online (online: {online_cpus()})")
+    plan = choose_sources(config, features)
+    printer = IrqoffPrinter(as_json)
+    with IrqoffTracer(config, plan, printer.window) as tracer:
+        description = plan.describe(config.period_ns)
+        if as_json:
+            printer.out.write(json.dumps({"type": "irqoff_plan", "mode": config.mode,
+                                          "sources": description}) + "\n")
+        else:
+            printer.out.write(f"Tracing IRQ-off windows over {format_ns(config.threshold_ns)} "
+                              f"({description}). Ctrl-C to stop.\n")
+        printer.out.flush()
+        session.run(tracer.poll, duration_s, ready_file)
+        printer.summary(tracer.stats())
+    return 0

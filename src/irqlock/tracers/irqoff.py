@@ -1,0 +1,296 @@
+"""IRQ-off (and preempt-off) windows of a CPU, from irqoff.bpf.c.
+
+Sources, best first (``auto`` takes what the kernel offers and says so):
+
+- ``tracepoint``: preemptirq:irq_disable/irq_enable, exact for every API;
+- ``lock``: the spin/rwlock ``_irq``/``_irqsave`` functions, exact, for kernels
+  without those tracepoints;
+- ``sample``: gaps in a per-CPU cpu-clock sampler, for every other way of
+  turning interrupts off; each window carries its error bound (half a period).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from irqlock.bpf.libbpf import LibbpfError
+from irqlock.bpf.loader import BpfObject
+from irqlock.errors import IrqlockError
+from irqlock.kernel import perf
+from irqlock.kernel.features import KernelFeatures
+from irqlock.kernel.kallsyms import Kallsyms
+
+TASK_COMM_LEN = 16
+MAX_STACK = 32
+KINDS = ("hardirq", "preempt")
+SOURCES = ("tracepoint", "lock", "sample")
+
+# Lock functions that turn interrupts off or back on, by how irqoff.bpf.c handles them.
+LOCK_IRQSAVE = ["_raw_spin_lock_irqsave", "_raw_read_lock_irqsave", "_raw_write_lock_irqsave"]
+UNLOCK_IRQRESTORE = ["_raw_spin_unlock_irqrestore", "_raw_read_unlock_irqrestore",
+                     "_raw_write_unlock_irqrestore"]
+LOCK_IRQ = ["_raw_spin_lock_irq", "_raw_read_lock_irq", "_raw_write_lock_irq"]
+UNLOCK_IRQ = ["_raw_spin_unlock_irq", "_raw_read_unlock_irq", "_raw_write_unlock_irq"]
+TRACEPOINT_PROGRAMS = {"tp_irq_disable": "irq_disable", "tp_irq_enable": "irq_enable",
+                       "tp_preempt_disable": "preempt_disable", "tp_preempt_enable": "preempt_enable"}
+# Signs that interrupts are on, which discard a lock window whose end went untraced.
+IRQS_ON_PROGRAMS = ["on_irq_handler_entry", "on_local_timer_entry", "on_softirq_entry"]
+DEFAULT_PERIOD_NS = 500_000
+MIN_PERIOD_NS = 20_000  # shorter periods can keep a slow CPU in the sampler's interrupt
+
+
+class IrqoffEvent(ctypes.Structure):
+    """struct irqoff_event (irqoff.h)."""
+
+    _fields_ = [
+        ("start_ns", ctypes.c_uint64),
+        ("end_ns", ctypes.c_uint64),
+        ("error_ns", ctypes.c_uint64),
+        ("disable_ip", ctypes.c_uint64),
+        ("disable_parent_ip", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("kind", ctypes.c_uint32),
+        ("source", ctypes.c_uint32),
+        ("disable_stack_bytes", ctypes.c_int32),
+        ("enable_stack_bytes", ctypes.c_int32),
+        ("comm", ctypes.c_char * TASK_COMM_LEN),
+        ("disable_stack", ctypes.c_uint64 * MAX_STACK),
+        ("enable_stack", ctypes.c_uint64 * MAX_STACK),
+    ]
+
+
+@dataclass(frozen=True)
+class IrqoffWindow:
+    kind: str
+    cpu: int
+    pid: int
+    comm: str
+    start_ns: int
+    end_ns: int
+    source: str
+    error_ns: int
+    disable_ip: str | None
+    disable_parent_ip: str | None
+    disable_stack: list[str]
+    enable_stack: list[str]
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    @property
+    def exact(self) -> bool:
+        return self.source != "sample"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "irqoff", "kind": self.kind, "cpu": self.cpu, "pid": self.pid,
+                "comm": self.comm, "start_ns": self.start_ns, "end_ns": self.end_ns,
+                "duration_ns": self.duration_ns, "exact": self.exact, "source": self.source,
+                "error_ns": self.error_ns, "disable_ip": self.disable_ip,
+                "disable_parent_ip": self.disable_parent_ip,
+                "disable_stack": self.disable_stack, "enable_stack": self.enable_stack}
+
+
+@dataclass
+class IrqoffConfig:
+    threshold_ns: int = 0
+    mode: str = "auto"  # auto | exact | sample
+    period_ns: int = DEFAULT_PERIOD_NS
+    tgid: int | None = None
+    cpu: int | None = None
+    preempt: bool = False
+
+
+@dataclass
+class SourcePlan:
+    """Which sources this run uses, how, and what could not be attached."""
+
+    tracepoints: bool = False
+    lock_method: str | None = None  # fentry | kprobe
+    lock_functions: list[str] = field(default_factory=list)
+    sample: bool = False
+    not_attached: list[str] = field(default_factory=list)
+
+    def describe(self, period_ns: int) -> str:
+        parts = []
+        if self.tracepoints:
+            parts.append("exact: preemptirq tracepoints")
+        if self.lock_method:
+            parts.append(f"exact for lock paths: {len(self.lock_functions)} functions via "
+                         f"{self.lock_method}")
+        if self.sample:
+            parts.append(f"sampled: cpu-clock every {period_ns} ns, error <= {period_ns // 2} ns")
+        text = "; ".join(parts)
+        if self.not_attached:
+            text += f"; not attached: {', '.join(self.not_attached)}"
+        return text
+
+
+def online_cpus() -> list[int]:
+    text = Path("/sys/devices/system/cpu/online").read_text().strip()
+    cpus: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.extend(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def choose_sources(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan:
+    """What to use on this kernel; raises IrqlockError when the request cannot be met."""
+    tracepoints = features.preemptirq_tracepoints.available
+    if config.preempt and not tracepoints:
+        raise IrqlockError("--preempt needs the preemptirq tracepoints, which this kernel lacks "
+                           "(see docs/exact-kernel.md)")
+    plan = SourcePlan()
+    if config.mode in ("auto", "exact") and tracepoints:
+        plan.tracepoints = True
+        return plan
+    if config.mode in ("auto", "exact"):
+        functions = LOCK_IRQSAVE + UNLOCK_IRQRESTORE + LOCK_IRQ + UNLOCK_IRQ
+        plan.lock_functions = [f for f in functions if features.can_trace(f)]
+        plan.not_attached = [f for f in functions if f not in plan.lock_functions]
+        if plan.lock_functions:
+            plan.lock_method = "fentry" if features.fentry.available else "kprobe"
+    if config.mode in ("auto", "sample"):
+        if features.perf_cpu_clock.available:
+            plan.sample = True
+        elif config.mode == "sample":
+            raise IrqlockError(f"sampling needs perf cpu-clock: {features.perf_cpu_clock.detail}")
+        else:
+            plan.not_attached.append("cpu-clock sampler")
+    if not (plan.lock_method or plan.sample):
+        raise IrqlockError("no way to see IRQ-off windows on this kernel: run 'irqlock check'")
+    return plan
+
+
+class IrqoffTracer:
+    """Loads and attaches irqoff.bpf.c for a SourcePlan; delivers IrqoffWindow records."""
+
+    def __init__(self, config: IrqoffConfig, plan: SourcePlan,
+                 on_window: Callable[[IrqoffWindow], None]) -> None:
+        self.config = config
+        self.plan = plan
+        self._on_window = on_window
+        self.obj = self._load(plan.lock_method == "fentry")
+        self._ringbuf = -1
+        try:
+            self._attach()
+            # After attaching, so that our own programs and trampolines have names too.
+            self._kallsyms = Kallsyms.load()
+            self._ringbuf = self.obj.open_ringbuf("events", self._on_record)
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def _load(self, use_fentry: bool) -> BpfObject:
+        obj = BpfObject.open("irqoff")
+        try:
+            self._configure(obj, use_fentry)
+            obj.load()
+            return obj
+        except LibbpfError:
+            obj.close()
+            if use_fentry and self.plan.lock_method == "fentry":
+                # fentry did not load on this kernel: fall back to kprobes, as planned for.
+                self.plan.lock_method = "kprobe"
+                return self._load(False)
+            raise
+        except BaseException:
+            obj.close()
+            raise
+
+    def _configure(self, obj: BpfObject, use_fentry: bool) -> None:
+        c = self.config
+        obj.set_rodata(threshold_ns=c.threshold_ns, target_tgid=-1 if c.tgid is None else c.tgid,
+                       target_cpu=-1 if c.cpu is None else c.cpu, sample_period_ns=c.period_ns)
+        for program in TRACEPOINT_PROGRAMS:
+            wanted = self.plan.tracepoints and ("preempt" not in program or c.preempt)
+            if not wanted:
+                obj.disable(program)
+        if not self.plan.sample:
+            obj.disable("sample_tick")
+        if not self.plan.lock_method:
+            for program in IRQS_ON_PROGRAMS:
+                obj.disable(program)
+        if not (self.plan.lock_method or self.plan.sample):
+            obj.disable("on_sched_switch")
+        # Planned (and so attached) closers first: a window must never open
+        # before what ends it is in place.
+        with_return = set(LOCK_IRQSAVE)
+        for function in UNLOCK_IRQRESTORE + UNLOCK_IRQ + LOCK_IRQSAVE + LOCK_IRQ:
+            if function in self.plan.lock_functions:
+                obj.plan_function(function, function, use_fentry)
+                if function in with_return:
+                    obj.plan_function(function, function, use_fentry, ret=True)
+            else:
+                for suffix in ("fentry", "kprobe") + (("fexit", "kretprobe")
+                                                      if function in with_return else ()):
+                    obj.disable(f"{function}_{suffix}")
+
+    def _attach(self) -> None:
+        # What discards or ends a window goes in before what opens one.
+        if self.plan.lock_method:
+            for program in IRQS_ON_PROGRAMS:
+                self.obj.attach(program)
+        if self.plan.lock_method or self.plan.sample:
+            self.obj.attach("on_sched_switch")
+        self.obj.attach_planned()
+        for program in sorted(TRACEPOINT_PROGRAMS, key=lambda p: "enable" not in p):
+            if self.plan.tracepoints and ("preempt" not in program or self.config.preempt):
+                self.obj.attach(program)
+        if self.plan.sample:
+            for cpu in online_cpus():
+                try:
+                    fd = perf.open_cpu_clock(cpu, self.config.period_ns)
+                except OSError as exc:
+                    raise IrqlockError(str(exc)) from None
+                self.obj.attach_perf_event("sample_tick", fd)
+
+    def _on_record(self, data: bytes) -> None:
+        e = IrqoffEvent.from_buffer_copy(data)
+        ks = self._kallsyms
+
+        def frames(stack: ctypes.Array[ctypes.c_uint64], size: int) -> list[str]:
+            return ks.stack(list(stack[: max(size, 0) // 8]))
+
+        self._on_window(IrqoffWindow(
+            kind=KINDS[e.kind], cpu=e.cpu, pid=e.pid, comm=e.comm.decode(errors="replace"),
+            start_ns=e.start_ns, end_ns=e.end_ns, source=SOURCES[e.source], error_ns=e.error_ns,
+            disable_ip=ks.symbolize(e.disable_ip) if e.disable_ip else None,
+            disable_parent_ip=ks.symbolize(e.disable_parent_ip) if e.disable_parent_ip else None,
+            disable_stack=frames(e.disable_stack, e.disable_stack_bytes),
+            enable_stack=frames(e.enable_stack, e.enable_stack_bytes)))
+
+    def poll(self, timeout_ms: int) -> int:
+        return self.obj.poll(self._ringbuf, timeout_ms)
+
+    def stats(self) -> dict[str, Any]:
+        misses = self.obj.recursion_misses()
+        return {"type": "stats", "tool": "irqoff",
+                "lost_events": self.obj.read_global("lost_events"),
+                "recursion_misses": sum(misses.values()),
+                "unmatched_opens": self.obj.read_global("unmatched_opens"),
+                "stale_windows": self.obj.read_global("stale_windows"),
+                "windows_seen": self.obj.read_global("windows_seen"),
+                "not_attached": self.plan.not_attached}
+
+    def close(self) -> None:
+        self.obj.close()
+
+    def __enter__(self) -> IrqoffTracer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def tgid_exists(tgid: int) -> bool:
+    return os.path.isdir(f"/proc/{tgid}")
