@@ -9,7 +9,7 @@ mkdir -p build/junit && rm -f build/junit/*.xml
 status=0
 step() { echo "== $*" >&2; "$@" || status=1; }
 
-step .venv/bin/ruff check src tests scripts setup.py
+step .venv/bin/ruff check src tests scripts bench setup.py
 step .venv/bin/mypy
 step .venv/bin/python -m pytest -q --timeout 300 --junitxml=build/junit/unit.xml tests/unit
 

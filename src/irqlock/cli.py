@@ -31,6 +31,7 @@ IRQOFF_EXAMPLES = """examples:
   irqlock irqoff -c 1 -j         # CPU 1 only, JSON lines
   irqlock irqoff -m sample --period 100us  # sampler only, 100 us period (error <= 50 us)
   irqlock irqoff --preempt       # preempt-off windows too (needs preemptirq tracepoints)
+  irqlock irqoff --softirq -t 2ms  # softirq-off windows too (always sampled)
 """
 
 MAIN_EXAMPLES = """examples:
@@ -110,7 +111,7 @@ def _cmd_irqoff(args: argparse.Namespace) -> int:
         raise IrqlockError(f"--period must be at least {format_ns(MIN_PERIOD_NS)}: a shorter one "
                            "can keep a slow CPU busy in the sampler's interrupt")
     config = IrqoffConfig(threshold_ns=args.threshold, mode=args.mode, period_ns=args.period,
-                          tgid=args.pid, cpu=args.cpu, preempt=args.preempt)
+                          tgid=args.pid, cpu=args.cpu, preempt=args.preempt, softirq=args.softirq)
     return irqoff_cmd.run(config, probe(args.btf), args.duration, args.ready_file, args.json)
 
 
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     irqoff.add_argument("--period", type=_duration, default=DEFAULT_PERIOD_NS, metavar="TIME",
                         help="sampling period (default: 500us, at least 20us); windows of twice "
                              "the period are always caught, and the error bound is half of it")
+    irqoff.add_argument("--softirq", action="store_true",
+                        help="also report softirq-off windows (local_bh_disable, softirqs being "
+                             "served); sampled with the --period cpu-clock on every kernel")
     irqoff.add_argument("--preempt", action="store_true",
                         help="also report preempt-off windows (needs preemptirq tracepoints)")
     irqoff.set_defaults(handler=_cmd_irqoff)

@@ -96,6 +96,6 @@ def run(config: IrqoffConfig, features: KernelFeatures, duration_s: float | None
             printer.out.write(f"Tracing IRQ-off windows over {format_ns(config.threshold_ns)} "
                               f"({description}). Ctrl-C to stop.\n")
         printer.out.flush()
-        session.run(tracer.poll, duration_s, ready_file)
+        session.run(tracer.poll, duration_s, ready_file, tracer.detach)
         printer.summary(tracer.stats())
     return 0

@@ -28,8 +28,12 @@ def stop_on_signals() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-def run(poll: Callable[[int], int], duration_s: float | None, ready_file: Path | None) -> None:
-    """Poll until the duration passes or a signal arrives; the ready file says probes are attached."""
+def run(poll: Callable[[int], int], duration_s: float | None, ready_file: Path | None,
+        detach: Callable[[], None]) -> None:
+    """Poll until the duration passes or a signal arrives; the ready file says probes are attached.
+
+    At the end the probes are detached first, then everything already recorded is read.
+    """
     with stop_on_signals() as received:
         if ready_file:
             ready_file.write_text("ready\n")
@@ -42,4 +46,6 @@ def run(poll: Callable[[int], int], duration_s: float | None, ready_file: Path |
                     break
                 timeout = max(1, min(POLL_MS, int(left * 1000)))
             poll(timeout)
-        poll(0)  # what arrived before the stop
+        detach()
+        while poll(0):  # what was recorded before the stop
+            pass

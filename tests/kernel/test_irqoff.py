@@ -107,6 +107,27 @@ def test_local_irq_disable_and_save_are_sampled_within_bound(fixture: Fixture) -
         assert any(truth["function"] in f for f in w["enable_stack"]), w["enable_stack"]
 
 
+def test_softirq_off_is_sampled_within_bound(fixture: Fixture) -> None:
+    with Tool("irqoff", "-t", "1ms", "--softirq") as tool:
+        truths = [fixture.run(f"irqoff bh {us}") for us in (2000, 5000)]
+        tool.stop()
+    for truth in truths:
+        tw = truth["windows"][0]
+        found = [w for w in tool.of_type("irqoff") if w["kind"] == "softirq"
+                 and w["pid"] == truth["task"]["pid"]]
+        assert len(found) == 1, (truth, of_task(tool, truth))
+        w = found[0]
+        assert not w["exact"] and w["source"] == "sample" and w["error_ns"] > 0
+        # local_bh_enable() serves pending softirqs before it returns: the window may
+        # run to the fixture's outer end; each edge is off by at most error_ns.
+        err = w["error_ns"]
+        assert tw["outer_start_ns"] - err <= w["start_ns"] <= tw["start_ns"] + err, (w, tw)
+        assert tw["end_ns"] - err <= w["end_ns"] <= tw["outer_end_ns"] + err, (w, tw)
+        assert any(truth["function"] in f for f in w["disable_stack"]), w["disable_stack"]
+        # Interrupts stayed on: no hardirq window from this task.
+        assert not [x for x in of_task(tool, truth) if x["kind"] == "hardirq"]
+
+
 def test_threshold_filters_short_windows(fixture: Fixture) -> None:
     with Tool("irqoff", "-t", "2ms", "-m", "exact") as tool:
         short = fixture.run("irqoff spin_irqsave 200")

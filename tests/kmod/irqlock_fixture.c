@@ -11,6 +11,7 @@
  * Commands (durations in microseconds):
  *   irqoff API US [COUNT]   API: irq_disable irq_save spin_irqsave
  *                           spin_irqsave_nested spin_irq write_irqsave
+ *                           bh (softirqs off, interrupts on)
  *   irqline MODE US         MODE: disable nosync hardirq nested cross
  *   fire K                  run the fixture IRQ's handler K times in hardirq
  *   hold KIND US K [N]      N kthreads (default 2) take one fixture lock K
@@ -246,6 +247,18 @@ static noinline void fx_irqoff_write_irqsave(int i)
 	irqoff_outer_end[i] = ktime_get_ns();
 }
 
+/* Softirqs off (interrupts stay on): the window irqlock irqoff --softirq samples. */
+static noinline void fx_irqoff_bh(int i)
+{
+	irqoff_outer_start[i] = ktime_get_ns();
+	local_bh_disable();
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = ktime_get_ns();
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	local_bh_enable();
+	irqoff_outer_end[i] = ktime_get_ns();
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(int);
@@ -256,6 +269,7 @@ static const struct {
 	{ "spin_irqsave_nested", fx_irqoff_spin_irqsave_nested },
 	{ "spin_irq", fx_irqoff_spin_irq },
 	{ "write_irqsave", fx_irqoff_write_irqsave },
+	{ "bh", fx_irqoff_bh },
 };
 
 static void (*irqoff_fn)(int);

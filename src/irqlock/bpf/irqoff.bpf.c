@@ -34,6 +34,8 @@ const volatile __s32 target_tgid = -1;	/* -1: every process */
 const volatile __s32 target_cpu = -1;	/* -1: every CPU */
 const volatile __u64 sample_period_ns = 0;
 const volatile bool capture_disable_stack = true;
+const volatile bool sample_softirq = false;
+const volatile bool sample_hardirq = false;
 
 struct window_state {
 	__u64 start_ns;
@@ -55,7 +57,10 @@ struct window_state {
 };
 
 struct sample_state {
-	__u64 last_ns;	/* last tick or switch into a task; 0: none (idle) */
+	__u64 last_ns;		/* last tick or switch into a task; 0: none (idle) */
+	__u64 prev_tick_ns;	/* last tick, whatever it saw */
+	__u64 bh_last_ns;	/* last tick that saw softirqs off */
+	__u64 bh_start_error_ns;	/* half the tick interval the softirq-off window began in */
 };
 
 struct {
@@ -222,13 +227,17 @@ int BPF_PROG(tp_preempt_enable, unsigned long ip, unsigned long parent_ip)
 extern int __preempt_count __ksym;
 
 #define HARDIRQ_OR_NMI_MASK 0x00ff0000	/* HARDIRQ_MASK | NMI_MASK of preempt_count */
+#define SOFTIRQ_MASK 0x0000ff00		/* softirqs disabled or being served */
 
 /* Interrupts are always off in hardirq and NMI context: a lock taken there opens nothing. */
+static __always_inline int preempt_count(void)
+{
+	return *(int *)bpf_this_cpu_ptr(&__preempt_count);
+}
+
 static __always_inline bool in_hardirq_or_nmi(void)
 {
-	int *count = bpf_this_cpu_ptr(&__preempt_count);
-
-	return *count & HARDIRQ_OR_NMI_MASK;
+	return preempt_count() & HARDIRQ_OR_NMI_MASK;
 }
 
 static __always_inline void irqsave_entry(void *ctx, void *lock)
@@ -348,19 +357,65 @@ int BPF_PROG(on_local_timer_entry) { irqs_are_on(); return 0; }
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(on_softirq_entry) { irqs_are_on(); return 0; }
 
-/* No lock may be held with interrupts off across a switch: a window open here is
- * stale.  For the sampler, a switch is like a tick: interrupts are back on right
- * after it, so a gap is measured from here (from nothing when idle comes in:
- * idle may wait for an interrupt with interrupts off). */
+/* ---- sampled: softirq-off windows ------------------------------------------- *
+ * Softirqs are off while preempt_count's softirq bits are set (local_bh_disable, or
+ * a softirq being served).  The ticks that see them set bound the window: it began
+ * between the tick before the first of them and that one, and ended between the
+ * last of them and the tick after.  Each edge is put midway; error_ns is the sum of
+ * the two half intervals. */
+
+static __always_inline void softirq_window_end(void *ctx, struct sample_state *s, __u64 now)
+{
+	struct window_state *bh = state(KIND_SOFTIRQ);
+
+	if (!bh || !bh->open)
+		return;
+	bh->error_ns = s->bh_start_error_ns + (now - s->bh_last_ns) / 2;
+	close_window(ctx, bh, KIND_SOFTIRQ, s->bh_last_ns + (now - s->bh_last_ns) / 2);
+}
+
+static __always_inline void sample_softirq_tick(void *ctx, struct sample_state *s, __u64 now)
+{
+	struct window_state *bh = state(KIND_SOFTIRQ);
+	__u64 prev = s->prev_tick_ns;
+
+	if (!bh)
+		return;
+	if (!(preempt_count() & SOFTIRQ_MASK)) {	/* the bits of the interrupted context */
+		softirq_window_end(ctx, s, now);
+		return;
+	}
+	s->bh_last_ns = now;
+	if (bh->open)
+		return;
+	capture_disable_site(ctx, bh);	/* where softirqs are off: this tick's stack */
+	capture_task(bh);
+	bh->open = 1;
+	bh->source = SOURCE_SAMPLE;
+	bh->disable_ip = 0;
+	bh->disable_parent_ip = 0;
+	s->bh_start_error_ns = prev ? (now - prev) / 2 : 0;
+	bh->start_ns = now - s->bh_start_error_ns;
+}
+
+/* No lock may be held with interrupts off across a switch, nor softirqs be off:
+ * windows open here are stale or over.  For the IRQ sampler, a switch is like a
+ * tick: interrupts are back on right after it, so a gap is measured from here
+ * (from nothing when idle comes in: idle may wait for an interrupt with
+ * interrupts off). */
 SEC("tp_btf/sched_switch")
 int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	__u32 zero = 0;
 	struct sample_state *s = bpf_map_lookup_elem(&samples, &zero);
+	__u64 now = bpf_ktime_get_ns();
 
 	irqs_are_on();
-	if (s)
-		s->last_ns = next->pid ? bpf_ktime_get_ns() : 0;
+	if (!s)
+		return 0;
+	if (sample_softirq)
+		softirq_window_end(ctx, s, now);
+	s->last_ns = next->pid ? now : 0;
 	return 0;
 }
 
@@ -378,6 +433,11 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 	if (!s || !lock || !st)
 		return 0;
 	irqs_are_on();	/* the tick fired, so interrupts are on */
+	if (sample_softirq)
+		sample_softirq_tick(ctx, s, now);
+	s->prev_tick_ns = now;
+	if (!sample_hardirq)
+		return 0;
 	last = s->last_ns;
 	s->last_ns = pid ? now : 0;
 	/* Interrupts came back on where this tick landed: in the kernel, in a task. */

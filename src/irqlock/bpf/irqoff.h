@@ -6,7 +6,7 @@
 #define TASK_COMM_LEN 16
 #define IRQOFF_MAX_STACK 32
 
-enum irqoff_kind { KIND_HARDIRQ = 0, KIND_PREEMPT = 1, KIND_COUNT = 2 };
+enum irqoff_kind { KIND_HARDIRQ = 0, KIND_PREEMPT = 1, KIND_SOFTIRQ = 2, KIND_COUNT = 3 };
 enum irqoff_source { SOURCE_TRACEPOINT = 0, SOURCE_LOCK = 1, SOURCE_SAMPLE = 2 };
 
 struct irqoff_event {

@@ -36,6 +36,9 @@ from irqlock.bpf.libbpf import (
 )
 from irqlock.errors import IrqlockError
 
+POLL_BATCH = 1024  # records per poll() at most, so a flood cannot keep it from returning
+_BATCH_FULL = -7  # what the sample callback returns to end a poll early (not an errno used)
+
 
 def object_path(name: str) -> Path:
     """Path of the installed CO-RE object ``<name>.bpf.o``."""
@@ -103,6 +106,7 @@ class BpfObject:
         self._ringbufs: list[tuple[int, object]] = []
         self._plan: list[Attachment] = []
         self._handler_error: BaseException | None = None
+        self._batch = 0
         self.loaded = False
 
     # ---- open / configure ------------------------------------------------
@@ -286,7 +290,10 @@ class BpfObject:
             except BaseException as exc:  # must not unwind through C: re-raised by poll()
                 self._handler_error = exc
                 return -1
-            return 0
+            # libbpf keeps consuming while records keep coming: under a flood one poll would
+            # never return.  Stop after a batch (this record is consumed; the rest waits).
+            self._batch += 1
+            return _BATCH_FULL if self._batch >= POLL_BATCH else 0
 
         callback = RINGBUF_SAMPLE_FN(on_sample)
         rb = self._lib.call_ptr(f"open ring buffer {map_name}", self._lib.lib.ring_buffer__new,
@@ -295,8 +302,11 @@ class BpfObject:
         return rb
 
     def poll(self, ringbuf: int, timeout_ms: int) -> int:
-        """Consume ready records (waiting up to timeout_ms); returns how many were handled."""
+        """Consume ready records, at most POLL_BATCH (waiting up to timeout_ms); returns how many."""
+        self._batch = 0
         ret: int = self._lib.lib.ring_buffer__poll(ringbuf, timeout_ms)
+        if ret == _BATCH_FULL:
+            return self._batch
         if self._handler_error is not None:
             error, self._handler_error = self._handler_error, None
             raise error
@@ -328,16 +338,19 @@ class BpfObject:
 
     # ---- teardown ----------------------------------------------------------
 
+    def detach(self) -> None:
+        """Detach every program (no new records); maps and ring buffers stay readable."""
+        for link in reversed(self._links):
+            self._lib.lib.bpf_link__destroy(link)
+        self._links.clear()
+
     def close(self) -> None:
         """Detach everything and free the object; safe to call twice."""
-        lib = self._lib.lib
+        self.detach()
         for rb, _callback in self._ringbufs:
-            lib.ring_buffer__free(rb)
+            self._lib.lib.ring_buffer__free(rb)
         self._ringbufs.clear()
-        for link in reversed(self._links):
-            lib.bpf_link__destroy(link)
-        self._links.clear()
         if self._obj is not None:
-            lib.bpf_object__close(self._obj)
+            self._lib.lib.bpf_object__close(self._obj)
             self._obj = None
 

@@ -28,7 +28,7 @@ from irqlock.kernel.kallsyms import Kallsyms
 
 TASK_COMM_LEN = 16
 MAX_STACK = 32
-KINDS = ("hardirq", "preempt")
+KINDS = ("hardirq", "preempt", "softirq")
 SOURCES = ("tracepoint", "lock", "sample")
 
 # Lock functions that turn interrupts off or back on, by how irqoff.bpf.c handles them.
@@ -106,6 +106,7 @@ class IrqoffConfig:
     tgid: int | None = None
     cpu: int | None = None
     preempt: bool = False
+    softirq: bool = False
 
 
 @dataclass
@@ -116,7 +117,12 @@ class SourcePlan:
     lock_method: str | None = None  # fentry | kprobe
     lock_functions: list[str] = field(default_factory=list)
     sample: bool = False
+    softirq: bool = False  # always sampled: no kernel has softirq-off tracepoints
     not_attached: list[str] = field(default_factory=list)
+
+    @property
+    def sampler(self) -> bool:
+        return self.sample or self.softirq
 
     def describe(self, period_ns: int) -> str:
         parts = []
@@ -127,6 +133,8 @@ class SourcePlan:
                          f"{self.lock_method}")
         if self.sample:
             parts.append(f"sampled: cpu-clock every {period_ns} ns, error <= {period_ns // 2} ns")
+        if self.softirq:
+            parts.append(f"softirq-off sampled every {period_ns} ns, error <= about {period_ns} ns")
         text = "; ".join(parts)
         if self.not_attached:
             text += f"; not attached: {', '.join(self.not_attached)}"
@@ -149,6 +157,11 @@ def choose_sources(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan
         raise IrqlockError("--preempt needs the preemptirq tracepoints, which this kernel lacks "
                            "(see docs/exact-kernel.md)")
     plan = SourcePlan()
+    if config.softirq:
+        if not features.perf_cpu_clock.available:
+            raise IrqlockError(f"--softirq samples with perf cpu-clock: "
+                               f"{features.perf_cpu_clock.detail}")
+        plan.softirq = True
     if config.mode in ("auto", "exact") and tracepoints:
         plan.tracepoints = True
         return plan
@@ -209,17 +222,18 @@ class IrqoffTracer:
     def _configure(self, obj: BpfObject, use_fentry: bool) -> None:
         c = self.config
         obj.set_rodata(threshold_ns=c.threshold_ns, target_tgid=-1 if c.tgid is None else c.tgid,
-                       target_cpu=-1 if c.cpu is None else c.cpu, sample_period_ns=c.period_ns)
+                       target_cpu=-1 if c.cpu is None else c.cpu, sample_period_ns=c.period_ns,
+                       sample_hardirq=int(self.plan.sample), sample_softirq=int(self.plan.softirq))
         for program in TRACEPOINT_PROGRAMS:
             wanted = self.plan.tracepoints and ("preempt" not in program or c.preempt)
             if not wanted:
                 obj.disable(program)
-        if not self.plan.sample:
+        if not self.plan.sampler:
             obj.disable("sample_tick")
         if not self.plan.lock_method:
             for program in IRQS_ON_PROGRAMS:
                 obj.disable(program)
-        if not (self.plan.lock_method or self.plan.sample):
+        if not (self.plan.lock_method or self.plan.sampler):
             obj.disable("on_sched_switch")
         # Planned (and so attached) closers first: a window must never open
         # before what ends it is in place.
@@ -239,13 +253,13 @@ class IrqoffTracer:
         if self.plan.lock_method:
             for program in IRQS_ON_PROGRAMS:
                 self.obj.attach(program)
-        if self.plan.lock_method or self.plan.sample:
+        if self.plan.lock_method or self.plan.sampler:
             self.obj.attach("on_sched_switch")
         self.obj.attach_planned()
         for program in sorted(TRACEPOINT_PROGRAMS, key=lambda p: "enable" not in p):
             if self.plan.tracepoints and ("preempt" not in program or self.config.preempt):
                 self.obj.attach(program)
-        if self.plan.sample:
+        if self.plan.sampler:
             for cpu in online_cpus():
                 try:
                     fd = perf.open_cpu_clock(cpu, self.config.period_ns)
@@ -280,6 +294,9 @@ class IrqoffTracer:
                 "stale_windows": self.obj.read_global("stale_windows"),
                 "windows_seen": self.obj.read_global("windows_seen"),
                 "not_attached": self.plan.not_attached}
+
+    def detach(self) -> None:
+        self.obj.detach()
 
     def close(self) -> None:
         self.obj.close()
