@@ -164,8 +164,8 @@ def run_vm(image: Path, script: str, cpus: int, memory: str, results: Path, time
             stop_following.set()
             follower.join()
             out.flush()
-            tail = console.read_text(errors="replace").splitlines()[-40:]
             if not (results / "status").exists():
+                tail = console.read_text(errors="replace").splitlines()[-40:]
                 log(f"guest console ({console}), last lines:\n  " + "\n  ".join(tail))
 
 

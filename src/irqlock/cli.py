@@ -15,8 +15,7 @@ from typing import NoReturn
 from irqlock import __version__
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import DEFAULT_BTF
-from irqlock.tracers.irqoff import DEFAULT_PERIOD_NS, MIN_PERIOD_NS
-from irqlock.units import format_ns
+from irqlock.units import parse_duration_ns
 
 EXIT_USAGE = 2
 
@@ -62,8 +61,6 @@ def _shared_flags() -> _Parser:
 
 
 def _duration(text: str) -> int:
-    from irqlock.units import parse_duration_ns
-
     try:
         return parse_duration_ns(text)
     except IrqlockError as exc:
@@ -105,12 +102,10 @@ def _tracer_flags() -> _Parser:
 def _cmd_irqoff(args: argparse.Namespace) -> int:
     from irqlock import irqoff_cmd
     from irqlock.kernel.features import probe
-    from irqlock.tracers.irqoff import IrqoffConfig
+    from irqlock.tracers.irqoff import DEFAULT_PERIOD_NS, IrqoffConfig
 
-    if args.period < MIN_PERIOD_NS:
-        raise IrqlockError(f"--period must be at least {format_ns(MIN_PERIOD_NS)}: a shorter one "
-                           "can keep a slow CPU busy in the sampler's interrupt")
-    config = IrqoffConfig(threshold_ns=args.threshold, mode=args.mode, period_ns=args.period,
+    period_ns = DEFAULT_PERIOD_NS if args.period is None else args.period
+    config = IrqoffConfig(threshold_ns=args.threshold, mode=args.mode, period_ns=period_ns,
                           tgid=args.pid, cpu=args.cpu, preempt=args.preempt, softirq=args.softirq)
     return irqoff_cmd.run(config, probe(args.btf), args.duration, args.ready_file, args.json)
 
@@ -144,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     irqoff.add_argument("-m", "--mode", choices=["auto", "exact", "sample"], default="auto",
                         help="auto: best this kernel offers; exact: tracepoints or lock paths "
                              "only; sample: cpu-clock sampler only")
-    irqoff.add_argument("--period", type=_duration, default=DEFAULT_PERIOD_NS, metavar="TIME",
+    irqoff.add_argument("--period", type=_duration, metavar="TIME",
                         help="sampling period (default: 500us, at least 20us); windows of twice "
                              "the period are always caught, and the error bound is half of it")
     irqoff.add_argument("--softirq", action="store_true",

@@ -13,6 +13,7 @@ from irqlock.analysis import Summary
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.tracers.irqoff import (
+    MIN_PERIOD_NS,
     IrqoffConfig,
     IrqoffTracer,
     IrqoffWindow,
@@ -77,6 +78,9 @@ class IrqoffPrinter:
 
 def run(config: IrqoffConfig, features: KernelFeatures, duration_s: float | None,
         ready_file: Path | None, as_json: bool) -> int:
+    if config.period_ns < MIN_PERIOD_NS:
+        raise IrqlockError(f"--period must be at least {format_ns(MIN_PERIOD_NS)}: a shorter one "
+                           "can keep a slow CPU busy in the sampler's interrupt")
     if not features.root:
         raise IrqlockError("irqoff needs root (or CAP_BPF and CAP_PERFMON)")
     if not features.btf.available:

@@ -37,10 +37,11 @@ UNLOCK_IRQRESTORE = ["_raw_spin_unlock_irqrestore", "_raw_read_unlock_irqrestore
                      "_raw_write_unlock_irqrestore"]
 LOCK_IRQ = ["_raw_spin_lock_irq", "_raw_read_lock_irq", "_raw_write_lock_irq"]
 UNLOCK_IRQ = ["_raw_spin_unlock_irq", "_raw_read_unlock_irq", "_raw_write_unlock_irq"]
-TRACEPOINT_PROGRAMS = {"tp_irq_disable": "irq_disable", "tp_irq_enable": "irq_enable",
-                       "tp_preempt_disable": "preempt_disable", "tp_preempt_enable": "preempt_enable"}
-# Signs that interrupts are on, which discard a lock window whose end went untraced.
+# preemptirq tracepoint programs, enables first: what ends a window attaches before what opens one.
+TRACEPOINT_PROGRAMS = ["tp_irq_enable", "tp_preempt_enable", "tp_irq_disable", "tp_preempt_disable"]
 IRQS_ON_PROGRAMS = ["on_irq_handler_entry", "on_local_timer_entry", "on_softirq_entry"]
+# Everything attached by its own section (not per function, not to a perf event).
+SECTION_PROGRAMS = [*IRQS_ON_PROGRAMS, "on_sched_switch", *TRACEPOINT_PROGRAMS]
 DEFAULT_PERIOD_NS = 500_000
 MIN_PERIOD_NS = 20_000  # shorter periods can keep a slow CPU in the sampler's interrupt
 
@@ -224,17 +225,12 @@ class IrqoffTracer:
         obj.set_rodata(threshold_ns=c.threshold_ns, target_tgid=-1 if c.tgid is None else c.tgid,
                        target_cpu=-1 if c.cpu is None else c.cpu, sample_period_ns=c.period_ns,
                        sample_hardirq=int(self.plan.sample), sample_softirq=int(self.plan.softirq))
-        for program in TRACEPOINT_PROGRAMS:
-            wanted = self.plan.tracepoints and ("preempt" not in program or c.preempt)
-            if not wanted:
+        wanted = self._section_programs()
+        for program in SECTION_PROGRAMS:
+            if program not in wanted:
                 obj.disable(program)
         if not self.plan.sampler:
             obj.disable("sample_tick")
-        if not self.plan.lock_method:
-            for program in IRQS_ON_PROGRAMS:
-                obj.disable(program)
-        if not (self.plan.lock_method or self.plan.sampler):
-            obj.disable("on_sched_switch")
         # Planned (and so attached) closers first: a window must never open
         # before what ends it is in place.
         with_return = set(LOCK_IRQSAVE)
@@ -248,17 +244,22 @@ class IrqoffTracer:
                                                       if function in with_return else ()):
                     obj.disable(f"{function}_{suffix}")
 
-    def _attach(self) -> None:
-        # What discards or ends a window goes in before what opens one.
+    def _section_programs(self) -> list[str]:
+        """The SECTION_PROGRAMS this plan uses, in attach order: what discards or ends a
+        window before what opens one (a plan has tracepoints or lock paths, never both)."""
+        wanted = []
         if self.plan.lock_method:
-            for program in IRQS_ON_PROGRAMS:
-                self.obj.attach(program)
+            wanted += IRQS_ON_PROGRAMS
         if self.plan.lock_method or self.plan.sampler:
-            self.obj.attach("on_sched_switch")
-        self.obj.attach_planned()
-        for program in sorted(TRACEPOINT_PROGRAMS, key=lambda p: "enable" not in p):
-            if self.plan.tracepoints and ("preempt" not in program or self.config.preempt):
-                self.obj.attach(program)
+            wanted.append("on_sched_switch")
+        if self.plan.tracepoints:
+            wanted += [p for p in TRACEPOINT_PROGRAMS if "preempt" not in p or self.config.preempt]
+        return wanted
+
+    def _attach(self) -> None:
+        for program in self._section_programs():
+            self.obj.attach(program)
+        self.obj.attach_planned()  # lock paths: planned closers first (_configure)
         if self.plan.sampler:
             for cpu in online_cpus():
                 try:
