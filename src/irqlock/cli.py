@@ -33,10 +33,18 @@ IRQOFF_EXAMPLES = """examples:
   irqlock irqoff --softirq -t 2ms  # softirq-off windows too (always sampled)
 """
 
+IRQ_EXAMPLES = """examples:
+  irqlock irq 24                 # every disable_irq ... enable_irq window of IRQ 24
+  irqlock irq 24 25 -t 100us     # IRQs 24 and 25, windows over 100 us
+  irqlock irq --all -d 30 -j     # every line for 30 s, JSON lines
+  irqlock irq 24 --handlers      # and a histogram of IRQ 24's handler run time
+"""
+
 MAIN_EXAMPLES = """examples:
   irqlock check                      # what this kernel offers and each tool's plan
   irqlock check -j | jq .plan        # the plan as JSON
   irqlock irqoff -t 500us            # IRQ-off windows over 500 us with stacks
+  irqlock irq 24 --handlers          # IRQ 24's disabled windows and handler run times
 
 Run 'irqlock COMMAND --help' for a command's flags and examples.
 """
@@ -87,16 +95,28 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _tracer_flags() -> _Parser:
-    tracer = _Parser(add_help=False)
-    tracer.add_argument("-d", "--duration", type=_seconds, metavar="SECONDS",
-                        help="stop after this many seconds (default: until Ctrl-C)")
-    tracer.add_argument("-p", "--pid", type=_non_negative, metavar="PID",
-                        help="only this process")
-    tracer.add_argument("-c", "--cpu", type=_non_negative, metavar="CPU", help="only this CPU")
-    tracer.add_argument("--ready-file", type=Path, metavar="PATH",
-                        help="write this file once every probe is attached")
-    return tracer
+def _run_flags() -> _Parser:
+    """How long a tracer runs and how it tells scripts it is ready."""
+    run = _Parser(add_help=False)
+    run.add_argument("-d", "--duration", type=_seconds, metavar="SECONDS",
+                     help="stop after this many seconds (default: until Ctrl-C)")
+    run.add_argument("--ready-file", type=Path, metavar="PATH",
+                     help="write this file once every probe is attached")
+    return run
+
+
+def _filter_flags() -> _Parser:
+    filters = _Parser(add_help=False)
+    filters.add_argument("-p", "--pid", type=_non_negative, metavar="PID",
+                         help="only this process")
+    filters.add_argument("-c", "--cpu", type=_non_negative, metavar="CPU", help="only this CPU")
+    return filters
+
+
+def _threshold(parser: argparse.ArgumentParser, default_ns: int, default_text: str) -> None:
+    parser.add_argument("-t", "--threshold", type=_duration, default=default_ns, metavar="TIME",
+                        help="report windows at least this long: 500ns, 100us, 2ms, 1s; "
+                             f"a bare number is us (default: {default_text})")
 
 
 def _cmd_irqoff(args: argparse.Namespace) -> int:
@@ -108,6 +128,18 @@ def _cmd_irqoff(args: argparse.Namespace) -> int:
     config = IrqoffConfig(threshold_ns=args.threshold, mode=args.mode, period_ns=period_ns,
                           tgid=args.pid, cpu=args.cpu, preempt=args.preempt, softirq=args.softirq)
     return irqoff_cmd.run(config, probe(args.btf), args.duration, args.ready_file, args.json)
+
+
+def _cmd_irq(args: argparse.Namespace) -> int:
+    from irqlock import irqline_cmd
+    from irqlock.kernel.features import probe
+    from irqlock.tracers.irqline import IrqlineConfig
+
+    if bool(args.irqs) == args.all:
+        raise IrqlockError("name the IRQ numbers to trace or give --all (not both)")
+    config = IrqlineConfig(irqs=None if args.all else sorted(set(args.irqs)),
+                           threshold_ns=args.threshold, handlers=args.handlers)
+    return irqline_cmd.run(config, probe(args.btf), args.duration, args.ready_file, args.json)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -130,12 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="show what this kernel offers and what each tool will do")
     check.set_defaults(handler=_cmd_check)
 
-    irqoff = sub.add_parser("irqoff", parents=[shared, _tracer_flags()], epilog=IRQOFF_EXAMPLES,
+    irqoff = sub.add_parser("irqoff", parents=[shared, _run_flags(), _filter_flags()],
+                            epilog=IRQOFF_EXAMPLES,
                             formatter_class=argparse.RawDescriptionHelpFormatter,
                             help="windows in which a CPU kept interrupts off, with stacks")
-    irqoff.add_argument("-t", "--threshold", type=_duration, default=1_000_000, metavar="TIME",
-                        help="report windows at least this long: 500ns, 100us, 2ms, 1s; "
-                             "a bare number is us (default: 1ms)")
+    _threshold(irqoff, 1_000_000, "1ms")
     irqoff.add_argument("-m", "--mode", choices=["auto", "exact", "sample"], default="auto",
                         help="auto: best this kernel offers; exact: tracepoints or lock paths "
                              "only; sample: cpu-clock sampler only")
@@ -148,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     irqoff.add_argument("--preempt", action="store_true",
                         help="also report preempt-off windows (needs preemptirq tracepoints)")
     irqoff.set_defaults(handler=_cmd_irqoff)
+
+    irq = sub.add_parser("irq", parents=[shared, _run_flags()], epilog=IRQ_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         help="windows in which IRQ lines were disabled (disable_irq ... "
+                              "enable_irq), who disabled and who enabled them")
+    irq.add_argument("irqs", nargs="*", type=_non_negative, metavar="IRQ",
+                     help="IRQ numbers, as in /proc/interrupts")
+    irq.add_argument("-a", "--all", action="store_true", help="every IRQ line")
+    _threshold(irq, 0, "0: every window")
+    irq.add_argument("--handlers", action="store_true",
+                     help="also a histogram of each traced IRQ's handler run time")
+    irq.set_defaults(handler=_cmd_irq)
     return parser
 
 

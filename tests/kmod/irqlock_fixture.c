@@ -12,7 +12,9 @@
  *   irqoff API US [COUNT]   API: irq_disable irq_save spin_irqsave
  *                           spin_irqsave_nested spin_irq write_irqsave
  *                           bh (softirqs off, interrupts on)
- *   irqline MODE US         MODE: disable nosync hardirq nested cross
+ *   irqline MODE US         MODE: disable nosync hardirq nested cross;
+ *                           hold_disabled leaves the line disabled until
+ *                           "irqline release 0" (or unload)
  *   fire K                  run the fixture IRQ's handler K times in hardirq
  *   hold KIND US K [N]      N kthreads (default 2) take one fixture lock K
  *                           times each and hold it US; KIND: spin
@@ -386,6 +388,16 @@ static int fx_irqline_enabler(struct fx_thread *t)
 	return 0;
 }
 
+static bool line_held;	/* hold_disabled left the line disabled */
+
+static void line_release(void)
+{
+	if (line_held) {
+		fx_irqline_enable();
+		line_held = false;
+	}
+}
+
 static int cmd_irqline(const char *mode, u64 us)
 {
 	struct fx_thread a = {}, b = {};
@@ -393,6 +405,22 @@ static int cmd_irqline(const char *mode, u64 us)
 
 	if (us > 10000000)
 		return -EINVAL;
+	if (!strcmp(mode, "release")) {
+		line_release();
+		out("{\"cmd\":\"irqline\",\"mode\":\"release\",\"irq\":%d}\n", fx_irq);
+		return 0;
+	}
+	if (line_held)
+		return -EBUSY;
+	if (!strcmp(mode, "hold_disabled")) {
+		fx_irqline_disable();
+		line_held = true;
+		out("{\"cmd\":\"irqline\",\"mode\":\"%s\",\"irq\":%d,\"irq_name\":\"irqlock_fixture\",",
+		    mode, fx_irq);
+		out_task("disable_task", current);
+		out(",\"disable_called_ns\":%llu,\"start_ns\":%llu}\n", line_called, line_start);
+		return 0;
+	}
 	line_us = us;
 	out("{\"cmd\":\"irqline\",\"mode\":\"%s\",\"irq\":%d,\"irq_name\":\"irqlock_fixture\",",
 	    mode, fx_irq);
@@ -1029,6 +1057,7 @@ static void __exit fixture_exit(void)
 	proc_remove(ctl_entry);
 	mutex_lock(&ctl_lock);
 	cmd_release();
+	line_release();
 	mutex_unlock(&ctl_lock);
 	irq_work_sync(&fx_irq_work);
 	free_irq(fx_irq, &fx_irq_dev);

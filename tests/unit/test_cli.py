@@ -39,6 +39,20 @@ def test_check_console_on_the_host_kernel() -> None:
     ["frobnicate"],
     ["check", "--bogus"],
     ["check", "-j", "extra"],
+    ["irqoff", "-t", "3parsecs"],            # unknown unit
+    ["irqoff", "-t", "-3ms"],                # negative duration
+    ["irqoff", "-d", "0"],                   # duration must be positive
+    ["irqoff", "-m", "fast"],                # unknown mode
+    ["irqoff", "--period", "5us"],           # below the sampler's floor
+    ["irqoff", "-p", "999999999"],           # no such process
+    ["irqoff", "-c", "4096"],                # no such CPU
+    ["irqoff", "--btf", "/nonexistent/btf"],  # kernel without BTF
+    ["irq"],                                 # no IRQ named
+    ["irq", "24", "--all"],                  # conflicting flags
+    ["irq", "abc"],                          # not a number
+    ["irq", "99999"],                        # no such IRQ
+    ["irq", "-t", "1fortnight", "--all"],    # unknown unit
+    ["irq", "--all", "--btf", "/nonexistent/btf"],
 ])
 def test_bad_arguments_are_one_line_exit_2(args: list[str]) -> None:
     done = irqlock(*args)

@@ -16,6 +16,8 @@ ffffffff82000000 D jiffies_lock
 ffffffff82000010 d other_data
 ffffffffc0639000 t fx_hold_spin\t[irqlock_fixture]
 ffffffffc0639080 t fx_hold_mutex\t[irqlock_fixture]
+ffffffffc0500000 t bpf_prog_370d8d4dfa866133_irq_disable_fentry	[bpf]
+ffffffffc0500400 t bpf_trampoline_6442533836	[bpf]
 ffffffffc0639b6c b fx_order_a\t[irqlock_fixture]
 ffffffffc0639b70 b fx_order_b\t[irqlock_fixture]
 """.splitlines()
@@ -49,6 +51,11 @@ def test_address_of_and_stack(syms: Kallsyms) -> None:
     assert syms.address_of("missing") is None
     frames = syms.stack([0xFFFFFFFF81001001, 0xFFFFFFFFC0639081, 0, 0xFFFFFFFF81001001])
     assert frames == ["_raw_spin_lock_irqsave+0x1/0x40", "fx_hold_mutex+0x1/0xaec [irqlock_fixture]"]
+
+
+def test_stack_leaves_out_the_bpf_program_and_trampoline_taking_it(syms: Kallsyms) -> None:
+    frames = syms.stack([0xFFFFFFFFC05000C9, 0xFFFFFFFFC0500440, 0xFFFFFFFF81001005])
+    assert frames == ["_raw_spin_lock_irqsave+0x5/0x40"]
 
 
 def test_hidden_addresses_are_one_clear_error() -> None:

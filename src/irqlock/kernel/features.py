@@ -34,10 +34,8 @@ RWSEM_FUNCTIONS = [
     "down_write", "down_write_killable", "down_write_trylock", "up_read", "up_write",
     "downgrade_write",
 ]
-IRQ_LINE_FUNCTIONS = [
-    "disable_irq", "disable_irq_nosync", "disable_hardirq", "enable_irq",
-    "__disable_irq", "__enable_irq",
-]
+# Where a line's disable depth goes 0 -> 1 and 1 -> 0 (kernel/irq/chip.c, called from manage.c).
+IRQ_LINE_FUNCTIONS = ["irq_disable", "irq_startup"]
 LOCK_FUNCTIONS = SPIN_FUNCTIONS + RWLOCK_FUNCTIONS + MUTEX_FUNCTIONS + RWSEM_FUNCTIONS
 # The function `irqlock check` attaches to for a moment to prove the attach path.
 PROOF_FUNCTION = "_raw_spin_lock_irqsave"
@@ -270,17 +268,16 @@ def plan(features: KernelFeatures) -> list[ToolPlan]:
     plans.append(_plan_irqoff(features, blocker, method))
 
     # irq: one named IRQ line
-    depth_ok, _ = _traceable(features, ["__disable_irq", "__enable_irq"])
-    api_ok, api_missing = _traceable(features, IRQ_LINE_FUNCTIONS[:4])
+    _, line_missing = _traceable(features, IRQ_LINE_FUNCTIONS)
     if blocker:
         plans.append(ToolPlan("irq", "unavailable", blocker))
-    elif len(depth_ok) == 2:
-        plans.append(ToolPlan("irq", "exact", f"depth changes in __disable_irq/__enable_irq via {method}"))
-    elif "enable_irq" in api_ok and len(api_ok) > 1:
-        plans.append(ToolPlan("irq", "exact", f"{', '.join(api_ok)} via {method}"
-                              + (f"; not traceable: {', '.join(api_missing)}" if api_missing else "")))
+    elif line_missing:
+        plans.append(ToolPlan("irq", "unavailable", f"cannot trace {', '.join(line_missing)}"))
     else:
-        plans.append(ToolPlan("irq", "unavailable", "disable_irq/enable_irq cannot be traced"))
+        handlers = ("; handler run time from irq:irq_handler_entry/exit"
+                    if features.irq_handler_tracepoints.available else "")
+        plans.append(ToolPlan("irq", "exact", f"depth changes 0->1 (irq_disable) and 1->0 "
+                              f"(irq_startup) via {method}{handlers}"))
 
     # locks and deadlock
     kinds = {"spinlock": SPIN_FUNCTIONS, "rwlock": RWLOCK_FUNCTIONS,

@@ -36,6 +36,9 @@ class Symbol:
         return f"{text} [{self.module}]" if self.module else text
 
 
+BPF_FRAME_PREFIXES = ("bpf_prog_", "bpf_trampoline_")
+
+
 class Kallsyms:
     """Address → symbol lookups over a snapshot of /proc/kallsyms."""
 
@@ -102,10 +105,17 @@ class Kallsyms:
         return symbol.address if symbol else None
 
     def stack(self, addresses: list[int]) -> list[str]:
-        """Symbolize a stack, innermost frame first, stopping at the first zero."""
-        frames = []
+        """Symbolize a stack, innermost frame first, stopping at the first zero.
+
+        The innermost frames of a stack taken by a BPF program are that program and
+        its trampoline: they say nothing about the kernel and are left out.
+        """
+        frames: list[str] = []
         for address in addresses:
             if address == 0:
                 break
-            frames.append(self.symbolize(address))
+            frame = self.symbolize(address)
+            if not frames and frame.startswith(BPF_FRAME_PREFIXES):
+                continue
+            frames.append(frame)
         return frames
