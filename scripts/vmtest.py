@@ -196,8 +196,12 @@ def main() -> int:
     command = args.command or [str(VENV / "bin" / "python"), "-m", "pytest", "-v", "--timeout", "600",
                                f"--junitxml={results / 'junit.xml'}", "tests/kernel"]
     log(f"booting {image} ({release}) under TCG: {' '.join(command)}")
-    vm_status = run_vm(image, guest_script(command, fixture, results, args.timeout),
-                       args.cpus, args.memory, results, args.timeout, args.monitor)
+    # The script goes in a file: vng passes --exec on the kernel command line, whose
+    # length is limited (a long one overflowed a buffer and stopped the guest at boot).
+    script = results / "guest.sh"
+    script.write_text(guest_script(command, fixture, results, args.timeout))
+    vm_status = run_vm(image, f"bash {script}", args.cpus, args.memory, results, args.timeout,
+                       args.monitor)
 
     status_file = results / "status"
     status = int(status_file.read_text()) if status_file.exists() else None

@@ -40,11 +40,21 @@ IRQ_EXAMPLES = """examples:
   irqlock irq 24 --handlers      # and a histogram of IRQ 24's handler run time
 """
 
+LOCKS_EXAMPLES = """examples:
+  irqlock locks -d 10                 # every lock kind for 10 s, top 20 by total hold time
+  irqlock locks 5                     # a table every 5 s (counts restart each time)
+  irqlock locks 5 3 -S wait_max       # three 5 s tables by longest contended wait
+  irqlock locks --kind mutex,rwsem -p 1234   # sleeping locks taken by process 1234
+  irqlock locks --lock jiffies_lock --stacks # one static lock, with each task's first stack
+  irqlock locks -d 30 -j > locks.jsonl       # JSON lines: one "lock" record per lock
+"""
+
 MAIN_EXAMPLES = """examples:
   irqlock check                      # what this kernel offers and each tool's plan
   irqlock check -j | jq .plan        # the plan as JSON
   irqlock irqoff -t 500us            # IRQ-off windows over 500 us with stacks
   irqlock irq 24 --handlers          # IRQ 24's disabled windows and handler run times
+  irqlock locks -d 10                # kernel locks by hold time, with their holders
 
 Run 'irqlock COMMAND --help' for a command's flags and examples.
 """
@@ -142,6 +152,38 @@ def _cmd_irq(args: argparse.Namespace) -> int:
     return irqline_cmd.run(config, probe(args.btf), args.duration, args.ready_file, args.json)
 
 
+def _kinds(text: str) -> list[str]:
+    aliases = {"spin": "spinlock", "spinlock": "spinlock", "rw": "rwlock", "rwlock": "rwlock",
+               "mutex": "mutex", "rwsem": "rwsem"}
+    kinds = []
+    for word in text.split(","):
+        if word.strip() not in aliases:
+            raise argparse.ArgumentTypeError(f"unknown lock kind {word!r} (spin, rw, mutex, rwsem)")
+        kinds.append(aliases[word.strip()])
+    return list(dict.fromkeys(kinds))
+
+
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _cmd_locks(args: argparse.Namespace) -> int:
+    from irqlock import locks_cmd
+    from irqlock.kernel.features import probe
+    from irqlock.tracers.locks import LocksConfig
+
+    if args.count is not None and args.interval is None:
+        raise IrqlockError("a count needs an interval before it")
+    config = LocksConfig(kinds=args.kind, tgid=args.pid, max_locks=args.max_locks)
+    output = locks_cmd.LocksOutput(as_json=args.json, sort=args.sort, top=args.top,
+                                   stacks=args.stacks)
+    return locks_cmd.run(config, args.lock, probe(args.btf), output, args.duration, args.interval,
+                         args.count, args.ready_file)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from irqlock import check
 
@@ -191,6 +233,32 @@ def build_parser() -> argparse.ArgumentParser:
     irq.add_argument("--handlers", action="store_true",
                      help="also a histogram of each traced IRQ's handler run time")
     irq.set_defaults(handler=_cmd_irq)
+
+    from irqlock.tracers.locks import DEFAULT_MAX_LOCKS, KINDS
+
+    locks = sub.add_parser("locks", parents=[shared, _run_flags()], epilog=LOCKS_EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           help="kernel locks: who takes which, hold and wait times")
+    locks.add_argument("interval", nargs="?", type=_seconds,
+                       help="print a table every INTERVAL seconds (default: once, at the end)")
+    locks.add_argument("count", nargs="?", type=_positive, help="stop after COUNT tables")
+    locks.add_argument("-p", "--pid", type=_non_negative, metavar="PID",
+                       help="only locks taken by this process")
+    locks.add_argument("--kind", type=_kinds, default=list(KINDS), metavar="KINDS",
+                       help="comma-separated: spin, rw, mutex, rwsem (default: all)")
+    locks.add_argument("--lock", metavar="ADDR|SYMBOL",
+                       help="only this lock: a static lock's symbol or a hex address")
+    locks.add_argument("-n", "--top", type=_positive, metavar="N",
+                       help="show the N first locks (default: 20 in tables, all in JSON)")
+    locks.add_argument("-S", "--sort", default="hold_total",
+                       choices=["hold_total", "hold_max", "wait_total", "wait_max", "count"],
+                       help="order of the table (default: hold_total)")
+    locks.add_argument("--stacks", action="store_true",
+                       help="print each holder's first stack under its lock")
+    locks.add_argument("--max-locks", type=_positive, default=DEFAULT_MAX_LOCKS, metavar="N",
+                       help="distinct locks tracked at most; more are counted, not tracked "
+                            f"(default: {DEFAULT_MAX_LOCKS}, about 2.3 KiB each)")
+    locks.set_defaults(handler=_cmd_locks)
     return parser
 
 

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from irqlock.analysis import Summary, percentile
+from irqlock.analysis import (
+    Summary,
+    loglinear_bounds,
+    loglinear_index,
+    loglinear_percentile,
+    percentile,
+)
 from irqlock.errors import IrqlockError
 from irqlock.units import format_ns, parse_duration_ns
 
@@ -43,3 +49,24 @@ def test_summary_stats_and_log2_histogram() -> None:
                                "p50": 1_500, "p99": 1_000_000}
     # [512, 1024): 1000; [1024, 2048): 1500; [2048, 4096): 3000; [2^19, 2^20): 1e6
     assert summary.histogram() == [(512, 1), (1024, 1), (2048, 1), (524288, 1)]
+
+
+def test_loglinear_buckets_cover_every_value_once() -> None:
+    previous_high = 0
+    for index in range(272):
+        low, high = loglinear_bounds(index)
+        assert low == previous_high and high > low
+        previous_high = high
+        assert loglinear_index(low) == index and loglinear_index(high - 1) == index
+
+
+def test_loglinear_percentile_within_a_sixteenth() -> None:
+    values = [50_000 + 37 * i for i in range(101)]  # 50.0 .. 53.7 us
+    counts = [0] * 272
+    for v in values:
+        counts[loglinear_index(v)] += 1
+    p50 = loglinear_percentile(counts, 0.5, max(values))
+    assert abs(p50 - percentile(sorted(values), 0.5)) <= percentile(sorted(values), 0.5) / 16
+    assert loglinear_percentile(counts, 1.0, max(values)) <= max(values)
+    assert loglinear_percentile([0] * 272, 0.5, 0) == 0
+    assert loglinear_percentile([0, 0, 5], 0.99, 9) == 2, "small values are exact"

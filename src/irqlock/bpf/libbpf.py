@@ -20,6 +20,7 @@ from irqlock.errors import IrqlockError
 
 LIBBPF_SONAME = "libbpf.so.1"
 
+_VA_LIST_SIZE = 24  # x86-64 SysV: gp_offset, fp_offset, overflow_arg_area, reg_save_area
 # enum libbpf_print_level
 _PRINT_WARN, _PRINT_INFO, _PRINT_DEBUG = 0, 1, 2
 # BTF kinds we parse (uapi linux/btf.h)
@@ -123,6 +124,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__value_size": (ctypes.c_uint32, [_P]),
     "bpf_map__lookup_elem": (ctypes.c_int, [_P, _P, ctypes.c_size_t, _P, ctypes.c_size_t, ctypes.c_uint64]),
     "bpf_map__get_next_key": (ctypes.c_int, [_P, _P, _P, ctypes.c_size_t]),
+    "bpf_map__delete_elem": (ctypes.c_int, [_P, _P, ctypes.c_size_t, ctypes.c_uint64]),
+    "bpf_map__max_entries": (ctypes.c_uint32, [_P]),
     "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _P, ctypes.POINTER(ctypes.c_uint32)]),
     "btf__parse": (_P, [ctypes.c_char_p, _P]),
     "btf__free": (None, [_P]),
@@ -160,8 +163,13 @@ class Libbpf:
         self.lib.libbpf_set_print(self._print_cb)
 
     def _on_print(self, level: int, fmt: bytes, va_list: int) -> int:
-        # On x86-64 a va_list argument decays to a pointer: hand it to vsnprintf.
-        buf = ctypes.create_string_buffer(4096)
+        # On x86-64 a va_list argument decays to a pointer to a 24-byte struct; copying
+        # the struct is va_copy.  A first pass on a copy measures the message (a verifier
+        # log can run to megabytes), the second formats it whole.
+        copy = ctypes.create_string_buffer(ctypes.string_at(va_list, _VA_LIST_SIZE),
+                                           _VA_LIST_SIZE)
+        size = self._vsnprintf(None, 0, fmt, ctypes.addressof(copy))
+        buf = ctypes.create_string_buffer(max(size, 0) + 1)
         self._vsnprintf(buf, len(buf), fmt, va_list)
         line = buf.value.decode(errors="replace")
         if level <= _PRINT_INFO or self._verbose:

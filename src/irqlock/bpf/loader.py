@@ -71,6 +71,10 @@ class Map:
         self.value_size = lib.lib.bpf_map__value_size(ptr)
 
     @property
+    def max_entries(self) -> int:
+        return int(self._lib.lib.bpf_map__max_entries(self._ptr))
+
+    @property
     def fd(self) -> int:
         return int(self._lib.lib.bpf_map__fd(self._ptr))
 
@@ -80,6 +84,10 @@ class Map:
             self._ptr, key, len(key), value, self.value_size, 0
         )
         return value.raw if ret == 0 else None
+
+    def delete(self, key: bytes) -> bool:
+        """Remove an entry; False if it was not there."""
+        return bool(self._lib.lib.bpf_map__delete_elem(self._ptr, key, len(key), 0) == 0)
 
     def keys(self) -> Iterator[bytes]:
         key = ctypes.create_string_buffer(self.key_size)

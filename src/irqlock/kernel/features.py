@@ -18,7 +18,7 @@ from irqlock.kernel import perf
 
 SPIN_FUNCTIONS = [
     "_raw_spin_lock", "_raw_spin_lock_irq", "_raw_spin_lock_irqsave", "_raw_spin_lock_bh",
-    "_raw_spin_trylock", "_raw_spin_unlock", "_raw_spin_unlock_irq",
+    "_raw_spin_trylock", "_raw_spin_trylock_bh", "_raw_spin_unlock", "_raw_spin_unlock_irq",
     "_raw_spin_unlock_irqrestore", "_raw_spin_unlock_bh",
 ]
 RWLOCK_FUNCTIONS = [
@@ -27,7 +27,8 @@ RWLOCK_FUNCTIONS = [
         "unlock", "unlock_irq", "unlock_irqrestore", "unlock_bh")
 ]
 MUTEX_FUNCTIONS = [
-    "mutex_lock", "mutex_lock_interruptible", "mutex_lock_killable", "mutex_trylock", "mutex_unlock",
+    "mutex_lock", "mutex_lock_interruptible", "mutex_lock_killable", "mutex_lock_io",
+    "mutex_trylock", "mutex_unlock",
 ]
 RWSEM_FUNCTIONS = [
     "down_read", "down_read_interruptible", "down_read_killable", "down_read_trylock",

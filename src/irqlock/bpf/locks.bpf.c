@@ -1,0 +1,575 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Who takes which kernel lock, for how long they hold it and wait for it.
+ *
+ * fexit on every acquiring function (the lock is held once it returns; a
+ * trylock only if it says so) and fentry on every releasing one; the time
+ * between is the hold.  lock:contention_begin/end time the waits of contended
+ * acquisitions.  Everything is aggregated here, per lock (counts, totals,
+ * maxima and log-linear histograms) and per (task, lock) (a count and the
+ * first stack): nothing per acquisition goes to user space.
+ *
+ * Held locks are kept on small stacks: per CPU and context (task, softirq,
+ * hardirq) for spinlocks and rwlocks, which cannot migrate while held, and per
+ * task for mutexes and rw-semaphores, which can sleep.
+ *
+ * Our own map updates take the maps' bucket spinlocks; a per-CPU, per-context
+ * flag makes every program ignore the lock calls made on its behalf, so
+ * irqlock never reports (or recurses into) itself.
+ *
+ * Memory is fixed at load: the maps' sizes come from user space (--max-locks);
+ * whatever does not fit is counted, never silently dropped.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "locks.h"
+
+#define STACK_BYTES (LOCKS_MAX_STACK * sizeof(__u64))
+#define CONTEXTS 3		/* task, softirq, hardirq; NMI is not traced */
+#define LCB_F_SPIN (1U << 0)
+#define LCB_F_READ (1U << 1)
+#define LCB_F_WRITE (1U << 2)
+#define LCB_F_RT (1U << 3)
+#define LCB_F_PERCPU (1U << 4)
+#define LCB_F_MUTEX (1U << 5)
+
+const volatile __s32 target_tgid = -1;	/* -1: every process */
+const volatile __u64 target_lock = 0;	/* 0: every lock */
+
+struct held_lock {
+	__u64 lock;
+	__u64 acquired_ns;
+};
+
+struct held_stack {
+	__u32 depth;
+	__u32 pad;
+	struct held_lock locks[MAX_HELD];
+};
+
+struct wait_state {
+	__u64 lock;
+	__u64 start_ns;
+	__u32 flags;
+	__u32 pad;
+};
+
+/* Sizes set by user space before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct lock_stats);
+} locks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct holder_key);
+	__type(value, struct holder);
+} holders SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);			/* pid */
+	__type(value, struct held_stack);	/* mutexes and rwsems held */
+} task_held SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);			/* pid */
+	__type(value, struct wait_state);	/* a sleeping lock's contended wait */
+} task_wait SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CONTEXTS);
+	__type(key, __u32);
+	__type(value, struct held_stack);	/* spinlocks and rwlocks held */
+} cpu_held SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CONTEXTS);
+	__type(key, __u32);
+	__type(value, struct wait_state);	/* a spinning wait */
+} cpu_wait SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CONTEXTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} busy SEC(".maps");
+
+/* Templates for new entries (too big for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lock_stats);
+} new_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct holder);
+} new_holder SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct held_stack);
+} new_stack SEC(".maps");
+
+__u64 locks_dropped = 0;	/* a lock not tracked: the locks map was full */
+__u64 holders_dropped = 0;	/* a (task, lock) not tracked: holders map full */
+__u64 tasks_dropped = 0;	/* a task's sleeping locks not tracked: task map full */
+__u64 held_overflow = 0;	/* stale held entries (missed releases) replaced */
+/* Our own map updates re-enter the program that made them (the bucket lock of a hash
+ * map is taken with _raw_spin_lock_irqsave, its free list's with _raw_spin_lock): the
+ * kernel counts those as recursion misses, though no lock call of anyone else was lost. */
+__u64 own_recursion = 0;
+__u64 waits_dropped = 0;	/* a wait not timed (task_wait full) */
+__u64 self_skipped = 0;		/* lock calls made by our own map updates, ignored */
+
+extern int __preempt_count __ksym;
+
+/* 0 task, 1 softirq, 2 hardirq, -1 NMI (from preempt_count's bits). */
+static __always_inline int context(void)
+{
+	int pc = *(int *)bpf_this_cpu_ptr(&__preempt_count);
+
+	if (pc & 0x00f00000)
+		return -1;
+	if (pc & 0x000f0000)
+		return 2;
+	if (pc & 0x00000100)
+		return 1;
+	return 0;
+}
+
+/* The context's busy flag, or NULL if this call is our own (or in NMI): ignore it. */
+static __always_inline __u32 *enter(int *ctx_out)
+{
+	int c = context();
+	__u32 key;
+	__u32 *flag;
+
+	if (c < 0)
+		return NULL;
+	key = c;
+	flag = bpf_map_lookup_elem(&busy, &key);
+	if (!flag)
+		return NULL;
+	if (*flag) {
+		__sync_fetch_and_add(&self_skipped, 1);
+		return NULL;
+	}
+	*ctx_out = c;
+	return flag;
+}
+
+/* Which lock function the running program traces, when our map updates re-enter it. */
+enum reentered { REENTERS_NONE, REENTERS_IRQSAVE, REENTERS_SPIN };
+
+static __always_inline long guarded_update(__u32 *flag, void *map, void *key, void *value,
+					   __u32 reenters)
+{
+	long err;
+
+	*flag = 1;
+	err = bpf_map_update_elem(map, key, value, BPF_NOEXIST);
+	*flag = 0;
+	/* The bucket lock is always taken; the free list's only when an entry was made. */
+	if (reenters == REENTERS_IRQSAVE || (reenters == REENTERS_SPIN && !err))
+		__sync_fetch_and_add(&own_recursion, 1);
+	return err;
+}
+
+static __always_inline void guarded_delete(__u32 *flag, void *map, void *key)
+{
+	*flag = 1;
+	bpf_map_delete_elem(map, key);
+	*flag = 0;
+}
+
+static __always_inline bool sleeping_kind(__u32 kind)
+{
+	return kind == LOCK_MUTEX || kind == LOCK_RWSEM;
+}
+
+static __always_inline __u32 hist_bucket(__u64 v)
+{
+	__u64 x = v;
+	__u32 e = 0;
+
+	if (v < 8)
+		return v;
+	if (x >> 32) { e += 32; x >>= 32; }
+	if (x >> 16) { e += 16; x >>= 16; }
+	if (x >> 8) { e += 8; x >>= 8; }
+	if (x >> 4) { e += 4; x >>= 4; }
+	if (x >> 2) { e += 2; x >>= 2; }
+	if (x >> 1) { e += 1; }
+	if (e > HIST_MAX_EXP)
+		return HIST_BUCKETS - 1;
+	return (e - 2) * 8 + ((v >> (e - HIST_SUB_BITS)) & 7);
+}
+
+static __always_inline void record(__u64 *total, __u64 *max, __u32 *hist, __u64 ns)
+{
+	__u32 b = hist_bucket(ns);
+
+	__sync_fetch_and_add(total, ns);
+	if (ns > *max)
+		*max = ns;	/* a race may keep a smaller maximum of another CPU: rare, harmless */
+	if (b < HIST_BUCKETS)
+		__sync_fetch_and_add(&hist[b], 1);
+}
+
+static __always_inline bool filtered_out(__u64 lock, __u64 id)
+{
+	if (target_lock && lock != target_lock)
+		return true;
+	return target_tgid >= 0 && (id >> 32) != target_tgid;
+}
+
+static __always_inline struct lock_stats *get_stats(__u32 *flag, __u64 lock, __u32 kind, __u32 pid,
+						    __u32 reenters)
+{
+	struct lock_stats *s = bpf_map_lookup_elem(&locks, &lock), *tmpl;
+	__u32 zero = 0;
+	long err;
+
+	if (s)
+		return s;
+	tmpl = bpf_map_lookup_elem(&new_stats, &zero);
+	if (!tmpl)
+		return NULL;
+	tmpl->kind = kind;
+	tmpl->first_pid = pid;
+	err = guarded_update(flag, &locks, &lock, tmpl, reenters);
+	if (err && err != -17 /* EEXIST: another CPU was first */) {
+		__sync_fetch_and_add(&locks_dropped, 1);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&locks, &lock);
+}
+
+static __always_inline void count_holder(void *ctx, __u32 *flag, __u64 lock, __u64 id,
+					 __u32 reenters)
+{
+	struct holder_key key = { .lock = lock, .pid = (__u32)id };
+	struct holder *h = bpf_map_lookup_elem(&holders, &key);
+	__u32 zero = 0;
+	long err;
+
+	if (!h) {
+		h = bpf_map_lookup_elem(&new_holder, &zero);
+		if (!h)
+			return;
+		h->acquisitions = 0;
+		h->tgid = id >> 32;
+		bpf_get_current_comm(h->comm, sizeof(h->comm));
+		h->stack_bytes = bpf_get_stack(ctx, h->stack, STACK_BYTES, 0);
+		err = guarded_update(flag, &holders, &key, h, reenters);
+		if (err && err != -17) {
+			__sync_fetch_and_add(&holders_dropped, 1);
+			return;
+		}
+		h = bpf_map_lookup_elem(&holders, &key);
+		if (!h)
+			return;
+	}
+	__sync_fetch_and_add(&h->acquisitions, 1);
+}
+
+static __always_inline struct held_stack *held_stack(__u32 *flag, int c, __u32 kind, __u32 pid,
+						     bool create)
+{
+	struct held_stack *st;
+	__u32 key = c, zero = 0;
+
+	if (!sleeping_kind(kind))
+		return bpf_map_lookup_elem(&cpu_held, &key);
+	st = bpf_map_lookup_elem(&task_held, &pid);
+	if (st || !create)
+		return st;
+	st = bpf_map_lookup_elem(&new_stack, &zero);
+	if (!st)
+		return NULL;
+	if (guarded_update(flag, &task_held, &pid, st, REENTERS_NONE)) {
+		__sync_fetch_and_add(&tasks_dropped, 1);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&task_held, &pid);
+}
+
+/* A full stack means releases we did not see (locks freed through an untraced
+ * path): the oldest entry makes room, and the stale count says so. */
+static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 now)
+{
+	__u32 d = st->depth, oldest = 0;
+
+	/* Already held here: its release was missed (a lock cannot be taken twice in one
+	 * context, bar recursive readers), so this acquisition replaces the stale entry. */
+	for (__u32 i = 0; i < MAX_HELD; i++) {
+		if (i < d && st->locks[i].lock == lock) {
+			__sync_fetch_and_add(&held_overflow, 1);
+			st->locks[i].acquired_ns = now;
+			return;
+		}
+	}
+	if (d >= MAX_HELD) {
+		__sync_fetch_and_add(&held_overflow, 1);
+		for (__u32 i = 1; i < MAX_HELD; i++)
+			if (st->locks[i].acquired_ns < st->locks[oldest].acquired_ns)
+				oldest = i;
+		st->locks[oldest].lock = lock;
+		st->locks[oldest].acquired_ns = now;
+		return;
+	}
+	st->locks[d & (MAX_HELD - 1)].lock = lock;
+	st->locks[d & (MAX_HELD - 1)].acquired_ns = now;
+	st->depth = d + 1;
+}
+
+static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 reenters)
+{
+	__u64 lock = (__u64)lockp, id = bpf_get_current_pid_tgid(), now;
+	struct lock_stats *s;
+	struct held_stack *st;
+	__u32 *flag;
+	int c;
+
+	flag = enter(&c);
+	if (!flag || filtered_out(lock, id))
+		return;
+	now = bpf_ktime_get_ns();
+	st = held_stack(flag, c, kind, (__u32)id, true);
+	if (st)
+		push_held(st, lock, now);
+	s = get_stats(flag, lock, kind, (__u32)id, reenters);
+	if (!s)
+		return;
+	__sync_fetch_and_add(&s->acquisitions, 1);
+	count_holder(ctx, flag, lock, id, reenters);
+}
+
+static __always_inline void released(void *lockp, __u32 kind)
+{
+	__u64 lock = (__u64)lockp, now = bpf_ktime_get_ns(), acquired_ns = 0;
+	__u32 pid = (__u32)bpf_get_current_pid_tgid(), *flag, d, last;
+	struct held_stack *st;
+	struct lock_stats *s;
+	int c;
+
+	flag = enter(&c);
+	if (!flag)
+		return;
+	st = held_stack(flag, c, kind, pid, false);
+	if (!st)
+		return;
+	d = st->depth;
+	if (d == 0 || d > MAX_HELD)
+		return;
+	/* The most recent acquisition of this lock; the last entry fills its slot. */
+	for (int i = MAX_HELD - 1; i >= 0; i--) {
+		if (i >= d || st->locks[i].lock != lock)
+			continue;
+		acquired_ns = st->locks[i].acquired_ns;
+		last = d - 1;
+		barrier_var(last);	/* keep the compiler from dropping the mask the verifier needs */
+		last &= MAX_HELD - 1;
+		st->locks[i] = st->locks[last];
+		st->depth = d - 1;
+		break;
+	}
+	if (!acquired_ns)
+		return;	/* taken before we attached, or by a task we do not watch */
+	s = bpf_map_lookup_elem(&locks, &lock);
+	if (s)
+		record(&s->hold_total_ns, &s->hold_max_ns, s->hold_hist, now - acquired_ns);
+}
+
+/* ---- contended waits ------------------------------------------------------- */
+
+static __always_inline bool sleeping_wait(__u32 flags)
+{
+	return (flags & LCB_F_MUTEX) || !(flags & LCB_F_SPIN);
+}
+
+static __always_inline __u32 kind_of_wait(__u32 flags)
+{
+	if (flags & LCB_F_MUTEX)
+		return LOCK_MUTEX;
+	if (!(flags & LCB_F_SPIN))
+		return LOCK_RWSEM;
+	return (flags & (LCB_F_READ | LCB_F_WRITE)) ? LOCK_RW : LOCK_SPIN;
+}
+
+SEC("tp_btf/contention_begin")
+int BPF_PROG(contention_begin, void *lockp, unsigned int flags)
+{
+	__u64 lock = (__u64)lockp, id = bpf_get_current_pid_tgid();
+	__u32 pid = (__u32)id, *flag, key;
+	struct wait_state *w, fresh = {};
+	int c;
+
+	if (flags & (LCB_F_RT | LCB_F_PERCPU))
+		return 0;	/* rt_mutex and percpu-rwsem: kinds we do not trace */
+	flag = enter(&c);
+	if (!flag || filtered_out(lock, id))
+		return 0;
+	if (!sleeping_wait(flags)) {
+		key = c;
+		w = bpf_map_lookup_elem(&cpu_wait, &key);
+		if (w) {
+			w->lock = lock;
+			w->flags = flags;
+			w->start_ns = bpf_ktime_get_ns();
+		}
+		return 0;
+	}
+	/* A mutex reports a begin for its optimistic spin and again before it sleeps:
+	 * the wait started at the first. */
+	w = bpf_map_lookup_elem(&task_wait, &pid);
+	if (w && w->lock == lock && w->start_ns)
+		return 0;
+	if (w) {
+		w->lock = lock;
+		w->flags = flags;
+		w->start_ns = bpf_ktime_get_ns();
+		return 0;
+	}
+	fresh.lock = lock;
+	fresh.flags = flags;
+	fresh.start_ns = bpf_ktime_get_ns();
+	if (guarded_update(flag, &task_wait, &pid, &fresh, REENTERS_NONE))
+		__sync_fetch_and_add(&waits_dropped, 1);
+	return 0;
+}
+
+SEC("tp_btf/contention_end")
+int BPF_PROG(contention_end, void *lockp, int ret)
+{
+	__u64 lock = (__u64)lockp, now = bpf_ktime_get_ns(), start = 0;
+	__u32 pid = (__u32)bpf_get_current_pid_tgid(), *flag, key, flags = 0;
+	struct wait_state *w;
+	struct lock_stats *s;
+	int c;
+
+	flag = enter(&c);
+	if (!flag)
+		return 0;
+	key = c;
+	w = bpf_map_lookup_elem(&cpu_wait, &key);
+	if (w && w->lock == lock && w->start_ns) {
+		start = w->start_ns;
+		flags = w->flags;
+		w->start_ns = 0;
+	} else if (c == 0) {
+		w = bpf_map_lookup_elem(&task_wait, &pid);
+		if (w && w->lock == lock && w->start_ns) {
+			start = w->start_ns;
+			flags = w->flags;
+			w->start_ns = 0;
+		}
+	}
+	if (!start || ret)
+		return 0;	/* not seen begin, or the wait was interrupted (no lock taken) */
+	s = get_stats(flag, lock, kind_of_wait(flags), pid, REENTERS_NONE);
+	if (!s)
+		return 0;
+	__sync_fetch_and_add(&s->contended, 1);
+	record(&s->wait_total_ns, &s->wait_max_ns, s->wait_hist, now - start);
+	return 0;
+}
+
+/* A task's entries go with it (entries are kept while it lives: no map update per lock). */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(task_exit, struct task_struct *task)
+{
+	__u32 pid = task->pid, *flag;
+	int c;
+
+	flag = enter(&c);
+	if (!flag)
+		return 0;
+	guarded_delete(flag, &task_held, &pid);
+	guarded_delete(flag, &task_wait, &pid);
+	return 0;
+}
+
+/* ---- acquire and release functions ----------------------------------------- */
+
+#define ACQUIRE_R(fn, kind, reenters)						\
+SEC("fexit/" #fn)								\
+int BPF_PROG(fn##_exit, void *lock) { acquired(ctx, lock, kind, reenters); return 0; }
+
+#define ACQUIRE(fn, kind) ACQUIRE_R(fn, kind, REENTERS_NONE)
+
+/* Trylocks and killable/interruptible locks: acquired only if ret says so. */
+#define ACQUIRE_IF(fn, kind, success)						\
+SEC("fexit/" #fn)								\
+int BPF_PROG(fn##_exit, void *lock, int ret)					\
+{ if (success) acquired(ctx, lock, kind, REENTERS_NONE); return 0; }
+
+#define RELEASE(fn, kind)							\
+SEC("fentry/" #fn)								\
+int BPF_PROG(fn##_entry, void *lock) { released(lock, kind); return 0; }
+
+ACQUIRE_R(_raw_spin_lock, LOCK_SPIN, REENTERS_SPIN)
+ACQUIRE(_raw_spin_lock_irq, LOCK_SPIN)
+ACQUIRE_R(_raw_spin_lock_irqsave, LOCK_SPIN, REENTERS_IRQSAVE)
+ACQUIRE(_raw_spin_lock_bh, LOCK_SPIN)
+ACQUIRE_IF(_raw_spin_trylock, LOCK_SPIN, ret)
+ACQUIRE_IF(_raw_spin_trylock_bh, LOCK_SPIN, ret)
+RELEASE(_raw_spin_unlock, LOCK_SPIN)
+RELEASE(_raw_spin_unlock_irq, LOCK_SPIN)
+RELEASE(_raw_spin_unlock_irqrestore, LOCK_SPIN)
+RELEASE(_raw_spin_unlock_bh, LOCK_SPIN)
+
+ACQUIRE(_raw_read_lock, LOCK_RW)
+ACQUIRE(_raw_read_lock_irq, LOCK_RW)
+ACQUIRE(_raw_read_lock_irqsave, LOCK_RW)
+ACQUIRE(_raw_read_lock_bh, LOCK_RW)
+ACQUIRE_IF(_raw_read_trylock, LOCK_RW, ret)
+ACQUIRE(_raw_write_lock, LOCK_RW)
+ACQUIRE(_raw_write_lock_irq, LOCK_RW)
+ACQUIRE(_raw_write_lock_irqsave, LOCK_RW)
+ACQUIRE(_raw_write_lock_bh, LOCK_RW)
+ACQUIRE_IF(_raw_write_trylock, LOCK_RW, ret)
+RELEASE(_raw_read_unlock, LOCK_RW)
+RELEASE(_raw_read_unlock_irq, LOCK_RW)
+RELEASE(_raw_read_unlock_irqrestore, LOCK_RW)
+RELEASE(_raw_read_unlock_bh, LOCK_RW)
+RELEASE(_raw_write_unlock, LOCK_RW)
+RELEASE(_raw_write_unlock_irq, LOCK_RW)
+RELEASE(_raw_write_unlock_irqrestore, LOCK_RW)
+RELEASE(_raw_write_unlock_bh, LOCK_RW)
+
+ACQUIRE(mutex_lock, LOCK_MUTEX)
+ACQUIRE(mutex_lock_io, LOCK_MUTEX)
+ACQUIRE_IF(mutex_lock_interruptible, LOCK_MUTEX, ret == 0)
+ACQUIRE_IF(mutex_lock_killable, LOCK_MUTEX, ret == 0)
+ACQUIRE_IF(mutex_trylock, LOCK_MUTEX, ret == 1)
+RELEASE(mutex_unlock, LOCK_MUTEX)
+
+ACQUIRE(down_read, LOCK_RWSEM)
+ACQUIRE_IF(down_read_interruptible, LOCK_RWSEM, ret == 0)
+ACQUIRE_IF(down_read_killable, LOCK_RWSEM, ret == 0)
+ACQUIRE_IF(down_read_trylock, LOCK_RWSEM, ret == 1)
+ACQUIRE(down_write, LOCK_RWSEM)
+ACQUIRE_IF(down_write_killable, LOCK_RWSEM, ret == 0)
+ACQUIRE_IF(down_write_trylock, LOCK_RWSEM, ret == 1)
+RELEASE(up_read, LOCK_RWSEM)
+RELEASE(up_write, LOCK_RWSEM)
+
+char LICENSE[] SEC("license") = "GPL";

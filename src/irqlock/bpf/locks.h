@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Shared between locks.bpf.c and irqlock/tracers/locks.py. */
+#ifndef IRQLOCK_LOCKS_H
+#define IRQLOCK_LOCKS_H
+
+#define TASK_COMM_LEN 16
+#define LOCKS_MAX_STACK 24
+#define MAX_HELD 16		/* locks one task (or one CPU context) holds at once */
+
+/* Log-linear histogram: values 0..7 exactly, then 8 buckets per power of two
+ * (error <= 1/16 of the value at a bucket's middle) up to 2^36 ns (~69 s). */
+#define HIST_SUB_BITS 3
+#define HIST_MAX_EXP 35
+#define HIST_BUCKETS ((HIST_MAX_EXP - 1) * 8)	/* 272: the last index is (35 - 2) * 8 + 7 */
+
+enum lock_kind { LOCK_SPIN = 0, LOCK_RW = 1, LOCK_MUTEX = 2, LOCK_RWSEM = 3 };
+
+struct lock_stats {
+	__u32 kind;
+	__u32 first_pid;	/* who took it first while we watched: names a dynamic lock */
+	__u64 acquisitions;
+	__u64 contended;
+	__u64 hold_total_ns;
+	__u64 hold_max_ns;
+	__u64 wait_total_ns;
+	__u64 wait_max_ns;
+	__u32 hold_hist[HIST_BUCKETS];
+	__u32 wait_hist[HIST_BUCKETS];
+};
+
+struct holder_key {
+	__u64 lock;
+	__u32 pid;
+	__u32 pad;
+};
+
+/* One task's use of one lock: a count and the first stack only. */
+struct holder {
+	__u64 acquisitions;
+	__u32 tgid;
+	__s32 stack_bytes;	/* < 0: not captured */
+	char comm[TASK_COMM_LEN];
+	__u64 stack[LOCKS_MAX_STACK];
+};
+
+#endif

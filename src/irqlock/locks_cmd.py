@@ -1,0 +1,160 @@
+"""`irqlock locks`: a top-N table (or JSON lines) of kernel locks by hold or wait time."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from irqlock import session
+from irqlock.errors import IrqlockError
+from irqlock.kernel.features import KernelFeatures
+from irqlock.kernel.kallsyms import Kallsyms
+from irqlock.tracers.locks import LockRecord, LocksConfig, LocksTracer, choose_functions
+from irqlock.units import format_ns
+
+SORT_KEYS = {
+    "hold_total": lambda r: r.hold.total,
+    "hold_max": lambda r: r.hold.max,
+    "wait_total": lambda r: r.wait.total,
+    "wait_max": lambda r: r.wait.max,
+    "count": lambda r: r.acquisitions,
+}
+CONSOLE_TOP = 20
+HOLDERS_SHOWN = 3
+MAX_LOCKS_LIMIT = 1_000_000
+
+
+@dataclass
+class LocksOutput:
+    as_json: bool
+    sort: str = "hold_total"
+    top: int | None = None
+    stacks: bool = False
+
+
+def resolve_lock(text: str, kallsyms: Kallsyms) -> int:
+    """--lock: a hex address or a data symbol (a static lock)."""
+    if text.lower().startswith("0x"):
+        try:
+            return int(text, 16)
+        except ValueError:
+            raise IrqlockError(f"--lock: bad address {text!r}") from None
+    address = kallsyms.address_of(text)
+    if address is None:
+        raise IrqlockError(f"--lock: no kernel or module symbol {text!r} (give a symbol of a "
+                           "static lock or a hex address)")
+    if kallsyms.data_name(address) is None:
+        raise IrqlockError(f"--lock: {text} is a function, not a lock")
+    return address
+
+
+def _cell(ns: int) -> str:
+    return format_ns(ns) if ns else "-"
+
+
+class LocksPrinter:
+    def __init__(self, output: LocksOutput, out: TextIO = sys.stdout) -> None:
+        self.output = output
+        self.out = out
+
+    def ranked(self, records: list[LockRecord]) -> list[LockRecord]:
+        ordered = sorted(records, key=SORT_KEYS[self.output.sort], reverse=True)
+        top = self.output.top
+        if top is None and not self.output.as_json:
+            top = CONSOLE_TOP
+        return ordered if top is None else ordered[:top]
+
+    def table(self, records: list[LockRecord], elapsed_s: float) -> None:
+        shown = self.ranked(records)
+        if self.output.as_json:
+            for record in shown:
+                self.out.write(json.dumps(record.to_json()) + "\n")
+            self.out.flush()
+            return
+        self.out.write(f"\n{len(records)} locks in {elapsed_s:.1f} s, top {len(shown)} by "
+                       f"{self.output.sort}:\n")
+        self.out.write(f"{'LOCK':<30} {'KIND':<8} {'ACQUIRED':>9} {'CONTEND':>7} "
+                       f"{'HOLD p50':>9} {'p99':>8} {'max':>8} {'WAIT p50':>9} {'max':>8}\n")
+        for r in shown:
+            self.out.write(f"{r.label[:30]:<30} {r.kind:<8} {r.acquisitions:>9} "
+                           f"{r.contended:>7} {_cell(r.hold.p50):>9} {_cell(r.hold.p99):>8} "
+                           f"{_cell(r.hold.max):>8} {_cell(r.wait.p50):>9} "
+                           f"{_cell(r.wait.max):>8}\n")
+            for h in r.holders[:HOLDERS_SHOWN]:
+                self.out.write(f"    {h.comm}[{h.pid}] {h.acquisitions} times\n")
+                if self.output.stacks:
+                    self.out.write("".join(f"        {f}\n" for f in h.first_stack))
+            if len(r.holders) > HOLDERS_SHOWN:
+                self.out.write(f"    and {len(r.holders) - HOLDERS_SHOWN} more tasks\n")
+        self.out.flush()
+
+    def stats(self, stats: dict[str, Any]) -> None:
+        if self.output.as_json:
+            self.out.write(json.dumps(stats) + "\n")
+            return
+        self.out.write(
+            f"stats: locks {stats['locks_dropped']} not tracked (--max-locks "
+            f"{stats['max_locks']}), holders {stats['holders_dropped']} not tracked, "
+            f"tasks {stats['tasks_dropped']} not tracked, stale held entries "
+            f"{stats['held_overflow']}, recursion misses {stats['recursion_misses']}, "
+            f"maps {stats['map_bytes'] // 1024} KiB; waits: {stats['waits']}\n")
+        dropped = stats["locks_dropped"] + stats["holders_dropped"] + stats["tasks_dropped"]
+        if dropped:
+            self.out.write(f"WARNING: {dropped} acquisitions were not fully tracked: the maps "
+                           "were full (raise --max-locks)\n")
+
+
+def validate(config: LocksConfig, lock_text: str | None, features: KernelFeatures) -> None:
+    if not 1 <= config.max_locks <= MAX_LOCKS_LIMIT:
+        raise IrqlockError(f"--max-locks must be 1..{MAX_LOCKS_LIMIT}, not {config.max_locks}")
+    if not features.root:
+        raise IrqlockError("locks needs root (or CAP_BPF and CAP_PERFMON)")
+    if not features.btf.available:
+        raise IrqlockError(f"no kernel BTF: {features.btf.detail}")
+    if config.tgid is not None and not Path(f"/proc/{config.tgid}").is_dir():
+        raise IrqlockError(f"no process with pid {config.tgid}")
+    if lock_text is not None:
+        config.lock_addr = resolve_lock(lock_text, Kallsyms.load())
+
+
+def run(config: LocksConfig, lock_text: str | None, features: KernelFeatures,
+        output: LocksOutput, duration_s: float | None, interval_s: float | None,
+        count: int | None, ready_file: Path | None) -> int:
+    validate(config, lock_text, features)
+    plan = choose_functions(config, features)
+    printer = LocksPrinter(output)
+    if interval_s is not None and count is not None and duration_s is None:
+        duration_s = interval_s * count
+    with LocksTracer(config, plan) as tracer:
+        if output.as_json:
+            printer.out.write(json.dumps({"type": "locks_plan", "kinds": config.kinds,
+                                          "functions": len(plan.functions),
+                                          "contention": plan.contention}) + "\n")
+        else:
+            printer.out.write(f"Tracing {', '.join(config.kinds)} locks: {len(plan.functions)} "
+                              f"functions via fentry/fexit"
+                              f"{', waits from lock:contention' if plan.contention else ''}. "
+                              "Ctrl-C to stop.\n")
+        printer.out.flush()
+        started = last = time.monotonic()
+
+        def poll(timeout_ms: int) -> int:
+            nonlocal last
+            time.sleep(timeout_ms / 1000)
+            if interval_s is not None and time.monotonic() - last >= interval_s:
+                now = time.monotonic()
+                printer.table(tracer.snapshot(), now - last)
+                tracer.clear()
+                last = now
+            return 0
+
+        session.run(poll, duration_s, ready_file, tracer.detach)
+        now = time.monotonic()
+        if interval_s is None or now - last > interval_s / 10:
+            printer.table(tracer.snapshot(), now - (started if interval_s is None else last))
+        printer.stats(tracer.stats())
+    return 0

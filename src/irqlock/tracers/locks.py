@@ -1,0 +1,289 @@
+"""Kernel locks: who takes which, hold and wait times, from locks.bpf.c's in-kernel aggregates.
+
+The BPF side keeps, per lock, counts, totals, maxima and log-linear histograms
+of hold and (contended) wait times, and per (task, lock) a count and the first
+stack.  This module reads those maps into LockRecord objects: names from
+kallsyms (a static lock's symbol), percentiles from the histograms.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from irqlock.analysis import LOGLIN_BUCKETS, loglinear_percentile
+from irqlock.bpf.loader import BpfObject
+from irqlock.errors import IrqlockError
+from irqlock.kernel.features import (
+    MUTEX_FUNCTIONS,
+    RWLOCK_FUNCTIONS,
+    RWSEM_FUNCTIONS,
+    SPIN_FUNCTIONS,
+    KernelFeatures,
+)
+from irqlock.kernel.kallsyms import Kallsyms
+
+TASK_COMM_LEN = 16
+MAX_STACK = 24
+KINDS = ("spinlock", "rwlock", "mutex", "rwsem")
+KIND_FUNCTIONS = {"spinlock": SPIN_FUNCTIONS, "rwlock": RWLOCK_FUNCTIONS,
+                  "mutex": MUTEX_FUNCTIONS, "rwsem": RWSEM_FUNCTIONS}
+# Functions of each kind that release a lock (fentry); the others acquire (fexit).
+RELEASES = ("unlock", "up_read", "up_write")
+# In the lists but not traced: downgrade_write keeps the lock (the hold goes on).
+NOT_TRACED = {"downgrade_write"}
+CONTENTION_PROGRAMS = ["contention_end", "contention_begin"]
+DEFAULT_MAX_LOCKS = 4096
+HOLDERS_PER_LOCK = 4  # holders map size = this x --max-locks
+MAX_TASKS = 8192
+
+
+def is_release(function: str) -> bool:
+    return any(part in function for part in RELEASES)
+
+
+def program_name(function: str) -> str:
+    return f"{function}_entry" if is_release(function) else f"{function}_exit"
+
+
+LOCK_FUNCTION_NAMES = frozenset(f for fns in KIND_FUNCTIONS.values() for f in fns)
+
+
+def caller_frames(stack: list[str]) -> list[str]:
+    """A stack taken on return from a lock function starts inside it: start at its caller."""
+    start = 0
+    while start < len(stack) and stack[start].split("+", 1)[0] in LOCK_FUNCTION_NAMES:
+        start += 1
+    return stack[start:]
+
+
+class LockStatsStruct(ctypes.Structure):
+    """struct lock_stats (locks.h)."""
+
+    _fields_ = [
+        ("kind", ctypes.c_uint32),
+        ("first_pid", ctypes.c_uint32),
+        ("acquisitions", ctypes.c_uint64),
+        ("contended", ctypes.c_uint64),
+        ("hold_total_ns", ctypes.c_uint64),
+        ("hold_max_ns", ctypes.c_uint64),
+        ("wait_total_ns", ctypes.c_uint64),
+        ("wait_max_ns", ctypes.c_uint64),
+        ("hold_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
+        ("wait_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
+    ]
+
+
+class HolderKey(ctypes.Structure):
+    _fields_ = [("lock", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+
+
+class HolderStruct(ctypes.Structure):
+    """struct holder (locks.h)."""
+
+    _fields_ = [
+        ("acquisitions", ctypes.c_uint64),
+        ("tgid", ctypes.c_uint32),
+        ("stack_bytes", ctypes.c_int32),
+        ("comm", ctypes.c_char * TASK_COMM_LEN),
+        ("stack", ctypes.c_uint64 * MAX_STACK),
+    ]
+
+
+@dataclass(frozen=True)
+class Timing:
+    total: int
+    max: int
+    p50: int
+    p99: int
+
+    @classmethod
+    def of(cls, total: int, max_ns: int, hist: ctypes.Array[ctypes.c_uint32]) -> Timing:
+        counts = list(hist)
+        return cls(total=total, max=max_ns, p50=loglinear_percentile(counts, 0.50, max_ns),
+                   p99=loglinear_percentile(counts, 0.99, max_ns))
+
+    def to_json(self) -> dict[str, int]:
+        return {"total": self.total, "max": self.max, "p50": self.p50, "p99": self.p99}
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    tgid: int
+    comm: str
+    acquisitions: int
+    first_stack: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "tgid": self.tgid, "comm": self.comm,
+                "acquisitions": self.acquisitions, "first_stack": self.first_stack}
+
+
+@dataclass
+class LockRecord:
+    addr: int
+    name: str | None  # the static lock's symbol, else None
+    site: str | None  # first acquiring call site seen (names a dynamic lock)
+    kind: str
+    acquisitions: int
+    contended: int
+    hold: Timing
+    wait: Timing
+    holders: list[Holder] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.kind}@{self.site or hex(self.addr)}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "lock", "addr": hex(self.addr), "name": self.name, "site": self.site,
+                "kind": self.kind, "acquisitions": self.acquisitions,
+                "contended": self.contended, "hold_ns": self.hold.to_json(),
+                "wait_ns": self.wait.to_json(),
+                "holders": [h.to_json() for h in self.holders]}
+
+
+@dataclass
+class LocksConfig:
+    kinds: list[str] = field(default_factory=lambda: list(KINDS))
+    tgid: int | None = None
+    lock_addr: int | None = None
+    max_locks: int = DEFAULT_MAX_LOCKS
+
+
+@dataclass
+class LocksPlan:
+    functions: list[str]
+    not_attached: list[str]
+    contention: bool
+
+
+def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan:
+    """The lock functions to trace for the chosen kinds; raises if none can be."""
+    if not features.fentry.available:
+        raise IrqlockError(f"locks needs fentry/fexit: {features.fentry.detail}")
+    wanted = [f for kind in config.kinds for f in KIND_FUNCTIONS[kind] if f not in NOT_TRACED]
+    functions = [f for f in wanted if features.can_trace(f)]
+    if not functions:
+        raise IrqlockError("no lock function of the chosen kinds can be traced: run 'irqlock check'")
+    return LocksPlan(functions=functions, not_attached=[f for f in wanted if f not in functions],
+                     contention=features.lock_contention_tracepoints.available)
+
+
+class LocksTracer:
+    """Loads and attaches locks.bpf.c; snapshot() reads what it has aggregated."""
+
+    def __init__(self, config: LocksConfig, plan: LocksPlan) -> None:
+        self.config = config
+        self.plan = plan
+        self.obj = BpfObject.open("locks")
+        try:
+            self._configure()
+            self.obj.load()
+            self._attach()
+            self._kallsyms = Kallsyms.load()
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def _configure(self) -> None:
+        c = self.config
+        self.obj.set_rodata(target_tgid=-1 if c.tgid is None else c.tgid,
+                            target_lock=c.lock_addr or 0)
+        self.obj.set_max_entries("locks", c.max_locks)
+        self.obj.set_max_entries("holders", c.max_locks * HOLDERS_PER_LOCK)
+        self.obj.set_max_entries("task_held", MAX_TASKS)
+        self.obj.set_max_entries("task_wait", MAX_TASKS)
+        for function in LOCK_FUNCTION_NAMES - NOT_TRACED - set(self.plan.functions):
+            self.obj.disable(program_name(function))
+        if not self.plan.contention:
+            for program in CONTENTION_PROGRAMS:
+                self.obj.disable(program)
+
+    def _attach(self) -> None:
+        # What ends a hold or a wait first, so that nothing opens before its end is watched.
+        self.obj.attach("task_exit")
+        if self.plan.contention:
+            for program in CONTENTION_PROGRAMS:
+                self.obj.attach(program)
+        ordered = sorted(self.plan.functions, key=lambda f: not is_release(f))
+        for function in ordered:
+            self.obj.attach(program_name(function))
+
+    def _holders(self) -> dict[int, list[Holder]]:
+        result: dict[int, list[Holder]] = {}
+        for key, value in self.obj.map("holders").items():
+            k = HolderKey.from_buffer_copy(key)
+            h = HolderStruct.from_buffer_copy(value)
+            stack = caller_frames(
+                self._kallsyms.stack(list(h.stack[: max(h.stack_bytes, 0) // 8])))
+            result.setdefault(k.lock, []).append(Holder(
+                pid=k.pid, tgid=h.tgid, comm=h.comm.decode(errors="replace"),
+                acquisitions=h.acquisitions, first_stack=stack))
+        return result
+
+    def snapshot(self) -> list[LockRecord]:
+        """Every lock seen so far, with its holders (most acquisitions first)."""
+        holders = self._holders()
+        records = []
+        for key, value in self.obj.map("locks").items():
+            addr = int.from_bytes(key, "little")
+            s = LockStatsStruct.from_buffer_copy(value)
+            lock_holders = sorted(holders.get(addr, []), key=lambda h: -h.acquisitions)
+            first = next((h for h in lock_holders if h.pid == s.first_pid), None)
+            records.append(LockRecord(
+                addr=addr, name=self._kallsyms.data_name(addr),
+                site=first.first_stack[0] if first and first.first_stack else None,
+                kind=KINDS[s.kind] if s.kind < len(KINDS) else "unknown",
+                acquisitions=s.acquisitions, contended=s.contended,
+                hold=Timing.of(s.hold_total_ns, s.hold_max_ns, s.hold_hist),
+                wait=Timing.of(s.wait_total_ns, s.wait_max_ns, s.wait_hist),
+                holders=lock_holders))
+        return records
+
+    def clear(self) -> None:
+        """Start the next interval from zero (holds in progress end uncounted)."""
+        for name in ("locks", "holders"):
+            m = self.obj.map(name)
+            for key in list(m.keys()):
+                m.delete(key)
+
+    def stats(self) -> dict[str, Any]:
+        g = self.obj.read_global
+        kernel_misses = sum(self.obj.recursion_misses().values())
+        return {"type": "stats", "tool": "locks", "lost_events": 0,
+                # what the kernel counts, less the re-entries our own map updates cause
+                "recursion_misses": max(0, kernel_misses - g("own_recursion")),
+                "recursion_misses_kernel": kernel_misses,
+                "locks_dropped": g("locks_dropped"), "holders_dropped": g("holders_dropped"),
+                "tasks_dropped": g("tasks_dropped"), "held_overflow": g("held_overflow"),
+                "waits_dropped": g("waits_dropped"), "self_skipped": g("self_skipped"),
+                "max_locks": self.config.max_locks,
+                "map_bytes": self.map_bytes(),
+                "waits": "lock:contention_begin/end" if self.plan.contention
+                else "unavailable (no lock:contention tracepoints)",
+                "not_attached": self.plan.not_attached}
+
+    def map_bytes(self) -> int:
+        """Memory the tracer's maps reserve (hash maps are preallocated: this is the cap)."""
+        total = 0
+        for name in ("locks", "holders", "task_held", "task_wait"):
+            m = self.obj.map(name)
+            total += m.max_entries * (m.key_size + m.value_size)
+        return total
+
+    def detach(self) -> None:
+        self.obj.detach()
+
+    def close(self) -> None:
+        self.obj.close()
+
+    def __enter__(self) -> LocksTracer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
