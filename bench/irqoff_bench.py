@@ -14,15 +14,13 @@ median of REPEAT runs.  Under TCG only the ratios mean anything.
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-CONTROL = Path("/proc/irqlock_fixture")
+from tools import irqlock, lockloop  # bench/ is on the path: these are scripts
+
 REPEAT = 3
 DD_BYTES = 100_000
 LOCK_PAIRS = 200_000
@@ -38,9 +36,7 @@ def syscall_heavy() -> float:
 
 
 def lock_heavy() -> float:
-    CONTROL.write_text(f"lockloop spin_irqsave {LOCK_PAIRS}")
-    report = json.loads(CONTROL.read_text())
-    return float(report["total_ns"]) / 1e9
+    return lockloop("spin_irqsave", LOCK_PAIRS)
 
 
 WORKLOADS = {"syscall-heavy (dd bs=1)": syscall_heavy, "lock-heavy (spin_lock_irqsave loop)": lock_heavy}
@@ -52,23 +48,8 @@ def measure() -> dict[str, float]:
 
 def traced(args: list[str]) -> tuple[float, dict[str, float]]:
     """Start irqlock irqoff with ``args``; returns (seconds to attached, workload times)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        ready = Path(tmp) / "ready"
-        start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "irqlock", "irqoff", "-t", "1ms", "-j",
-                                 "--ready-file", str(ready), *args],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        while not ready.exists():
-            if proc.poll() is not None:
-                _out, err = proc.communicate()
-                raise SystemExit(f"irqlock irqoff {' '.join(args)} failed: {err}")
-            time.sleep(0.01)
-        attached = time.perf_counter() - start
-        try:
-            return attached, measure()
-        finally:
-            proc.send_signal(2)
-            proc.wait(timeout=120)
+    with irqlock("irqoff", "-t", "1ms", *args) as attached:
+        return attached, measure()
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 # Installs everything irqlock's development and tests need on Debian 12, idempotently:
 # Debian packages (kernel + headers for the VM, qemu, clang, libbpf), the venv (.venv)
 # with irqlock and its dev tools, and the CO-RE BPF objects.
+#   scripts/setup.sh --bench   also what bench/ compares against (bcc's tools, perf)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,8 +10,11 @@ packages=(
   qemu-system-x86 linux-image-amd64 linux-headers-amd64   # the VM and its stock kernel
   busybox-static kmod                                      # virtme-ng's guest init, insmod
   clang llvm libbpf-dev libbpf1 bpftool make gcc           # BPF objects and the fixture module
-  python3-venv
+  python3-venv stress-ng                                   # the venv; load for the soak test
 )
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(bpfcc-tools linux-perf)                       # klockstat, perf bench
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

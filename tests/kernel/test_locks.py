@@ -74,19 +74,27 @@ def test_rwlock_read_and_write(fixture: Fixture) -> None:
 
 
 def test_mutex_contended_wait_matches_the_other_holder(fixture: Fixture) -> None:
+    """Each contended wait lies inside one lock call and outside the hold that followed.
+
+    The fixture times each mutex_lock() call to the unlock's return (call_ns) and
+    the hold inside; what a call took beyond its hold is the waiting (plus the
+    calls' own cost).  So the waits irqlock reports must fit in that, and make up
+    most of it.  Under TCG the vCPUs take turns, so a waiter often waits for the
+    other vCPU's time slice, not just the other thread's 100 us hold.
+    """
     with Tool("locks", "--kind", "mutex") as tool:
-        truth = fixture.run("hold mutex 50 50")
+        truth = fixture.run("hold mutex 100 200")
         tool.stop()
     record = lock_named(tool, "fx_mutex")
     assert record["kind"] == "mutex"
     assert_holders(record, [truth])
     assert_hold_p50(record, [truth])
-    # Two threads take turns holding 50 us each: a contended acquirer waits for what is
-    # left of the other's hold, never longer than the longest hold (plus the hand-over).
-    assert record["contended"] > 0
-    assert record["wait_ns"]["max"] <= record["hold_ns"]["max"] + 200_000, record
-    assert record["wait_ns"]["p50"] <= record["hold_ns"]["p99"] + 50_000, record
-    assert record["wait_ns"]["total"] > 0
+    threads = truth["threads"]
+    outside_holds = sum(t["call_ns"]["total"] - t["hold_ns"]["total"] for t in threads)
+    wait = record["wait_ns"]
+    assert 0 < record["contended"] < record["acquisitions"]
+    assert wait["max"] <= max(t["call_ns"]["max"] for t in threads), (wait, threads)
+    assert 0.3 * outside_holds <= wait["total"] <= outside_holds, (wait, outside_holds)
 
 
 def test_rwsem_read_and_write(fixture: Fixture) -> None:
@@ -128,7 +136,8 @@ def test_max_locks_caps_the_maps_and_counts_the_rest(fixture: Fixture) -> None:
     assert 0 < len(tool.of_type("lock")) <= 16
     stats = tool.of_type("stats")[0]
     assert stats["locks_dropped"] > 0 and stats["max_locks"] == 16
-    assert stats["map_bytes"] < 1 << 20
+    # 16 locks and 64 holders, plus the fixed per-task state (8192 tasks): under 3 MiB
+    assert stats["map_bytes"] < 3 << 20
 
 
 def test_interval_and_count_print_that_many_tables(fixture: Fixture) -> None:

@@ -125,6 +125,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__lookup_elem": (ctypes.c_int, [_P, _P, ctypes.c_size_t, _P, ctypes.c_size_t, ctypes.c_uint64]),
     "bpf_map__get_next_key": (ctypes.c_int, [_P, _P, _P, ctypes.c_size_t]),
     "bpf_map__delete_elem": (ctypes.c_int, [_P, _P, ctypes.c_size_t, ctypes.c_uint64]),
+    "bpf_map__update_elem": (ctypes.c_int, [_P, _P, ctypes.c_size_t, _P, ctypes.c_size_t,
+                                            ctypes.c_uint64]),
     "bpf_map__max_entries": (ctypes.c_uint32, [_P]),
     "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _P, ctypes.POINTER(ctypes.c_uint32)]),
     "btf__parse": (_P, [ctypes.c_char_p, _P]),

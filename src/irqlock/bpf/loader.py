@@ -85,6 +85,11 @@ class Map:
         )
         return value.raw if ret == 0 else None
 
+    def update(self, key: bytes, value: bytes) -> None:
+        ret = self._lib.lib.bpf_map__update_elem(self._ptr, key, len(key), value, len(value), 0)
+        if ret:
+            raise LibbpfError(f"update map {self.name}", ret, [])
+
     def delete(self, key: bytes) -> bool:
         """Remove an entry; False if it was not there."""
         return bool(self._lib.lib.bpf_map__delete_elem(self._ptr, key, len(key), 0) == 0)

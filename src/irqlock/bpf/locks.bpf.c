@@ -105,6 +105,17 @@ struct {
 	__type(value, __u32);
 } busy SEC(".maps");
 
+/* control[0] != 0: user space is deleting entries (a new interval): do nothing.
+ * A delete holds the map's free-list lock while it calls _raw_spin_lock, which runs
+ * our program, which must not then insert into the same map: it would spin on the
+ * lock its own CPU holds.  An array update takes no lock, so setting this is safe. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} control SEC(".maps");
+
 /* Templates for new entries (too big for the BPF stack). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -158,10 +169,10 @@ static __always_inline int context(void)
 static __always_inline __u32 *enter(int *ctx_out)
 {
 	int c = context();
-	__u32 key;
-	__u32 *flag;
+	__u32 key = 0;
+	__u32 *flag, *paused = bpf_map_lookup_elem(&control, &key);
 
-	if (c < 0)
+	if (c < 0 || !paused || *paused)
 		return NULL;
 	key = c;
 	flag = bpf_map_lookup_elem(&busy, &key);

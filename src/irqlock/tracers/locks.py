@@ -245,11 +245,20 @@ class LocksTracer:
         return records
 
     def clear(self) -> None:
-        """Start the next interval from zero (holds in progress end uncounted)."""
-        for name in ("locks", "holders"):
-            m = self.obj.map(name)
-            for key in list(m.keys()):
-                m.delete(key)
+        """Start the next interval from zero (holds in progress end uncounted).
+
+        The programs pause meanwhile: a delete holds the map's own locks while it
+        calls the lock functions we trace (see control in locks.bpf.c).
+        """
+        control = self.obj.map("control")
+        control.update(bytes(4), (1).to_bytes(4, "little"))
+        try:
+            for name in ("locks", "holders"):
+                m = self.obj.map(name)
+                for key in list(m.keys()):
+                    m.delete(key)
+        finally:
+            control.update(bytes(4), bytes(4))
 
     def stats(self) -> dict[str, Any]:
         g = self.obj.read_global

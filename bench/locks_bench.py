@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""What `irqlock locks` costs, from one run, next to bcc's klockstat and untraced.
+
+Runs inside the VM (the fixture module loaded; bpfcc-tools, stress-ng and
+linux-perf installed by `scripts/setup.sh --bench`):
+
+    scripts/vmtest.py -- .venv/bin/python bench/locks_bench.py
+
+(a) mutex-heavy: the fixture's mutex_lock/mutex_unlock micro-loop, untraced,
+    under `irqlock locks --kind mutex`, under `irqlock locks` (all kinds) and
+    under klockstat (which traces mutexes only);
+(b) mixed: `perf bench sched messaging` (pipes, wakeups, every lock kind),
+    untraced and under `irqlock locks`;
+(c) the cost added to one spinlock acquire/release pair, in ns, from the
+    fixture's spin_lock/spin_unlock micro-loop.
+
+Figures are medians of REPEAT runs; under TCG only the ratios mean anything.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import statistics
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from tools import irqlock, lockloop, started  # bench/ is on the path: these are scripts
+
+REPEAT = 3
+MUTEX_PAIRS = 100_000
+SPIN_PAIRS = 200_000
+KLOCKSTAT = "klockstat-bpfcc"
+
+
+def median(fn: Callable[[], float]) -> float:
+    return statistics.median(fn() for _ in range(REPEAT))
+
+
+def mutex_heavy() -> float:
+    return lockloop("mutex", MUTEX_PAIRS)
+
+
+def messaging() -> float:
+    out = subprocess.run(["perf", "bench", "sched", "messaging", "-g", "4", "-l", "50"],
+                         check=True, capture_output=True, text=True).stdout
+    match = re.search(r"Total time: ([0-9.]+)", out)
+    if not match:
+        raise SystemExit(f"perf bench printed no total time: {out}")
+    return float(match.group(1))
+
+
+def per_pair_ns() -> float:
+    return lockloop("spin", SPIN_PAIRS) * 1e9 / SPIN_PAIRS
+
+
+def row(label: str, attach_s: float | None, seconds: float, base: float) -> str:
+    attach = f"{attach_s:8.1f}" if attach_s is not None else f"{'-':>8}"
+    return f"  {label:<34}{attach}{seconds:>10.3f}s{seconds / base:>8.2f}x"
+
+
+def main() -> None:
+    release = Path("/proc/sys/kernel/osrelease").read_text().strip()
+    print(f"locks bench on {release}; median of {REPEAT}; attach s = start to attached")
+    print(f"  {'':<34}{'attach':>8}{'time':>11}{'ratio':>9}")
+
+    print(f"(a) mutex-heavy: fixture mutex_lock/unlock loop, {MUTEX_PAIRS} pairs")
+    base = median(mutex_heavy)
+    print(row("untraced", None, base, base))
+    for label, args in (("irqlock locks --kind mutex", ["--kind", "mutex"]),
+                        ("irqlock locks (all four kinds)", [])):
+        with irqlock("locks", *args) as attach:
+            print(row(label, attach, median(mutex_heavy), base))
+    if shutil.which(KLOCKSTAT):
+        with started([KLOCKSTAT], "Tracing lock events") as attach:
+            print(row("klockstat (bcc)", attach, median(mutex_heavy), base))
+    else:
+        print(f"  klockstat: {KLOCKSTAT} not installed (scripts/setup.sh --bench)")
+
+    print("(b) mixed: perf bench sched messaging -g 4 -l 50")
+    base = median(messaging)
+    print(row("untraced", None, base, base))
+    with irqlock("locks") as attach:
+        print(row("irqlock locks (all four kinds)", attach, median(messaging), base))
+
+    print(f"(c) cost per spin_lock/spin_unlock pair: fixture loop, {SPIN_PAIRS} pairs")
+    untraced = median(per_pair_ns)
+    with irqlock("locks", "--kind", "spin"):
+        traced = median(per_pair_ns)
+    print(f"  untraced {untraced:.0f} ns, traced {traced:.0f} ns: +{traced - untraced:.0f} ns "
+          f"per pair ({traced / untraced:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
