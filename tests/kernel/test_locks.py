@@ -21,7 +21,7 @@ def lock_named(tool: Tool, name: str) -> dict[str, Any]:
 
 
 def fixture_hold_p50(truths: list[dict[str, Any]]) -> float:
-    return statistics.median(t["hold_ns"]["p50"] for truth in truths for t in truth["threads"])
+    return float(statistics.median(t["hold_ns"]["p50"] for truth in truths for t in truth["threads"]))
 
 
 def assert_holders(record: dict[str, Any], truths: list[dict[str, Any]]) -> None:
