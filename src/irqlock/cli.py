@@ -49,12 +49,20 @@ LOCKS_EXAMPLES = """examples:
   irqlock locks -d 30 -j > locks.jsonl       # JSON lines: one "lock" record per lock
 """
 
+DEADLOCK_EXAMPLES = """examples:
+  irqlock deadlock                   # until Ctrl-C: lock-order cycles, IRQ-unsafe locks,
+                                     # live deadlocks, tasks in D state over 10 s
+  irqlock deadlock -d 60 -j          # one minute, JSON lines
+  irqlock deadlock --hung-after 2    # report tasks blocked 2 s or more
+"""
+
 MAIN_EXAMPLES = """examples:
   irqlock check                      # what this kernel offers and each tool's plan
   irqlock check -j | jq .plan        # the plan as JSON
   irqlock irqoff -t 500us            # IRQ-off windows over 500 us with stacks
   irqlock irq 24 --handlers          # IRQ 24's disabled windows and handler run times
   irqlock locks -d 10                # kernel locks by hold time, with their holders
+  irqlock deadlock -d 60             # lock-order cycles, deadlocks and hung tasks
 
 Run 'irqlock COMMAND --help' for a command's flags and examples.
 """
@@ -184,6 +192,15 @@ def _cmd_locks(args: argparse.Namespace) -> int:
                          args.count, args.ready_file)
 
 
+def _cmd_deadlock(args: argparse.Namespace) -> int:
+    from irqlock import deadlock_cmd
+    from irqlock.kernel.features import probe
+
+    options = deadlock_cmd.DeadlockOptions(hung_after_ns=round(args.hung_after * 1e9),
+                                           max_edges=args.max_edges, max_locks=args.max_locks)
+    return deadlock_cmd.run(options, probe(args.btf), args.duration, args.ready_file, args.json)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     from irqlock import check
 
@@ -259,6 +276,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="distinct locks tracked at most; more are counted, not tracked "
                             f"(default: {DEFAULT_MAX_LOCKS}, about 2.3 KiB each)")
     locks.set_defaults(handler=_cmd_locks)
+
+    from irqlock.tracers.locks import DEFAULT_MAX_EDGES
+
+    deadlock = sub.add_parser("deadlock", parents=[shared, _run_flags()],
+                              epilog=DEADLOCK_EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              help="lock-order cycles, IRQ-unsafe locks, deadlocked and hung "
+                                   "tasks")
+    deadlock.add_argument("--hung-after", type=_seconds, default=10.0, metavar="SECONDS",
+                          help="report tasks asleep in D state this long (default: 10)")
+    deadlock.add_argument("--max-edges", type=_positive, default=DEFAULT_MAX_EDGES, metavar="N",
+                          help="lock-order edges kept at most; more are counted "
+                               f"(default: {DEFAULT_MAX_EDGES}, about 250 bytes each)")
+    deadlock.add_argument("--max-locks", type=_positive, default=DEFAULT_MAX_LOCKS, metavar="N",
+                          help=f"distinct locks tracked at most (default: {DEFAULT_MAX_LOCKS})")
+    deadlock.set_defaults(handler=_cmd_deadlock)
     return parser
 
 

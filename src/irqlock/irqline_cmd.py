@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from irqlock import session
-from irqlock.analysis import Summary
+from irqlock.analysis.histograms import Summary
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.kernel.irqs import existing_irqs

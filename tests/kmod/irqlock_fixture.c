@@ -717,9 +717,12 @@ static int fx_order_thread(struct fx_thread *t)
 	return 0;
 }
 
+/* HARDIRQ-ON use of an IN-HARDIRQ lock, held long enough (20 ms) for the timer
+ * interrupt to land while it is held: what makes it a deadlock waiting to happen. */
 static noinline void fx_irq_lock_irqs_on(void)
 {
-	spin_lock(&fx_irq_lock);	/* HARDIRQ-ON use of an IN-HARDIRQ lock */
+	spin_lock(&fx_irq_lock);
+	spin_for(ktime_get_ns(), 20 * NSEC_PER_MSEC);
 	spin_unlock(&fx_irq_lock);
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from irqlock.analysis import (
+from irqlock.analysis.histograms import (
     Summary,
     loglinear_bounds,
     loglinear_index,

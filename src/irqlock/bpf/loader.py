@@ -18,6 +18,7 @@ it can attach to that function, else kprobe) and disables the other's autoload.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from irqlock.bpf.libbpf import (
 from irqlock.errors import IrqlockError
 
 POLL_BATCH = 1024  # records per poll() at most, so a flood cannot keep it from returning
+BPF_MAP_TYPE_HASH = 1
+READ_BATCH = 4096  # hash map entries per lookup-batch call
 _BATCH_FULL = -7  # what the sample callback returns to end a poll early (not an errno used)
 
 
@@ -101,11 +104,52 @@ class Map:
             yield key.raw
             prev = ctypes.create_string_buffer(key.raw, self.key_size)
 
+    def count(self) -> int:
+        """Entries now (walks the keys: a hash map keeps no count user space can read)."""
+        return sum(1 for _key in self.keys())
+
     def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every entry; a hash map is read a batch at a time (a syscall per entry is slow)."""
+        if self._lib.lib.bpf_map__type(self._ptr) == BPF_MAP_TYPE_HASH:
+            batched = self._batched_items()
+            if batched is not None:
+                yield from batched
+                return
         for key in self.keys():
             value = self.lookup(key)
             if value is not None:  # the entry may have gone meanwhile
                 yield key, value
+
+    def _batched_items(self) -> list[tuple[bytes, bytes]] | None:
+        """A hash map's entries by BPF_MAP_LOOKUP_BATCH; None if the kernel cannot do it."""
+        result: list[tuple[bytes, bytes]] = []
+        size = min(READ_BATCH, max(self.max_entries, 1))
+        token_in = ctypes.create_string_buffer(8)  # a hash map's batch token: a bucket index
+        token_out = ctypes.create_string_buffer(8)
+        first = True
+        while True:
+            keys = ctypes.create_string_buffer(self.key_size * size)
+            values = ctypes.create_string_buffer(self.value_size * size)
+            count = ctypes.c_uint32(size)
+            ctypes.set_errno(0)
+            ret = self._lib.lib.bpf_map_lookup_batch(
+                self.fd, None if first else token_in, token_out, keys, values,
+                ctypes.byref(count), None)
+            err = ctypes.get_errno() if ret else 0
+            if ret and err == errno.ENOSPC and size < self.max_entries:
+                size = min(size * 2, self.max_entries)  # a bucket held more than a batch
+                continue
+            if ret and err != errno.ENOENT:
+                if first:
+                    return None  # no batch lookups here: the caller walks the keys
+                raise LibbpfError(f"read map {self.name}", -err, [])
+            for i in range(count.value):
+                result.append((keys.raw[i * self.key_size:(i + 1) * self.key_size],
+                               values.raw[i * self.value_size:(i + 1) * self.value_size]))
+            if ret:  # ENOENT: that was the last batch
+                return result
+            ctypes.memmove(token_in, token_out, 8)
+            first = False
 
 
 class BpfObject:

@@ -19,10 +19,17 @@
  *
  * Memory is fixed at load: the maps' sizes come from user space (--max-locks);
  * whatever does not fit is counted, never silently dropped.
+ *
+ * irqlock deadlock loads the same object with three more duties switched on:
+ * lock-order edges (held -> newly acquired, first task and stack of each),
+ * IRQ safety (locks taken in hardirq, locks held while a hardirq arrived), and
+ * blocked tasks (who sleeps in D state since when, who waits for which lock,
+ * with the stack of the wait).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "locks.h"
 
 #define STACK_BYTES (LOCKS_MAX_STACK * sizeof(__u64))
@@ -36,24 +43,9 @@
 
 const volatile __s32 target_tgid = -1;	/* -1: every process */
 const volatile __u64 target_lock = 0;	/* 0: every lock */
-
-struct held_lock {
-	__u64 lock;
-	__u64 acquired_ns;
-};
-
-struct held_stack {
-	__u32 depth;
-	__u32 pad;
-	struct held_lock locks[MAX_HELD];
-};
-
-struct wait_state {
-	__u64 lock;
-	__u64 start_ns;
-	__u32 flags;
-	__u32 pad;
-};
+const volatile bool track_order = false;	/* lock-order edges (irqlock deadlock) */
+const volatile bool track_irq_safety = false;	/* hardirq use vs. held with irqs on */
+const volatile bool track_blocked = false;	/* D-state sleeps, stacks of sleeping waits */
 
 /* Sizes set by user space before load. */
 struct {
@@ -105,6 +97,59 @@ struct {
 	__type(value, __u32);
 } busy SEC(".maps");
 
+/* held -> acquired, with who made the edge first and the acquiring stack */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct edge_key);
+	__type(value, struct lock_use);
+} edges SEC(".maps");
+
+/* locks taken in hardirq context, and locks seen held while a hardirq arrived */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct lock_use);
+} hardirq_locks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct lock_use);
+} irqs_on_locks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lock_use);
+} new_use SEC(".maps");
+
+/* Tasks asleep in D state (uninterruptible, not TASK_IDLE) and since when. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);			/* pid */
+	__type(value, struct blocked_task);
+} blocked SEC(".maps");
+
+/* Stacks of sleeping waits: what a deadlocked or hung task was doing. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);			/* pid */
+	__type(value, struct wait_stack);
+} wait_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wait_stack);
+} new_wait_stack SEC(".maps");
+
 /* control[0] != 0: user space is deleting entries (a new interval): do nothing.
  * A delete holds the map's free-list lock while it calls _raw_spin_lock, which runs
  * our program, which must not then insert into the same map: it would spin on the
@@ -141,13 +186,16 @@ struct {
 __u64 locks_dropped = 0;	/* a lock not tracked: the locks map was full */
 __u64 holders_dropped = 0;	/* a (task, lock) not tracked: holders map full */
 __u64 tasks_dropped = 0;	/* a task's sleeping locks not tracked: task map full */
-__u64 held_overflow = 0;	/* stale held entries (missed releases) replaced */
+__u64 held_overflow = 0;	/* stale held entries (missed releases) replaced or forgotten */
 /* Our own map updates re-enter the program that made them (the bucket lock of a hash
  * map is taken with _raw_spin_lock_irqsave, its free list's with _raw_spin_lock): the
  * kernel counts those as recursion misses, though no lock call of anyone else was lost. */
 __u64 own_recursion = 0;
 __u64 waits_dropped = 0;	/* a wait not timed (task_wait full) */
 __u64 self_skipped = 0;		/* lock calls made by our own map updates, ignored */
+__u64 edges_dropped = 0;	/* lock-order edges not kept: edges map full */
+__u64 irq_uses_dropped = 0;	/* hardirq / irqs-on uses not kept: map full */
+__u64 blocked_dropped = 0;	/* D-state sleeps not kept: blocked map full */
 
 extern int __preempt_count __ksym;
 
@@ -334,6 +382,7 @@ static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 n
 		if (i < d && st->locks[i].lock == lock) {
 			__sync_fetch_and_add(&held_overflow, 1);
 			st->locks[i].acquired_ns = now;
+			st->irqs_on &= ~(1U << i);
 			return;
 		}
 	}
@@ -344,14 +393,55 @@ static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 n
 				oldest = i;
 		st->locks[oldest].lock = lock;
 		st->locks[oldest].acquired_ns = now;
+		st->irqs_on &= ~(1U << oldest);
 		return;
 	}
 	st->locks[d & (MAX_HELD - 1)].lock = lock;
 	st->locks[d & (MAX_HELD - 1)].acquired_ns = now;
+	st->irqs_on &= ~(1U << (d & (MAX_HELD - 1)));
 	st->depth = d + 1;
 }
 
-static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 reenters)
+/* The first use of `key` in `map` (hardirq use, irqs-on hold, order edge), with a stack. */
+static __always_inline void note_use(void *ctx, __u32 *flag, void *map, void *key, __u64 id,
+				     __u32 reenters, __u64 *dropped)
+{
+	struct lock_use *u;
+	__u32 zero = 0;
+	long err;
+
+	if (bpf_map_lookup_elem(map, key))
+		return;
+	u = bpf_map_lookup_elem(&new_use, &zero);
+	if (!u)
+		return;
+	u->pid = (__u32)id;
+	u->tgid = id >> 32;
+	bpf_get_current_comm(u->comm, sizeof(u->comm));
+	u->stack_bytes = bpf_get_stack(ctx, u->stack, STACK_BYTES, 0);
+	err = guarded_update(flag, map, key, u, reenters);
+	if (err && err != -17)
+		__sync_fetch_and_add(dropped, 1);
+}
+
+/* An edge from every lock this context already holds to the one just taken. */
+static __always_inline void edges_from(void *ctx, __u32 *flag, struct held_stack *st, __u64 lock,
+				       __u64 id, __u32 reenters)
+{
+	struct edge_key key = { .to = lock };
+
+	for (__u32 i = 0; i < MAX_HELD; i++) {
+		if (i >= st->depth)
+			break;
+		key.from = st->locks[i].lock;
+		if (key.from != lock)
+			note_use(ctx, flag, &edges, &key, id, reenters, &edges_dropped);
+	}
+}
+
+/* order: whether this acquisition can wait (a trylock cannot, so it orders nothing). */
+static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 reenters,
+				     bool order)
 {
 	__u64 lock = (__u64)lockp, id = bpf_get_current_pid_tgid(), now;
 	struct lock_stats *s;
@@ -363,9 +453,22 @@ static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 r
 	if (!flag || filtered_out(lock, id))
 		return;
 	now = bpf_ktime_get_ns();
+	/* Edges first: the new lock is not on the held stack yet. */
+	if (track_order && order) {
+		__u32 key = c, pid = (__u32)id;
+		struct held_stack *held = bpf_map_lookup_elem(&cpu_held, &key);
+
+		if (held)
+			edges_from(ctx, flag, held, lock, id, reenters);
+		held = c == 0 ? bpf_map_lookup_elem(&task_held, &pid) : NULL;
+		if (held)
+			edges_from(ctx, flag, held, lock, id, reenters);
+	}
 	st = held_stack(flag, c, kind, (__u32)id, true);
 	if (st)
 		push_held(st, lock, now);
+	if (track_irq_safety && c == 2)
+		note_use(ctx, flag, &hardirq_locks, &lock, id, reenters, &irq_uses_dropped);
 	s = get_stats(flag, lock, kind, (__u32)id, reenters);
 	if (!s)
 		return;
@@ -373,10 +476,12 @@ static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 r
 	count_holder(ctx, flag, lock, id, reenters);
 }
 
-static __always_inline void released(void *lockp, __u32 kind)
+static __always_inline void released(void *ctx, void *lockp, __u32 kind)
 {
 	__u64 lock = (__u64)lockp, now = bpf_ktime_get_ns(), acquired_ns = 0;
-	__u32 pid = (__u32)bpf_get_current_pid_tgid(), *flag, d, last;
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = (__u32)id, *flag, d, last;
+	bool irqs_were_on = false;
 	struct held_stack *st;
 	struct lock_stats *s;
 	int c;
@@ -395,10 +500,17 @@ static __always_inline void released(void *lockp, __u32 kind)
 		if (i >= d || st->locks[i].lock != lock)
 			continue;
 		acquired_ns = st->locks[i].acquired_ns;
+		irqs_were_on = st->irqs_on & (1U << i);
 		last = d - 1;
 		barrier_var(last);	/* keep the compiler from dropping the mask the verifier needs */
 		last &= MAX_HELD - 1;
 		st->locks[i] = st->locks[last];
+		/* the last entry's bit moves with it into slot i */
+		if (st->irqs_on & (1U << last))
+			st->irqs_on |= 1U << i;
+		else
+			st->irqs_on &= ~(1U << i);
+		st->irqs_on &= ~(1U << last);
 		st->depth = d - 1;
 		break;
 	}
@@ -407,7 +519,61 @@ static __always_inline void released(void *lockp, __u32 kind)
 	s = bpf_map_lookup_elem(&locks, &lock);
 	if (s)
 		record(&s->hold_total_ns, &s->hold_max_ns, s->hold_hist, now - acquired_ns);
+	if (track_irq_safety && irqs_were_on)
+		note_use(ctx, flag, &irqs_on_locks, &lock, id, REENTERS_NONE, &irq_uses_dropped);
 }
+
+/* A hardirq arrived: whatever the interrupted context holds, it holds with interrupts
+ * on -- proof, where a plain spin_lock alone proves nothing (the caller may have turned
+ * them off itself).  The task context always had them on when we get here; a softirq
+ * only if one was being served (else its stack is not in use). */
+static __always_inline void mark_irqs_on(__u32 context)
+{
+	struct held_stack *st = bpf_map_lookup_elem(&cpu_held, &context);
+
+	if (st && st->depth && st->depth <= MAX_HELD)
+		st->irqs_on = (1U << st->depth) - 1;
+}
+
+static __always_inline void interrupts_arrived(void)
+{
+	int pc = *(int *)bpf_this_cpu_ptr(&__preempt_count);
+
+	if (!track_irq_safety)
+		return;
+	mark_irqs_on(0);
+	if (pc & 0x00000100)
+		mark_irqs_on(1);
+}
+
+/* Nothing is held in `context` where it begins anew (a softirq handler starts, a
+ * local timer interrupt arrives): what our stack still has there is a release we
+ * missed (the kernel skips a program that is already running on this CPU), and it
+ * would only mislead: hold times, order edges, IRQ safety. */
+static __always_inline void forget_stale(__u32 context)
+{
+	struct held_stack *st = bpf_map_lookup_elem(&cpu_held, &context);
+
+	if (st && st->depth) {
+		__sync_fetch_and_add(&held_overflow, st->depth);
+		st->depth = 0;
+		st->irqs_on = 0;
+	}
+}
+
+SEC("tp_btf/irq_handler_entry")
+int BPF_PROG(on_irq_handler_entry) { interrupts_arrived(); return 0; }
+
+SEC("tp_btf/local_timer_entry")
+int BPF_PROG(on_local_timer_entry)
+{
+	forget_stale(2);
+	interrupts_arrived();
+	return 0;
+}
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(on_softirq_entry) { forget_stale(1); return 0; }
 
 /* ---- contended waits ------------------------------------------------------- */
 
@@ -423,6 +589,42 @@ static __always_inline __u32 kind_of_wait(__u32 flags)
 	if (!(flags & LCB_F_SPIN))
 		return LOCK_RWSEM;
 	return (flags & (LCB_F_READ | LCB_F_WRITE)) ? LOCK_RW : LOCK_SPIN;
+}
+
+/* Who owns a mutex or a writer-held rwsem now (its owner word less the flag bits). */
+static __always_inline __u32 owner_pid(void *lockp, __u32 flags)
+{
+	struct task_struct *task;
+	long owner;
+
+	if (flags & LCB_F_MUTEX) {
+		owner = BPF_CORE_READ((struct mutex *)lockp, owner.counter);
+	} else {
+		owner = BPF_CORE_READ((struct rw_semaphore *)lockp, owner.counter);
+		if (owner & 1)
+			return 0;	/* RWSEM_READER_OWNED: the word names a reader, maybe gone */
+	}
+	task = (struct task_struct *)(owner & ~0x7L);
+	return task ? BPF_CORE_READ(task, pid) : 0;
+}
+
+/* Where a task goes to sleep for a lock: only for irqlock deadlock, and only for
+ * sleeping waits (a stack walk per contended spin would cost more than the wait). */
+static __always_inline void note_wait_stack(void *ctx, __u32 *flag, __u32 pid)
+{
+	struct wait_stack *ws = bpf_map_lookup_elem(&wait_stacks, &pid);
+	__u32 zero = 0;
+
+	if (ws) {
+		ws->stack_bytes = bpf_get_stack(ctx, ws->stack, STACK_BYTES, 0);
+		return;
+	}
+	ws = bpf_map_lookup_elem(&new_wait_stack, &zero);
+	if (!ws)
+		return;
+	ws->stack_bytes = bpf_get_stack(ctx, ws->stack, STACK_BYTES, 0);
+	if (guarded_update(flag, &wait_stacks, &pid, ws, REENTERS_NONE))
+		__sync_fetch_and_add(&waits_dropped, 1);
 }
 
 SEC("tp_btf/contention_begin")
@@ -453,14 +655,18 @@ int BPF_PROG(contention_begin, void *lockp, unsigned int flags)
 	w = bpf_map_lookup_elem(&task_wait, &pid);
 	if (w && w->lock == lock && w->start_ns)
 		return 0;
+	if (track_blocked)
+		note_wait_stack(ctx, flag, pid);
 	if (w) {
 		w->lock = lock;
 		w->flags = flags;
+		w->owner_pid = owner_pid(lockp, flags);
 		w->start_ns = bpf_ktime_get_ns();
 		return 0;
 	}
 	fresh.lock = lock;
 	fresh.flags = flags;
+	fresh.owner_pid = owner_pid(lockp, flags);
 	fresh.start_ns = bpf_ktime_get_ns();
 	if (guarded_update(flag, &task_wait, &pid, &fresh, REENTERS_NONE))
 		__sync_fetch_and_add(&waits_dropped, 1);
@@ -515,6 +721,41 @@ int BPF_PROG(task_exit, struct task_struct *task)
 		return 0;
 	guarded_delete(flag, &task_held, &pid);
 	guarded_delete(flag, &task_wait, &pid);
+	if (track_blocked) {
+		guarded_delete(flag, &blocked, &pid);
+		guarded_delete(flag, &wait_stacks, &pid);
+	}
+	return 0;
+}
+
+/* ---- blocked tasks ---------------------------------------------------------- */
+
+#define TASK_UNINTERRUPTIBLE 0x0002
+#define TASK_NOLOAD 0x0400	/* TASK_IDLE: asleep in D on purpose, not blocked */
+
+/* A task leaving the CPU in D state is blocked from now; one coming back is not. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	struct blocked_task entry = {};
+	__u32 state = BPF_CORE_READ(prev, __state), pid, *flag;
+	long err;
+	int c;
+
+	flag = enter(&c);
+	if (!flag)
+		return 0;
+	pid = BPF_CORE_READ(next, pid);
+	if (bpf_map_lookup_elem(&blocked, &pid))
+		guarded_delete(flag, &blocked, &pid);
+	if (preempt || !(state & TASK_UNINTERRUPTIBLE) || (state & TASK_NOLOAD))
+		return 0;
+	pid = BPF_CORE_READ(prev, pid);
+	entry.since_ns = bpf_ktime_get_ns();
+	entry.tgid = BPF_CORE_READ(prev, tgid);
+	err = guarded_update(flag, &blocked, &pid, &entry, REENTERS_NONE);
+	if (err && err != -17)
+		__sync_fetch_and_add(&blocked_dropped, 1);
 	return 0;
 }
 
@@ -522,26 +763,30 @@ int BPF_PROG(task_exit, struct task_struct *task)
 
 #define ACQUIRE_R(fn, kind, reenters)						\
 SEC("fexit/" #fn)								\
-int BPF_PROG(fn##_exit, void *lock) { acquired(ctx, lock, kind, reenters); return 0; }
+int BPF_PROG(fn##_exit, void *lock) { acquired(ctx, lock, kind, reenters, true); return 0; }
 
 #define ACQUIRE(fn, kind) ACQUIRE_R(fn, kind, REENTERS_NONE)
 
-/* Trylocks and killable/interruptible locks: acquired only if ret says so. */
-#define ACQUIRE_IF(fn, kind, success)						\
+/* Killable/interruptible locks: acquired only if ret says so. */
+#define ACQUIRE_IF_ORDER(fn, kind, success, order)				\
 SEC("fexit/" #fn)								\
 int BPF_PROG(fn##_exit, void *lock, int ret)					\
-{ if (success) acquired(ctx, lock, kind, REENTERS_NONE); return 0; }
+{ if (success) acquired(ctx, lock, kind, REENTERS_NONE, order); return 0; }
+
+#define ACQUIRE_IF(fn, kind, success) ACQUIRE_IF_ORDER(fn, kind, success, true)
+/* A trylock never waits, so it cannot deadlock: it is held but orders nothing. */
+#define TRYLOCK(fn, kind, success) ACQUIRE_IF_ORDER(fn, kind, success, false)
 
 #define RELEASE(fn, kind)							\
 SEC("fentry/" #fn)								\
-int BPF_PROG(fn##_entry, void *lock) { released(lock, kind); return 0; }
+int BPF_PROG(fn##_entry, void *lock) { released(ctx, lock, kind); return 0; }
 
 ACQUIRE_R(_raw_spin_lock, LOCK_SPIN, REENTERS_SPIN)
 ACQUIRE(_raw_spin_lock_irq, LOCK_SPIN)
 ACQUIRE_R(_raw_spin_lock_irqsave, LOCK_SPIN, REENTERS_IRQSAVE)
 ACQUIRE(_raw_spin_lock_bh, LOCK_SPIN)
-ACQUIRE_IF(_raw_spin_trylock, LOCK_SPIN, ret)
-ACQUIRE_IF(_raw_spin_trylock_bh, LOCK_SPIN, ret)
+TRYLOCK(_raw_spin_trylock, LOCK_SPIN, ret)
+TRYLOCK(_raw_spin_trylock_bh, LOCK_SPIN, ret)
 RELEASE(_raw_spin_unlock, LOCK_SPIN)
 RELEASE(_raw_spin_unlock_irq, LOCK_SPIN)
 RELEASE(_raw_spin_unlock_irqrestore, LOCK_SPIN)
@@ -551,12 +796,12 @@ ACQUIRE(_raw_read_lock, LOCK_RW)
 ACQUIRE(_raw_read_lock_irq, LOCK_RW)
 ACQUIRE(_raw_read_lock_irqsave, LOCK_RW)
 ACQUIRE(_raw_read_lock_bh, LOCK_RW)
-ACQUIRE_IF(_raw_read_trylock, LOCK_RW, ret)
+TRYLOCK(_raw_read_trylock, LOCK_RW, ret)
 ACQUIRE(_raw_write_lock, LOCK_RW)
 ACQUIRE(_raw_write_lock_irq, LOCK_RW)
 ACQUIRE(_raw_write_lock_irqsave, LOCK_RW)
 ACQUIRE(_raw_write_lock_bh, LOCK_RW)
-ACQUIRE_IF(_raw_write_trylock, LOCK_RW, ret)
+TRYLOCK(_raw_write_trylock, LOCK_RW, ret)
 RELEASE(_raw_read_unlock, LOCK_RW)
 RELEASE(_raw_read_unlock_irq, LOCK_RW)
 RELEASE(_raw_read_unlock_irqrestore, LOCK_RW)
@@ -570,16 +815,16 @@ ACQUIRE(mutex_lock, LOCK_MUTEX)
 ACQUIRE(mutex_lock_io, LOCK_MUTEX)
 ACQUIRE_IF(mutex_lock_interruptible, LOCK_MUTEX, ret == 0)
 ACQUIRE_IF(mutex_lock_killable, LOCK_MUTEX, ret == 0)
-ACQUIRE_IF(mutex_trylock, LOCK_MUTEX, ret == 1)
+TRYLOCK(mutex_trylock, LOCK_MUTEX, ret == 1)
 RELEASE(mutex_unlock, LOCK_MUTEX)
 
 ACQUIRE(down_read, LOCK_RWSEM)
 ACQUIRE_IF(down_read_interruptible, LOCK_RWSEM, ret == 0)
 ACQUIRE_IF(down_read_killable, LOCK_RWSEM, ret == 0)
-ACQUIRE_IF(down_read_trylock, LOCK_RWSEM, ret == 1)
+TRYLOCK(down_read_trylock, LOCK_RWSEM, ret == 1)
 ACQUIRE(down_write, LOCK_RWSEM)
 ACQUIRE_IF(down_write_killable, LOCK_RWSEM, ret == 0)
-ACQUIRE_IF(down_write_trylock, LOCK_RWSEM, ret == 1)
+TRYLOCK(down_write_trylock, LOCK_RWSEM, ret == 1)
 RELEASE(up_read, LOCK_RWSEM)
 RELEASE(up_write, LOCK_RWSEM)
 

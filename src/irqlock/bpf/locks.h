@@ -43,4 +43,54 @@ struct holder {
 	__u64 stack[LOCKS_MAX_STACK];
 };
 
+struct held_lock {
+	__u64 lock;
+	__u64 acquired_ns;
+};
+
+struct held_stack {
+	__u32 depth;
+	__u32 irqs_on;		/* bit i: a hardirq arrived while locks[i] was held */
+	struct held_lock locks[MAX_HELD];
+};
+
+/* A task inside a contended acquire (start_ns 0: not waiting now). */
+struct wait_state {
+	__u64 lock;
+	__u64 start_ns;
+	__u32 flags;		/* the contention tracepoint's LCB_F_* */
+	__u32 owner_pid;	/* mutex or rwsem writer owner when the wait began; 0: unknown */
+};
+
+/* Where a task sleeps waiting for a lock (irqlock deadlock only). */
+struct wait_stack {
+	__s32 stack_bytes;	/* < 0: not captured */
+	__u32 pad;
+	__u64 stack[LOCKS_MAX_STACK];
+};
+
+/* A task asleep in D state. */
+struct blocked_task {
+	__u64 since_ns;
+	__u32 tgid;
+	__u32 flags;		/* BLOCKED_BEFORE_START: seeded by user space, since_ns a lower bound */
+};
+
+#define BLOCKED_BEFORE_START 1
+
+struct edge_key {
+	__u64 from;		/* held */
+	__u64 to;		/* acquired while from was held */
+};
+
+/* Who used a lock in a way worth reporting, first seen. */
+struct lock_use {
+	__u32 pid;
+	__u32 tgid;
+	__s32 stack_bytes;
+	__u32 pad;
+	char comm[TASK_COMM_LEN];
+	__u64 stack[LOCKS_MAX_STACK];
+};
+
 #endif

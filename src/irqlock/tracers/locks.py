@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from irqlock.analysis import LOGLIN_BUCKETS, loglinear_percentile
+from irqlock.analysis.histograms import LOGLIN_BUCKETS, loglinear_percentile
 from irqlock.bpf.loader import BpfObject
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import (
@@ -35,9 +35,21 @@ RELEASES = ("unlock", "up_read", "up_write")
 # In the lists but not traced: downgrade_write keeps the lock (the hold goes on).
 NOT_TRACED = {"downgrade_write"}
 CONTENTION_PROGRAMS = ["contention_end", "contention_begin"]
+# Where a context's held stack starts empty (stale entries are dropped); the local
+# timer's also marks what the interrupted context holds for IRQ safety.
+CONTEXT_START_PROGRAMS = ["on_softirq_entry", "on_local_timer_entry"]
+IRQ_SAFETY_PROGRAMS = ["on_irq_handler_entry"]
+BLOCKED_PROGRAMS = ["on_sched_switch"]
 DEFAULT_MAX_LOCKS = 4096
+DEFAULT_MAX_EDGES = 16384
 HOLDERS_PER_LOCK = 4  # holders map size = this x --max-locks
 MAX_TASKS = 8192
+IRQ_USES = 4096  # locks taken in hardirq / held with interrupts on, each
+# Maps only irqlock deadlock fills, and the entries each gets then (None: --max-edges);
+# otherwise 1, as a hash map is allocated whole at load, used or not.
+DEADLOCK_MAPS: dict[str, int | None] = {"edges": None, "hardirq_locks": IRQ_USES,
+                                        "irqs_on_locks": IRQ_USES, "blocked": MAX_TASKS,
+                                        "wait_stacks": MAX_TASKS}
 
 
 def is_release(function: str) -> bool:
@@ -152,6 +164,11 @@ class LocksConfig:
     tgid: int | None = None
     lock_addr: int | None = None
     max_locks: int = DEFAULT_MAX_LOCKS
+    # irqlock deadlock's duties (see locks.bpf.c)
+    order: bool = False  # lock-order edges
+    irq_safety: bool = False  # locks taken in hardirq vs. held with interrupts on
+    blocked: bool = False  # tasks in D state, stacks of sleeping waits
+    max_edges: int = DEFAULT_MAX_EDGES
 
 
 @dataclass
@@ -189,26 +206,39 @@ class LocksTracer:
             self.obj.close()
             raise
 
+    def _extra_programs(self) -> list[str]:
+        """The programs beyond acquire and release this run needs."""
+        c = self.config
+        return (CONTEXT_START_PROGRAMS + (CONTENTION_PROGRAMS if self.plan.contention else [])
+                + (IRQ_SAFETY_PROGRAMS if c.irq_safety else [])
+                + (BLOCKED_PROGRAMS if c.blocked else []))
+
     def _configure(self) -> None:
         c = self.config
         self.obj.set_rodata(target_tgid=-1 if c.tgid is None else c.tgid,
-                            target_lock=c.lock_addr or 0)
+                            target_lock=c.lock_addr or 0, track_order=int(c.order),
+                            track_irq_safety=int(c.irq_safety), track_blocked=int(c.blocked))
         self.obj.set_max_entries("locks", c.max_locks)
         self.obj.set_max_entries("holders", c.max_locks * HOLDERS_PER_LOCK)
         self.obj.set_max_entries("task_held", MAX_TASKS)
         self.obj.set_max_entries("task_wait", MAX_TASKS)
+        used = {"edges": c.order, "hardirq_locks": c.irq_safety, "irqs_on_locks": c.irq_safety,
+                "blocked": c.blocked, "wait_stacks": c.blocked}
+        for name, size in DEADLOCK_MAPS.items():
+            entries = c.max_edges if size is None else size
+            self.obj.set_max_entries(name, entries if used[name] else 1)
         for function in LOCK_FUNCTION_NAMES - NOT_TRACED - set(self.plan.functions):
             self.obj.disable(program_name(function))
-        if not self.plan.contention:
-            for program in CONTENTION_PROGRAMS:
+        extra = self._extra_programs()
+        for program in CONTENTION_PROGRAMS + IRQ_SAFETY_PROGRAMS + BLOCKED_PROGRAMS:  # optional
+            if program not in extra:
                 self.obj.disable(program)
 
     def _attach(self) -> None:
         # What ends a hold or a wait first, so that nothing opens before its end is watched.
         self.obj.attach("task_exit")
-        if self.plan.contention:
-            for program in CONTENTION_PROGRAMS:
-                self.obj.attach(program)
+        for program in self._extra_programs():
+            self.obj.attach(program)
         ordered = sorted(self.plan.functions, key=lambda f: not is_release(f))
         for function in ordered:
             self.obj.attach(program_name(function))
@@ -279,7 +309,7 @@ class LocksTracer:
     def map_bytes(self) -> int:
         """Memory the tracer's maps reserve (hash maps are preallocated: this is the cap)."""
         total = 0
-        for name in ("locks", "holders", "task_held", "task_wait"):
+        for name in ("locks", "holders", "task_held", "task_wait", *DEADLOCK_MAPS):
             m = self.obj.map(name)
             total += m.max_entries * (m.key_size + m.value_size)
         return total

@@ -1,0 +1,1 @@
+"""What irqlock computes from measurements: histograms and percentiles, lock and task graphs."""

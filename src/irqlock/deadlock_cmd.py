@@ -1,0 +1,222 @@
+"""`irqlock deadlock`: lock-order cycles, IRQ-unsafe locks, live deadlocks and hung tasks."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from irqlock import session
+from irqlock.errors import IrqlockError
+from irqlock.kernel.features import KernelFeatures
+from irqlock.kernel.kallsyms import Kallsyms
+from irqlock.kernel.kmsg import KernelLog, KernelReport
+from irqlock.tracers.deadlock import (
+    Deadlock,
+    DeadlockFinder,
+    HungTask,
+    IrqUnsafeLock,
+    LockCycle,
+    task_comm,
+)
+from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
+from irqlock.units import format_ns
+
+LIVE_CHECK_S = 1.0  # wait-for cycles and hung tasks: a deadlock is reported within ~2 s
+ORDER_CHECK_S = 5.0  # the lock-order graph can be large: read it less often
+DEFAULT_MAX_EDGES = 16384
+MAX_EDGES_LIMIT = 1_000_000
+DEFAULT_CYCLE_LIMIT = 1000
+
+
+@dataclass
+class DeadlockOptions:
+    hung_after_ns: int
+    max_edges: int = DEFAULT_MAX_EDGES
+    max_locks: int = 4096
+    cycle_limit: int = DEFAULT_CYCLE_LIMIT
+
+
+def _frames(stack: list[str], indent: str = "      ") -> str:
+    return "".join(f"{indent}{frame}\n" for frame in stack) if stack else f"{indent}(no stack)\n"
+
+
+class DeadlockPrinter:
+    """Console (lockdep-style reports) or JSON lines."""
+
+    def __init__(self, as_json: bool, out: TextIO = sys.stdout) -> None:
+        self.as_json = as_json
+        self.out = out
+        self.counts = {"lock_cycle": 0, "irq_unsafe_lock": 0, "deadlock": 0, "hung_task": 0,
+                       "kernel_report": 0}
+
+    def _json(self, record: dict[str, Any]) -> None:
+        self.counts[record["type"]] = self.counts.get(record["type"], 0) + 1
+        self.out.write(json.dumps(record) + "\n")
+        self.out.flush()
+
+    def cycle(self, c: LockCycle) -> None:
+        if self.as_json:
+            return self._json(c.to_json())
+        self.counts["lock_cycle"] += 1
+        chain = " -> ".join(lock.label for lock in [*c.locks, c.locks[0]])
+        self.out.write(f"\npossible circular locking dependency ({len(c.locks)} locks): {chain}\n")
+        for e in c.edges:
+            self.out.write(f"  {e.comm}[{e.pid}] took {e.acquired.label} while holding "
+                           f"{e.held.label}\n    holding {e.held.label}, taken at:\n"
+                           f"{_frames(e.held_stack)}    took {e.acquired.label} at:\n"
+                           f"{_frames(e.acquire_stack)}")
+        self.out.flush()
+
+    def irq_unsafe(self, u: IrqUnsafeLock) -> None:
+        if self.as_json:
+            return self._json(u.to_json())
+        self.counts["irq_unsafe_lock"] += 1
+        self.out.write(f"\nIRQ-unsafe lock {u.lock.label}: taken in hardirq context, and held "
+                       f"with interrupts on by {u.comm}[{u.pid}] (an interrupt taking it "
+                       f"there spins forever)\n    taken in hardirq at:\n{_frames(u.hardirq_stack)}"
+                       f"    held with interrupts on, released at:\n{_frames(u.irqs_on_stack)}")
+        self.out.flush()
+
+    def deadlock(self, d: Deadlock) -> None:
+        if self.as_json:
+            return self._json(d.to_json())
+        self.counts["deadlock"] += 1
+        self.out.write(f"\nDEADLOCK: {len(d.tasks)} tasks wait for each other "
+                       f"(seen at {d.detected_ns / 1e9:.6f}):\n")
+        for t in d.tasks:
+            holds = ", ".join(lock.label for lock in t.holds) or "nothing we saw taken"
+            self.out.write(f"  {t.comm}[{t.pid}] waits {format_ns(t.waiting_ns)} for "
+                           f"{t.waits_for.label}, holds {holds}\n{_frames(t.stack)}")
+        self.out.flush()
+
+    def hung(self, h: HungTask) -> None:
+        if self.as_json:
+            return self._json(h.to_json())
+        self.counts["hung_task"] += 1
+        at_least = "at least " if h.before_start else ""
+        waits = ""
+        if h.waits_for:
+            owner = (f"held by {task_comm(h.owner_pid)}[{h.owner_pid}]" if h.owner_pid
+                     else "owner unknown")
+            waits = f", waits for {h.waits_for.label} {owner}"
+        self.out.write(f"\nhung task: {h.comm}[{h.pid}] blocked in D state for {at_least}"
+                       f"{format_ns(h.blocked_ns)}{waits}\n{_frames(h.stack)}")
+        self.out.flush()
+
+    def kernel(self, r: KernelReport) -> None:
+        if self.as_json:
+            return self._json(r.to_json())
+        self.counts["kernel_report"] += 1
+        self.out.write(f"\nkernel reports ({r.kind}): {r.message}\n")
+        self.out.flush()
+
+    def stats(self, stats: dict[str, Any]) -> None:
+        if self.as_json:
+            self.out.write(json.dumps(stats) + "\n")
+            return
+        found = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in self.counts.items())
+        self.out.write(f"\nfound: {found}\n")
+        self.out.write(f"stats: order edges {stats['edges']} (cap {stats['max_edges']}, "
+                       f"{stats['edges_dropped']} dropped), recursion misses "
+                       f"{stats['recursion_misses']}, stale held entries {stats['held_overflow']}"
+                       f", tasks blocked before the start {stats['blocked_before_start']}\n")
+        dropped = {k: stats[k] for k in ("edges_dropped", "irq_uses_dropped", "blocked_dropped",
+                                         "waits_dropped", "locks_dropped", "holders_dropped",
+                                         "tasks_dropped") if stats[k]}
+        if dropped:
+            self.out.write("WARNING: maps were full, findings may be missing: "
+                           + ", ".join(f"{k} {v}" for k, v in dropped.items()) + "\n")
+        if stats["cycles_truncated"]:
+            self.out.write(f"WARNING: more than {stats['cycle_limit']} cycles: the rest were "
+                           "not enumerated\n")
+        if stats["kernel_log"] != "ok":
+            self.out.write(f"WARNING: the kernel's own reports are not shown: "
+                           f"{stats['kernel_log']}\n")
+
+
+def validate(options: DeadlockOptions, features: KernelFeatures) -> None:
+    if not 1 <= options.max_edges <= MAX_EDGES_LIMIT:
+        raise IrqlockError(f"--max-edges must be 1..{MAX_EDGES_LIMIT}, not {options.max_edges}")
+    if not features.root:
+        raise IrqlockError("deadlock needs root (or CAP_BPF and CAP_PERFMON)")
+    if not features.btf.available:
+        raise IrqlockError(f"no kernel BTF: {features.btf.detail}")
+
+
+def run(options: DeadlockOptions, features: KernelFeatures, duration_s: float | None,
+        ready_file: Path | None, as_json: bool) -> int:
+    validate(options, features)
+    config = LocksConfig(max_locks=options.max_locks, order=True, irq_safety=True,
+                         blocked=True, max_edges=options.max_edges)
+    plan = choose_functions(config, features)
+    printer = DeadlockPrinter(as_json)
+    kernel_log = KernelLog()
+    with LocksTracer(config, plan) as tracer:
+        finder = DeadlockFinder(tracer, Kallsyms.load(), options.hung_after_ns,
+                                options.cycle_limit)
+        seeded = finder.seed_blocked()
+        live = "live wait-for cycles" if plan.contention else \
+            "no live deadlocks (no lock:contention tracepoints)"
+        if as_json:
+            printer.out.write(json.dumps({
+                "type": "deadlock_plan", "functions": len(plan.functions),
+                "contention": plan.contention, "hung_after_ns": options.hung_after_ns,
+                "kernel_log": kernel_log.error or "ok"}) + "\n")
+        else:
+            printer.out.write(f"Watching {len(plan.functions)} lock functions for lock-order "
+                              f"cycles and IRQ-unsafe locks, {live}, tasks in D state over "
+                              f"{format_ns(options.hung_after_ns)}. Ctrl-C to stop.\n")
+        printer.out.flush()
+        next_live = next_order = time.monotonic()
+
+        def report_live() -> None:
+            now = time.monotonic_ns()
+            for d in finder.deadlocks(now):
+                printer.deadlock(d)
+            for h in finder.hung_tasks(now):
+                printer.hung(h)
+            for r in kernel_log.reports():
+                printer.kernel(r)
+
+        def report_order() -> None:
+            for c in finder.lock_cycles():
+                printer.cycle(c)
+            for u in finder.irq_unsafe_locks():
+                printer.irq_unsafe(u)
+
+        def poll(timeout_ms: int) -> int:
+            nonlocal next_live, next_order
+            time.sleep(timeout_ms / 1000)
+            now = time.monotonic()
+            if now >= next_live:
+                report_live()
+                next_live = now + LIVE_CHECK_S
+            if now >= next_order:
+                report_order()
+                next_order = now + ORDER_CHECK_S
+            return 0
+
+        def detach() -> None:
+            # What is blocked is judged while the probes still run (a detached tracer no
+            # longer sees wake-ups); the order graph is complete once they stop.
+            report_live()
+            tracer.detach()
+
+        session.run(poll, duration_s, ready_file, detach)
+        report_order()
+        stats = tracer.stats()
+        stats.update(tool="deadlock", edges=tracer.obj.map("edges").count(),
+                     max_edges=options.max_edges, cycle_limit=options.cycle_limit,
+                     cycles_truncated=finder.seen.cycles_truncated,
+                     edges_dropped=tracer.obj.read_global("edges_dropped"),
+                     irq_uses_dropped=tracer.obj.read_global("irq_uses_dropped"),
+                     blocked_dropped=tracer.obj.read_global("blocked_dropped"),
+                     blocked_before_start=seeded, kernel_log=kernel_log.error or "ok",
+                     kernel_log_lost=kernel_log.lost)
+        kernel_log.close()
+        printer.stats(stats)
+    return 0

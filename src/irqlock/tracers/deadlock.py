@@ -1,0 +1,425 @@
+"""Deadlocks, potential and actual, from the lock tracer's state (locks.bpf.c in deadlock mode).
+
+Four findings, each read from maps the BPF side keeps:
+
+- lock-order cycles: an edge held -> acquired for every lock taken while others
+  were held (first task and stack of each); cycles of any length in that graph;
+- IRQ-unsafe locks: taken in hardirq context, and held elsewhere while a hardirq
+  arrived (proof that interrupts were on): one stack of each;
+- live deadlocks: tasks inside a sleeping lock's contended acquire, the lock
+  each waits for and its owner (our held-lock stacks, else the lock's owner
+  word) make a wait-for graph; its cycles are tasks that will never run again;
+- hung tasks: asleep in D state longer than a threshold, with the lock they
+  wait for and its owner when known.
+
+Locks are instances (addresses), not lockdep's classes: a cycle is between
+these very locks.  A trylock orders nothing (it cannot wait).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from irqlock.analysis.graphs import simple_cycles
+from irqlock.bpf.loader import Map
+from irqlock.kernel.kallsyms import Kallsyms
+from irqlock.tracers.locks import (
+    MAX_STACK,
+    TASK_COMM_LEN,
+    HolderKey,
+    HolderStruct,
+    LocksTracer,
+    caller_frames,
+)
+
+MAX_HELD = 16
+BLOCKED_BEFORE_START = 1
+# A wait counts for the wait-for graph once it is this old: every lock is
+# waited for now and then; a cycle among waits this old is not a passing one.
+SETTLED_WAIT_NS = 1_000_000_000
+
+
+class LockUseStruct(ctypes.Structure):
+    """struct lock_use (locks.h)."""
+
+    _fields_ = [
+        ("pid", ctypes.c_uint32),
+        ("tgid", ctypes.c_uint32),
+        ("stack_bytes", ctypes.c_int32),
+        ("pad", ctypes.c_uint32),
+        ("comm", ctypes.c_char * TASK_COMM_LEN),
+        ("stack", ctypes.c_uint64 * MAX_STACK),
+    ]
+
+
+class EdgeKey(ctypes.Structure):
+    _fields_ = [("held", ctypes.c_uint64), ("acquired", ctypes.c_uint64)]
+
+
+class HeldLockStruct(ctypes.Structure):
+    _fields_ = [("lock", ctypes.c_uint64), ("acquired_ns", ctypes.c_uint64)]
+
+
+class HeldStackStruct(ctypes.Structure):
+    """struct held_stack (locks.h)."""
+
+    _fields_ = [("depth", ctypes.c_uint32), ("irqs_on", ctypes.c_uint32),
+                ("locks", HeldLockStruct * MAX_HELD)]
+
+
+class WaitStateStruct(ctypes.Structure):
+    """struct wait_state (locks.h)."""
+
+    _fields_ = [("lock", ctypes.c_uint64), ("start_ns", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("owner_pid", ctypes.c_uint32)]
+
+
+class WaitStackStruct(ctypes.Structure):
+    """struct wait_stack (locks.h)."""
+
+    _fields_ = [("stack_bytes", ctypes.c_int32), ("pad", ctypes.c_uint32),
+                ("stack", ctypes.c_uint64 * MAX_STACK)]
+
+
+class BlockedTaskStruct(ctypes.Structure):
+    _fields_ = [("since_ns", ctypes.c_uint64), ("tgid", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32)]
+
+
+def _u32(raw: bytes) -> int:
+    return int.from_bytes(raw[:4], "little")
+
+
+@dataclass(frozen=True)
+class LockRef:
+    addr: int
+    name: str | None
+
+    @property
+    def label(self) -> str:
+        return self.name or hex(self.addr)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"addr": hex(self.addr), "name": self.name}
+
+
+@dataclass(frozen=True)
+class OrderEdge:
+    """`acquired` was taken while `held` was held, first by this task."""
+
+    held: LockRef
+    acquired: LockRef
+    pid: int
+    comm: str
+    held_stack: list[str]  # where this task first took `held` (its first stack of that lock)
+    acquire_stack: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"from": hex(self.held.addr), "to": hex(self.acquired.addr),
+                "from_name": self.held.name, "to_name": self.acquired.name, "pid": self.pid,
+                "comm": self.comm, "held_stack": self.held_stack,
+                "acquire_stack": self.acquire_stack}
+
+
+@dataclass(frozen=True)
+class LockCycle:
+    locks: list[LockRef]
+    edges: list[OrderEdge]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "lock_cycle", "length": len(self.locks),
+                "locks": [lock.to_json() for lock in self.locks],
+                "edges": [edge.to_json() for edge in self.edges]}
+
+
+@dataclass(frozen=True)
+class IrqUnsafeLock:
+    """Taken in hardirq context and held elsewhere with interrupts on."""
+
+    lock: LockRef
+    hardirq_stack: list[str]
+    hardirq_comm: str  # the task the interrupt happened to land on
+    irqs_on_stack: list[str]
+    pid: int  # the task that held it with interrupts on
+    comm: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "irq_unsafe_lock", "addr": hex(self.lock.addr), "name": self.lock.name,
+                "hardirq_stack": self.hardirq_stack, "hardirq_comm": self.hardirq_comm,
+                "irqs_on_stack": self.irqs_on_stack, "pid": self.pid, "comm": self.comm}
+
+
+@dataclass(frozen=True)
+class DeadlockedTask:
+    pid: int
+    comm: str
+    waits_for: LockRef
+    waiting_ns: int
+    holds: list[LockRef]
+    stack: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pid": self.pid, "comm": self.comm, "waits_for": hex(self.waits_for.addr),
+                "lock_name": self.waits_for.name, "waiting_ns": self.waiting_ns,
+                "holds": [lock.to_json() for lock in self.holds], "stack": self.stack}
+
+
+@dataclass(frozen=True)
+class Deadlock:
+    tasks: list[DeadlockedTask]
+    detected_ns: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "deadlock", "detected_ns": self.detected_ns,
+                "tasks": [task.to_json() for task in self.tasks]}
+
+
+@dataclass(frozen=True)
+class HungTask:
+    pid: int
+    comm: str
+    since_ns: int
+    blocked_ns: int
+    before_start: bool  # asleep already when irqlock started: blocked_ns is a lower bound
+    stack: list[str]
+    waits_for: LockRef | None
+    owner_pid: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "hung_task", "pid": self.pid, "comm": self.comm,
+                "since_ns": self.since_ns, "blocked_ns": self.blocked_ns,
+                "blocked_before_start": self.before_start, "stack": self.stack,
+                "waits_for": hex(self.waits_for.addr) if self.waits_for else None,
+                "lock_name": self.waits_for.name if self.waits_for else None,
+                "owner_pid": self.owner_pid}
+
+
+def task_comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def task_state(pid: int) -> str | None:
+    """The one-letter state of /proc/PID/stat (None: the task is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def kernel_stack(pid: int) -> list[str]:
+    """/proc/PID/stack without the trailing "[<0>]" markers (root only; empty if unreadable)."""
+    try:
+        lines = Path(f"/proc/{pid}/stack").read_text().splitlines()
+    except OSError:
+        return []
+    return [line.split("] ", 1)[-1] for line in lines if line.strip()]
+
+
+def d_state_tasks() -> list[tuple[int, int]]:
+    """(pid, tgid) of every task in D state now."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            threads = list((proc / "task").iterdir())
+        except OSError:
+            continue
+        for thread in threads:
+            if thread.name.isdigit() and task_state(int(thread.name)) == "D":
+                found.append((int(thread.name), int(proc.name)))
+    return found
+
+
+@dataclass
+class DeadlockState:
+    """What has been reported already, so that each finding is reported once."""
+
+    cycles: set[tuple[int, ...]] = field(default_factory=set)
+    irq_unsafe: set[int] = field(default_factory=set)
+    deadlocks: set[frozenset[int]] = field(default_factory=set)
+    hung: set[tuple[int, int]] = field(default_factory=set)
+    cycles_truncated: bool = False
+
+
+class DeadlockFinder:
+    """Reads the lock tracer's maps and turns them into findings not reported before."""
+
+    def __init__(self, tracer: LocksTracer, kallsyms: Kallsyms, hung_after_ns: int,
+                 cycle_limit: int) -> None:
+        self.tracer = tracer
+        self.kallsyms = kallsyms
+        self.hung_after_ns = hung_after_ns
+        self.cycle_limit = cycle_limit
+        self.seen = DeadlockState()
+
+    # ---- helpers ------------------------------------------------------------
+
+    def _map(self, name: str) -> Map:
+        return self.tracer.obj.map(name)
+
+    def lock(self, addr: int) -> LockRef:
+        return LockRef(addr, self.kallsyms.data_name(addr))
+
+    def _stack(self, raw: ctypes.Array[ctypes.c_uint64], size: int) -> list[str]:
+        return caller_frames(self.kallsyms.stack(list(raw[: max(size, 0) // 8])))
+
+    def _wait_stack(self, pid: int) -> list[str]:
+        """Where `pid` went to sleep for its lock (empty if not captured)."""
+        raw = self._map("wait_stacks").lookup(pid.to_bytes(4, "little"))
+        if raw is None:
+            return []
+        ws = WaitStackStruct.from_buffer_copy(raw)
+        return self._stack(ws.stack, ws.stack_bytes)
+
+    def _first_stack(self, lock: int, pid: int) -> list[str]:
+        raw = self._map("holders").lookup(bytes(HolderKey(lock=lock, pid=pid)))
+        if raw is None:
+            return []
+        holder = HolderStruct.from_buffer_copy(raw)
+        return self._stack(holder.stack, holder.stack_bytes)
+
+    # ---- lock-order cycles --------------------------------------------------
+
+    def lock_cycles(self) -> list[LockCycle]:
+        edges: dict[tuple[int, int], LockUseStruct] = {}
+        for raw_key, value in self._map("edges").items():
+            k = EdgeKey.from_buffer_copy(raw_key)
+            edges[(k.held, k.acquired)] = LockUseStruct.from_buffer_copy(value)
+        graph: dict[int, list[int]] = {}
+        for held, acquired in edges:
+            graph.setdefault(held, []).append(acquired)
+        found = simple_cycles(graph, self.cycle_limit)
+        self.seen.cycles_truncated |= found.truncated
+        result = []
+        for cycle in found.cycles:
+            if tuple(cycle) in self.seen.cycles:
+                continue
+            self.seen.cycles.add(tuple(cycle))
+            pairs = [(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle))]
+            result.append(LockCycle(
+                locks=[self.lock(addr) for addr in cycle],
+                edges=[self._edge(held, acquired, edges[(held, acquired)])
+                       for held, acquired in pairs]))
+        return result
+
+    def _edge(self, held: int, acquired: int, use: LockUseStruct) -> OrderEdge:
+        return OrderEdge(held=self.lock(held), acquired=self.lock(acquired), pid=use.pid,
+                         comm=use.comm.decode(errors="replace"),
+                         held_stack=self._first_stack(held, use.pid),
+                         acquire_stack=self._stack(use.stack, use.stack_bytes))
+
+    # ---- IRQ safety ---------------------------------------------------------
+
+    def irq_unsafe_locks(self) -> list[IrqUnsafeLock]:
+        in_hardirq = {int.from_bytes(k, "little"): LockUseStruct.from_buffer_copy(v)
+                      for k, v in self._map("hardirq_locks").items()}
+        result = []
+        for key, value in self._map("irqs_on_locks").items():
+            addr = int.from_bytes(key, "little")
+            if addr not in in_hardirq or addr in self.seen.irq_unsafe:
+                continue
+            self.seen.irq_unsafe.add(addr)
+            hard, on = in_hardirq[addr], LockUseStruct.from_buffer_copy(value)
+            result.append(IrqUnsafeLock(
+                lock=self.lock(addr), hardirq_stack=self._stack(hard.stack, hard.stack_bytes),
+                hardirq_comm=hard.comm.decode(errors="replace"),
+                irqs_on_stack=self._stack(on.stack, on.stack_bytes), pid=on.pid,
+                comm=on.comm.decode(errors="replace")))
+        return result
+
+    # ---- live deadlocks and hung tasks --------------------------------------
+
+    def _waits(self) -> dict[int, WaitStateStruct]:
+        """pid -> the sleeping lock it waits for now."""
+        waits = {}
+        for key, value in self._map("task_wait").items():
+            w = WaitStateStruct.from_buffer_copy(value)
+            if w.start_ns:
+                waits[_u32(key)] = w
+        return waits
+
+    def _held(self) -> dict[int, list[int]]:
+        """pid -> the sleeping locks (mutexes, rw-semaphores) it holds now."""
+        held = {}
+        for key, value in self._map("task_held").items():
+            st = HeldStackStruct.from_buffer_copy(value)
+            locks = [st.locks[i].lock for i in range(min(st.depth, MAX_HELD))]
+            if locks:
+                held[_u32(key)] = locks
+        return held
+
+    @staticmethod
+    def _owners(lock: int, wait: WaitStateStruct, waiter: int,
+                held: dict[int, list[int]]) -> list[int]:
+        """Who holds `lock`: the tasks our held stacks say, else the owner word's task."""
+        owners = [pid for pid, locks in held.items() if lock in locks and pid != waiter]
+        if not owners and wait.owner_pid and wait.owner_pid != waiter:
+            owners = [wait.owner_pid]
+        return owners
+
+    def deadlocks(self, now_ns: int) -> list[Deadlock]:
+        waits = {pid: w for pid, w in self._waits().items()
+                 if now_ns - w.start_ns >= SETTLED_WAIT_NS}
+        held = self._held()
+        graph = {pid: [o for o in self._owners(w.lock, w, pid, held) if o in waits]
+                 for pid, w in waits.items()}
+        result = []
+        for cycle in simple_cycles(graph, self.cycle_limit).cycles:
+            key = frozenset(cycle)
+            if key in self.seen.deadlocks:
+                continue
+            self.seen.deadlocks.add(key)
+            tasks = []
+            for pid in cycle:
+                w = waits[pid]
+                stack = self._wait_stack(pid) or kernel_stack(pid)
+                tasks.append(DeadlockedTask(
+                    pid=pid, comm=task_comm(pid), waits_for=self.lock(w.lock),
+                    waiting_ns=now_ns - w.start_ns,
+                    holds=[self.lock(addr) for addr in held.get(pid, [])], stack=stack))
+            result.append(Deadlock(tasks=tasks, detected_ns=now_ns))
+        return result
+
+    def hung_tasks(self, now_ns: int) -> list[HungTask]:
+        waits = self._waits()
+        held = self._held()
+        result = []
+        for key, value in self._map("blocked").items():
+            pid, b = _u32(key), BlockedTaskStruct.from_buffer_copy(value)
+            if now_ns - b.since_ns < self.hung_after_ns or (pid, b.since_ns) in self.seen.hung:
+                continue
+            if task_state(pid) != "D":  # woken through a path we did not see, or gone
+                continue
+            self.seen.hung.add((pid, b.since_ns))
+            wait = waits.get(pid)
+            owners = self._owners(wait.lock, wait, pid, held) if wait else []
+            result.append(HungTask(
+                pid=pid, comm=task_comm(pid), since_ns=b.since_ns,
+                blocked_ns=now_ns - b.since_ns, before_start=bool(b.flags & BLOCKED_BEFORE_START),
+                stack=kernel_stack(pid) or self._wait_stack(pid),
+                waits_for=self.lock(wait.lock) if wait else None,
+                owner_pid=owners[0] if owners else None))
+        return result
+
+    def seed_blocked(self) -> int:
+        """Tasks already in D state when we start: blocked since (at least) now."""
+        blocked = self._map("blocked")
+        now = time.monotonic_ns()
+        seeded = 0
+        for pid, tgid in d_state_tasks():
+            key = pid.to_bytes(4, "little")
+            if blocked.lookup(key) is None and pid != os.getpid():
+                blocked.update(key, bytes(BlockedTaskStruct(since_ns=now, tgid=tgid,
+                                                            flags=BLOCKED_BEFORE_START)))
+                seeded += 1
+        return seeded

@@ -1,0 +1,117 @@
+"""irqlock deadlock against the fixture's lock orders, its real deadlock and its hung task."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.kernel.fixture import Fixture
+from tests.kernel.tool import Tool
+
+FIXTURE_ORDER_LOCKS = {"fx_order_a", "fx_order_b", "fx_order_c"}
+
+
+def fixture_cycles(tool: Tool) -> list[dict[str, Any]]:
+    """Cycles among the fixture's order locks (the guest's own locks may have some too)."""
+    return [c for c in tool.of_type("lock_cycle")
+            if {lock["name"] for lock in c["locks"]} & FIXTURE_ORDER_LOCKS]
+
+
+def assert_edges_match(cycle: dict[str, Any], truth: dict[str, Any]) -> None:
+    """Each edge is one the fixture made: its locks, its task, stacks in its function."""
+    made = {(e["held_addr"], e["acquired_addr"]): e for e in truth["edges"]}
+    assert len(cycle["edges"]) == len(made)
+    for edge in cycle["edges"]:
+        fixture_edge = made[(edge["from"], edge["to"])]
+        assert (edge["from_name"], edge["to_name"]) == (fixture_edge["held"],
+                                                        fixture_edge["acquired"])
+        assert edge["pid"] == fixture_edge["task"]["pid"]
+        assert edge["comm"] == fixture_edge["task"]["comm"]
+        assert any(f.startswith(truth["function"] + "+") for f in edge["acquire_stack"][:3]), edge
+        assert any(f.startswith(truth["function"] + "+") for f in edge["held_stack"][:3]), edge
+
+
+def test_abba_is_one_cycle_of_two_edges(fixture: Fixture) -> None:
+    with Tool("deadlock") as tool:
+        truth = fixture.run("order abba")
+        tool.stop()
+    (cycle,) = fixture_cycles(tool)
+    assert cycle["length"] == 2
+    assert {lock["name"] for lock in cycle["locks"]} == {"fx_order_a", "fx_order_b"}
+    assert_edges_match(cycle, truth)
+
+
+def test_three_lock_cycle(fixture: Fixture) -> None:
+    with Tool("deadlock") as tool:
+        truth = fixture.run("order cycle3")
+        tool.stop()
+    (cycle,) = fixture_cycles(tool)
+    assert cycle["length"] == 3
+    assert {lock["name"] for lock in cycle["locks"]} == FIXTURE_ORDER_LOCKS
+    assert_edges_match(cycle, truth)
+
+
+def test_consistent_order_is_no_cycle(fixture: Fixture) -> None:
+    with Tool("deadlock") as tool:
+        fixture.run("order consistent")
+        tool.stop()
+    assert fixture_cycles(tool) == []
+    assert tool.of_type("stats")[0]["edges"] > 0
+
+
+def test_lock_taken_in_hardirq_and_with_irqs_on(fixture: Fixture) -> None:
+    with Tool("deadlock") as tool:
+        truth = fixture.run("order irq_unsafe")
+        tool.stop()
+    found = [u for u in tool.of_type("irq_unsafe_lock") if u["name"] == "fx_irq_lock"]
+    assert len(found) == 1, tool.of_type("irq_unsafe_lock")
+    (unsafe,) = found
+    assert unsafe["addr"] == truth["lock_addr"]
+    assert unsafe["pid"] == truth["irqs_on_task"]["pid"]
+    assert any(f.startswith("fx_irq_handler+") for f in unsafe["hardirq_stack"]), unsafe
+    assert any(f.startswith(truth["irqs_on_function"] + "+") for f in unsafe["irqs_on_stack"]), \
+        unsafe
+
+
+def test_real_deadlock_is_reported_within_5s(fixture: Fixture) -> None:
+    with Tool("deadlock") as tool:
+        try:
+            truth = fixture.run("deadlock")
+            time.sleep(6)
+        finally:
+            fixture.run("release")
+        tool.stop()
+    (deadlock,) = tool.of_type("deadlock")
+    assert deadlock["detected_ns"] - truth["started_ns"] <= 5_000_000_000
+    tasks = {t["pid"]: t for t in deadlock["tasks"]}
+    a, b = truth["task_a"], truth["task_b"]
+    assert set(tasks) == {a["pid"], b["pid"]}
+    mutex_a, mutex_b = truth["mutexes"]
+    for task, waits_for, holds in ((a, mutex_b, mutex_a), (b, mutex_a, mutex_b)):
+        found = tasks[task["pid"]]
+        assert found["comm"] == task["comm"]
+        assert (found["waits_for"], found["lock_name"]) == (waits_for["addr"], waits_for["name"])
+        assert {"addr": holds["addr"], "name": holds["name"]} in found["holds"]
+        assert any(f.startswith("fx_deadlock_take+") for f in found["stack"]), found
+
+
+def test_hung_task_names_the_owner(fixture: Fixture) -> None:
+    with Tool("deadlock", "--hung-after", "2") as tool:
+        try:
+            truth = fixture.run("hung")
+            time.sleep(4)
+        finally:
+            fixture.run("release")
+        tool.stop()
+    waiter, owner = truth["waiter"], truth["owner"]
+    hung = {h["pid"]: h for h in tool.of_type("hung_task")}
+    assert waiter["pid"] in hung, tool.of_type("hung_task")
+    found = hung[waiter["pid"]]
+    assert found["comm"] == waiter["comm"]
+    assert found["owner_pid"] == owner["pid"]
+    assert (found["waits_for"], found["lock_name"]) == (truth["mutex"]["addr"], "fx_hung_mutex")
+    assert found["blocked_ns"] >= 2_000_000_000 and not found["blocked_before_start"]
+    assert any("fx_hung_wait" in f for f in found["stack"]), found
+    # the owner sleeps in D too (waiting for its completion), holding the mutex, waiting for no lock
+    assert hung[owner["pid"]]["waits_for"] is None
+    assert not tool.of_type("deadlock")
