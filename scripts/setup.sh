@@ -11,6 +11,7 @@ packages=(
   busybox-static kmod                                      # virtme-ng's guest init, insmod
   clang llvm libbpf-dev libbpf1 bpftool make gcc           # BPF objects and the fixture module
   python3-venv stress-ng                                   # the venv; load for the soak test
+  chromium                                                 # renders the HTML report in a test
 )
 if [ "${1:-}" = "--bench" ]; then
   packages+=(bpfcc-tools linux-perf)                       # klockstat, perf bench

@@ -184,6 +184,8 @@ def main() -> int:
                              "(for debugging a hung guest)")
     parser.add_argument("--junit", type=Path, metavar="XML",
                         help="copy the kernel tests' JUnit XML report here")
+    parser.add_argument("--tests", nargs="+", default=["tests/kernel"], metavar="PATH",
+                        help="kernel test files or directories to run (default: tests/kernel)")
     parser.add_argument("command", nargs="*",
                         help="command to run in the guest (default: the kernel tests)")
     args = parser.parse_args()
@@ -194,7 +196,7 @@ def main() -> int:
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
     command = args.command or [str(VENV / "bin" / "python"), "-m", "pytest", "-v", "--timeout", "600",
-                               f"--junitxml={results / 'junit.xml'}", "tests/kernel"]
+                               f"--junitxml={results / 'junit.xml'}", *args.tests]
     log(f"booting {image} ({release}) under TCG: {' '.join(command)}")
     # The script goes in a file: vng passes --exec on the kernel command line, whose
     # length is limited (a long one overflowed a buffer and stopped the guest at boot).

@@ -10,12 +10,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from irqlock import __version__
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import DEFAULT_BTF
 from irqlock.units import parse_duration_ns
+
+if TYPE_CHECKING:
+    from irqlock.tracerset import Selection
 
 EXIT_USAGE = 2
 
@@ -56,6 +59,27 @@ DEADLOCK_EXAMPLES = """examples:
   irqlock deadlock --hung-after 2    # report tasks blocked 2 s or more
 """
 
+RECORD_EXAMPLES = """examples:
+  irqlock record -o run.db --irqoff --locks -d 60     # IRQ-off windows and locks, one minute
+  irqlock record -o run.db --irqoff -t 200us --irq 24 --deadlock   # until Ctrl-C
+  irqlock report run.db --html run.html                # then look at it
+"""
+
+REPORT_EXAMPLES = """examples:
+  irqlock report run.db                    # a summary on the console
+  irqlock report run.db -j | jq -c 'select(.type == "irqoff")'
+  irqlock report run.db --html run.html    # a page with histograms, timeline, flame graph
+  irqlock report run.db --folded run.folded && flamegraph.pl run.folded > irqoff.svg
+"""
+
+SERVE_EXAMPLES = """examples:
+  irqlock serve --irqoff --locks --deadlock        # metrics on http://127.0.0.1:9464/metrics
+  irqlock serve --irqoff -t 500us --listen 0.0.0.0:9464   # reachable from other hosts
+  irqlock status                                   # from another shell
+  irqlock config threshold=2ms irq=24              # reconfigure the running session
+  irqlock clear                                    # start counting again
+"""
+
 MAIN_EXAMPLES = """examples:
   irqlock check                      # what this kernel offers and each tool's plan
   irqlock check -j | jq .plan        # the plan as JSON
@@ -63,6 +87,8 @@ MAIN_EXAMPLES = """examples:
   irqlock irq 24 --handlers          # IRQ 24's disabled windows and handler run times
   irqlock locks -d 10                # kernel locks by hold time, with their holders
   irqlock deadlock -d 60             # lock-order cycles, deadlocks and hung tasks
+  irqlock record -o run.db --irqoff --locks -d 60 && irqlock report run.db --html run.html
+  irqlock serve --irqoff --locks     # Prometheus metrics; irqlock status|config|clear
 
 Run 'irqlock COMMAND --help' for a command's flags and examples.
 """
@@ -195,10 +221,110 @@ def _cmd_locks(args: argparse.Namespace) -> int:
 def _cmd_deadlock(args: argparse.Namespace) -> int:
     from irqlock import deadlock_cmd
     from irqlock.kernel.features import probe
+    from irqlock.tracers.deadlock import DeadlockOptions
 
-    options = deadlock_cmd.DeadlockOptions(hung_after_ns=round(args.hung_after * 1e9),
+    options = DeadlockOptions(hung_after_ns=round(args.hung_after * 1e9),
                                            max_edges=args.max_edges, max_locks=args.max_locks)
     return deadlock_cmd.run(options, probe(args.btf), args.duration, args.ready_file, args.json)
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    """The tracers record and serve run, from their shared flags."""
+    from irqlock.tracers.deadlock import DeadlockOptions
+    from irqlock.tracers.irqline import IrqlineConfig
+    from irqlock.tracers.irqoff import DEFAULT_PERIOD_NS, IrqoffConfig
+    from irqlock.tracerset import Selection
+
+    irqoff = IrqoffConfig(threshold_ns=args.threshold, mode=args.mode,
+                          period_ns=args.period or DEFAULT_PERIOD_NS) if args.irqoff else None
+    irq = None
+    if args.irq:
+        irqs = None if "all" in args.irq else sorted({int(i) for i in args.irq})
+        irq = IrqlineConfig(irqs=irqs, threshold_ns=args.irq_threshold, handlers=args.handlers)
+    deadlock = DeadlockOptions(hung_after_ns=round(args.hung_after * 1e9),
+                               max_locks=args.max_locks) if args.deadlock else None
+    return Selection(irqoff=irqoff, irq=irq, locks=args.locks, deadlock=deadlock,
+                     max_locks=args.max_locks)
+
+
+def _irq_choice(text: str) -> str:
+    if text != "all" and not text.isdigit():
+        raise argparse.ArgumentTypeError(f"an IRQ number or 'all', not {text!r}")
+    return text
+
+
+def _tracer_flags() -> _Parser:
+    """Which tracers record and serve run, and their main settings."""
+    from irqlock.tracers.locks import DEFAULT_MAX_LOCKS
+
+    flags = _Parser(add_help=False)
+    flags.add_argument("--irqoff", action="store_true", help="IRQ-off windows (irqlock irqoff)")
+    _threshold(flags, 1_000_000, "1ms")
+    flags.add_argument("-m", "--mode", choices=["auto", "exact", "sample"], default="auto",
+                       help="IRQ-off sources, as irqlock irqoff -m")
+    flags.add_argument("--period", type=_duration, metavar="TIME",
+                       help="IRQ-off sampling period (default: 500us)")
+    flags.add_argument("--irq", action="append", type=_irq_choice, metavar="IRQ",
+                       help="disabled windows of this IRQ line (repeat for more, or 'all')")
+    flags.add_argument("--irq-threshold", type=_duration, default=0, metavar="TIME",
+                       help="IRQ-line windows at least this long (default: all)")
+    flags.add_argument("--handlers", action="store_true",
+                       help="with --irq: the handlers' run-time histograms")
+    flags.add_argument("--locks", action="store_true", help="lock statistics (irqlock locks)")
+    flags.add_argument("--deadlock", action="store_true",
+                       help="lock-order cycles, IRQ-unsafe locks, deadlocks, hung tasks")
+    flags.add_argument("--hung-after", type=_seconds, default=10.0, metavar="SECONDS",
+                       help="with --deadlock: tasks in D state this long are hung (default: 10)")
+    flags.add_argument("--max-locks", type=_positive, default=DEFAULT_MAX_LOCKS, metavar="N",
+                       help=f"distinct locks tracked at most (default: {DEFAULT_MAX_LOCKS})")
+    return flags
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from irqlock import record_cmd
+    from irqlock.kernel.features import probe
+
+    return record_cmd.run(_selection(args), args.output, probe(args.btf), args.duration,
+                          args.ready_file, args.json)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from irqlock import report_cmd
+
+    return report_cmd.run(args.recording, args.json, args.html, args.folded)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from irqlock import serve_cmd
+    from irqlock.kernel.features import probe
+
+    return serve_cmd.run(_selection(args), args.listen, probe(args.btf), args.duration,
+                         args.ready_file, args.json)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from irqlock import serve_cmd
+
+    serve_cmd.print_status(serve_cmd.request(args.connect, "GET", "/status"), args.json)
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from irqlock import serve_cmd
+
+    status = serve_cmd.request(args.connect, "POST", "/config",
+                               serve_cmd.parse_settings(args.settings))
+    serve_cmd.print_status(status, args.json)
+    return 0
+
+
+def _cmd_clear(args: argparse.Namespace) -> int:
+    from irqlock import serve_cmd
+
+    serve_cmd.request(args.connect, "POST", "/clear", {})
+    if not args.json:
+        sys.stdout.write("cleared\n")
+    return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -292,6 +418,52 @@ def build_parser() -> argparse.ArgumentParser:
     deadlock.add_argument("--max-locks", type=_positive, default=DEFAULT_MAX_LOCKS, metavar="N",
                           help=f"distinct locks tracked at most (default: {DEFAULT_MAX_LOCKS})")
     deadlock.set_defaults(handler=_cmd_deadlock)
+
+    tracers = _tracer_flags()
+    record = sub.add_parser("record", parents=[shared, _run_flags(), tracers],
+                            epilog=RECORD_EXAMPLES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            help="run several tracers at once into a SQLite recording")
+    record.add_argument("-o", "--output", type=Path, required=True, metavar="RUN.db",
+                        help="the recording to create (never overwritten)")
+    record.set_defaults(handler=_cmd_record)
+
+    report = sub.add_parser("report", parents=[shared], epilog=REPORT_EXAMPLES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            help="summarize a recording: console, JSON lines, HTML, folded stacks")
+    report.add_argument("recording", type=Path, metavar="RUN.db")
+    report.add_argument("--html", type=Path, metavar="OUT.html",
+                        help="write a self-contained HTML report")
+    report.add_argument("--folded", type=Path, metavar="OUT.folded",
+                        help="write IRQ-off stacks in folded form (FlameGraph, speedscope)")
+    report.set_defaults(handler=_cmd_report)
+
+    from irqlock.serve_cmd import CONFIG_KEYS, DEFAULT_LISTEN
+
+    serve = sub.add_parser("serve", parents=[shared, _run_flags(), tracers],
+                           epilog=SERVE_EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           help="a long-running session: Prometheus metrics, status, config")
+    serve.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                       help=f"where to serve (default: {DEFAULT_LISTEN}, this machine only)")
+    serve.set_defaults(handler=_cmd_serve)
+
+    connect = _Parser(add_help=False)
+    connect.add_argument("--connect", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                         help=f"the irqlock serve session (default: {DEFAULT_LISTEN})")
+    status = sub.add_parser("status", parents=[shared, connect],
+                            help="what a running irqlock serve session does and has seen")
+    status.set_defaults(handler=_cmd_status)
+    config = sub.add_parser("config", parents=[shared, connect],
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            epilog="settings:\n" + "".join(f"  {k:<14} {v}\n"
+                                                           for k, v in CONFIG_KEYS.items()),
+                            help="change a running irqlock serve session's settings")
+    config.add_argument("settings", nargs="+", metavar="KEY=VALUE")
+    config.set_defaults(handler=_cmd_config)
+    clear = sub.add_parser("clear", parents=[shared, connect],
+                           help="make a running irqlock serve session start counting again")
+    clear.set_defaults(handler=_cmd_clear)
     return parser
 
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from irqlock import session
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
-from irqlock.kernel.kallsyms import Kallsyms
-from irqlock.kernel.kmsg import KernelLog, KernelReport
+from irqlock.kernel.kmsg import KernelReport
 from irqlock.tracers.deadlock import (
     Deadlock,
-    DeadlockFinder,
+    DeadlockOptions,
+    DeadlockWatch,
+    Finding,
     HungTask,
     IrqUnsafeLock,
     LockCycle,
@@ -25,19 +25,7 @@ from irqlock.tracers.deadlock import (
 from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
 from irqlock.units import format_ns
 
-LIVE_CHECK_S = 1.0  # wait-for cycles and hung tasks: a deadlock is reported within ~2 s
-ORDER_CHECK_S = 5.0  # the lock-order graph can be large: read it less often
-DEFAULT_MAX_EDGES = 16384
 MAX_EDGES_LIMIT = 1_000_000
-DEFAULT_CYCLE_LIMIT = 1000
-
-
-@dataclass
-class DeadlockOptions:
-    hung_after_ns: int
-    max_edges: int = DEFAULT_MAX_EDGES
-    max_locks: int = 4096
-    cycle_limit: int = DEFAULT_CYCLE_LIMIT
 
 
 def _frames(stack: list[str], indent: str = "      ") -> str:
@@ -107,6 +95,18 @@ class DeadlockPrinter:
                        f"{format_ns(h.blocked_ns)}{waits}\n{_frames(h.stack)}")
         self.out.flush()
 
+    def finding(self, f: Finding) -> None:
+        if isinstance(f, LockCycle):
+            self.cycle(f)
+        elif isinstance(f, IrqUnsafeLock):
+            self.irq_unsafe(f)
+        elif isinstance(f, Deadlock):
+            self.deadlock(f)
+        elif isinstance(f, HungTask):
+            self.hung(f)
+        else:
+            self.kernel(f)
+
     def kernel(self, r: KernelReport) -> None:
         if self.as_json:
             return self._json(r.to_json())
@@ -154,69 +154,37 @@ def run(options: DeadlockOptions, features: KernelFeatures, duration_s: float | 
                          blocked=True, max_edges=options.max_edges)
     plan = choose_functions(config, features)
     printer = DeadlockPrinter(as_json)
-    kernel_log = KernelLog()
     with LocksTracer(config, plan) as tracer:
-        finder = DeadlockFinder(tracer, Kallsyms.load(), options.hung_after_ns,
-                                options.cycle_limit)
-        seeded = finder.seed_blocked()
-        live = "live wait-for cycles" if plan.contention else \
-            "no live deadlocks (no lock:contention tracepoints)"
-        if as_json:
-            printer.out.write(json.dumps({
-                "type": "deadlock_plan", "functions": len(plan.functions),
-                "contention": plan.contention, "hung_after_ns": options.hung_after_ns,
-                "kernel_log": kernel_log.error or "ok"}) + "\n")
-        else:
-            printer.out.write(f"Watching {len(plan.functions)} lock functions for lock-order "
-                              f"cycles and IRQ-unsafe locks, {live}, tasks in D state over "
-                              f"{format_ns(options.hung_after_ns)}. Ctrl-C to stop.\n")
-        printer.out.flush()
-        next_live = next_order = time.monotonic()
+        watch = DeadlockWatch(tracer, options)
+        try:
+            live = "live wait-for cycles" if plan.contention else \
+                "no live deadlocks (no lock:contention tracepoints)"
+            if as_json:
+                printer.out.write(json.dumps({
+                    "type": "deadlock_plan", "functions": len(plan.functions),
+                    "contention": plan.contention, "hung_after_ns": options.hung_after_ns,
+                    "kernel_log": watch.kernel_log.error or "ok"}) + "\n")
+            else:
+                printer.out.write(f"Watching {len(plan.functions)} lock functions for lock-order "
+                                  f"cycles and IRQ-unsafe locks, {live}, tasks in D state over "
+                                  f"{format_ns(options.hung_after_ns)}. Ctrl-C to stop.\n")
+            printer.out.flush()
 
-        def report_live() -> None:
-            now = time.monotonic_ns()
-            for d in finder.deadlocks(now):
-                printer.deadlock(d)
-            for h in finder.hung_tasks(now):
-                printer.hung(h)
-            for r in kernel_log.reports():
-                printer.kernel(r)
+            def poll(timeout_ms: int) -> int:
+                time.sleep(timeout_ms / 1000)
+                for finding in watch.poll():
+                    printer.finding(finding)
+                return 0
 
-        def report_order() -> None:
-            for c in finder.lock_cycles():
-                printer.cycle(c)
-            for u in finder.irq_unsafe_locks():
-                printer.irq_unsafe(u)
+            def detach() -> None:
+                for finding in watch.before_detach():
+                    printer.finding(finding)
+                tracer.detach()
 
-        def poll(timeout_ms: int) -> int:
-            nonlocal next_live, next_order
-            time.sleep(timeout_ms / 1000)
-            now = time.monotonic()
-            if now >= next_live:
-                report_live()
-                next_live = now + LIVE_CHECK_S
-            if now >= next_order:
-                report_order()
-                next_order = now + ORDER_CHECK_S
-            return 0
-
-        def detach() -> None:
-            # What is blocked is judged while the probes still run (a detached tracer no
-            # longer sees wake-ups); the order graph is complete once they stop.
-            report_live()
-            tracer.detach()
-
-        session.run(poll, duration_s, ready_file, detach)
-        report_order()
-        stats = tracer.stats()
-        stats.update(tool="deadlock", edges=tracer.obj.map("edges").count(),
-                     max_edges=options.max_edges, cycle_limit=options.cycle_limit,
-                     cycles_truncated=finder.seen.cycles_truncated,
-                     edges_dropped=tracer.obj.read_global("edges_dropped"),
-                     irq_uses_dropped=tracer.obj.read_global("irq_uses_dropped"),
-                     blocked_dropped=tracer.obj.read_global("blocked_dropped"),
-                     blocked_before_start=seeded, kernel_log=kernel_log.error or "ok",
-                     kernel_log_lost=kernel_log.lost)
-        kernel_log.close()
-        printer.stats(stats)
+            session.run(poll, duration_s, ready_file, detach)
+            for finding in watch.final():
+                printer.finding(finding)
+            printer.stats(watch.stats())
+        finally:
+            watch.close()
     return 0

@@ -17,6 +17,7 @@ from irqlock.tracers.irqoff import (
     IrqoffConfig,
     IrqoffTracer,
     IrqoffWindow,
+    SourcePlan,
     choose_sources,
     online_cpus,
     tgid_exists,
@@ -76,8 +77,8 @@ class IrqoffPrinter:
             self.out.write(f"WARNING: {lost} windows were lost (ring buffer full)\n")
 
 
-def run(config: IrqoffConfig, features: KernelFeatures, duration_s: float | None,
-        ready_file: Path | None, as_json: bool) -> int:
+def validate(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan:
+    """Checks the request against this machine; returns the sources to use."""
     if config.period_ns < MIN_PERIOD_NS:
         raise IrqlockError(f"--period must be at least {format_ns(MIN_PERIOD_NS)}: a shorter one "
                            "can keep a slow CPU busy in the sampler's interrupt")
@@ -89,7 +90,12 @@ def run(config: IrqoffConfig, features: KernelFeatures, duration_s: float | None
         raise IrqlockError(f"no process with pid {config.tgid}")
     if config.cpu is not None and config.cpu not in online_cpus():
         raise IrqlockError(f"cpu {config.cpu} is not online (online: {online_cpus()})")
-    plan = choose_sources(config, features)
+    return choose_sources(config, features)
+
+
+def run(config: IrqoffConfig, features: KernelFeatures, duration_s: float | None,
+        ready_file: Path | None, as_json: bool) -> int:
+    plan = validate(config, features)
     printer = IrqoffPrinter(as_json)
     with IrqoffTracer(config, plan, printer.window) as tracer:
         description = plan.describe(config.period_ns)

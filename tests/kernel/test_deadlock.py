@@ -70,7 +70,7 @@ def test_lock_taken_in_hardirq_and_with_irqs_on(fixture: Fixture) -> None:
     assert unsafe["pid"] == truth["irqs_on_task"]["pid"]
     assert any(f.startswith("fx_irq_handler+") for f in unsafe["hardirq_stack"]), unsafe
     assert any(f.startswith(truth["irqs_on_function"] + "+") for f in unsafe["irqs_on_stack"]), \
-        unsafe
+        unsafe["irqs_on_stack"]
 
 
 def test_real_deadlock_is_reported_within_5s(fixture: Fixture) -> None:

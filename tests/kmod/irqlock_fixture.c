@@ -718,12 +718,18 @@ static int fx_order_thread(struct fx_thread *t)
 }
 
 /* HARDIRQ-ON use of an IN-HARDIRQ lock, held long enough (20 ms) for the timer
- * interrupt to land while it is held: what makes it a deadlock waiting to happen. */
-static noinline void fx_irq_lock_irqs_on(void)
+ * interrupt to land while it is held: what makes it a deadlock waiting to happen.
+ * Returns the hold, so the unlock is not a tail call (it keeps this frame on the
+ * unlock's stack). */
+static noinline u64 fx_irq_lock_irqs_on(void)
 {
+	u64 start;
+
 	spin_lock(&fx_irq_lock);
-	spin_for(ktime_get_ns(), 20 * NSEC_PER_MSEC);
+	start = ktime_get_ns();
+	spin_for(start, 20 * NSEC_PER_MSEC);
 	spin_unlock(&fx_irq_lock);
+	return ktime_get_ns() - start;
 }
 
 static int fx_irq_unsafe_thread(struct fx_thread *t)

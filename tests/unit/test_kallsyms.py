@@ -7,7 +7,7 @@ import pytest
 from irqlock.errors import IrqlockError
 from irqlock.kernel.kallsyms import Kallsyms
 
-LINES = """\
+TEXT = """\
 0000000000000000 A fixed_percpu_data
 ffffffff81000000 T _stext
 ffffffff81001000 T _raw_spin_lock_irqsave
@@ -20,12 +20,12 @@ ffffffffc0500000 t bpf_prog_370d8d4dfa866133_irq_disable_fentry	[bpf]
 ffffffffc0500400 t bpf_trampoline_6442533836	[bpf]
 ffffffffc0639b6c b fx_order_a\t[irqlock_fixture]
 ffffffffc0639b70 b fx_order_b\t[irqlock_fixture]
-""".splitlines()
+"""
 
 
 @pytest.fixture
 def syms() -> Kallsyms:
-    return Kallsyms(LINES)
+    return Kallsyms(TEXT)
 
 
 def test_kernel_function_with_offset_and_size(syms: Kallsyms) -> None:
@@ -60,4 +60,4 @@ def test_stack_leaves_out_the_bpf_program_and_trampoline_taking_it(syms: Kallsym
 
 def test_hidden_addresses_are_one_clear_error() -> None:
     with pytest.raises(IrqlockError, match="kptr_restrict"):
-        Kallsyms(["0000000000000000 T _stext", "0000000000000000 t helper"])
+        Kallsyms("0000000000000000 T _stext\n0000000000000000 t helper\n")

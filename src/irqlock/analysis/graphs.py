@@ -123,7 +123,12 @@ def _cycles_through(start: Node, successors: Mapping[Node, list[Node]], allowed:
 
 def simple_cycles(graph: Mapping[Node, Iterable[Node]],
                   limit: int = DEFAULT_CYCLE_LIMIT) -> Cycles:
-    """Every elementary cycle of length >= 2 (self-loops are not lock-order cycles)."""
+    """Every elementary cycle of length >= 2 (self-loops are not lock-order cycles).
+
+    Johnson: the least node of the strongly connected component holding it starts
+    a search for the cycles through it; then it leaves the graph, and the
+    components of what remains are found again.
+    """
     successors: dict[Node, list[Node]] = {}
     for node, targets in graph.items():
         successors.setdefault(node, [])
@@ -132,13 +137,15 @@ def simple_cycles(graph: Mapping[Node, Iterable[Node]],
                 successors[node].append(target)
             successors.setdefault(target, [])
     found: list[list[Node]] = []
-    for component in strongly_connected(successors):
-        if len(component) < 2:
-            continue
-        remaining = sorted(component)
-        while len(remaining) > 1:
-            start = remaining[0]
-            if not _cycles_through(start, successors, set(remaining), limit, found):
-                return Cycles([_canonical(c) for c in found], truncated=True)
-            remaining = remaining[1:]
+    remaining = set(successors)
+    while remaining:
+        induced = {n: [t for t in successors[n] if t in remaining] for n in remaining}
+        components = [c for c in strongly_connected(induced) if len(c) > 1]
+        if not components:
+            break
+        component = min(components, key=min)
+        start = min(component)
+        if not _cycles_through(start, successors, set(component), limit, found):
+            return Cycles([_canonical(c) for c in found], truncated=True)
+        remaining.discard(start)
     return Cycles([_canonical(c) for c in found], truncated=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,15 +141,10 @@ def _btf_functions(btf_path: Path, names: Iterable[str]) -> set[str]:
 
 def _function_support(names: list[str], btf_path: Path | None, tracefs: Path | None,
                       kprobes: bool) -> dict[str, FunctionSupport]:
-    traceable: set[str] = set()
-    if tracefs:
-        for line in _read_lines(tracefs / "available_filter_functions"):
-            traceable.add(line.split()[0] if line else "")
-    text_symbols: set[str] = set()
-    for line in _read_lines(Path("/proc/kallsyms")):
-        parts = line.split()
-        if len(parts) >= 3 and parts[1] in "tT":
-            text_symbols.add(parts[2])
+    # One line per function, "name" or "name [module]": a set of whole lines answers
+    # for kernel functions without splitting ~50,000 lines (slow under emulation).
+    traceable = set(_read_lines(tracefs / "available_filter_functions")) if tracefs else set()
+    text_symbols = _text_symbols(names)
     blacklisted = set()
     for line in _read_lines(KPROBE_BLACKLIST):
         parts = line.split()
@@ -163,6 +159,16 @@ def _function_support(names: list[str], btf_path: Path | None, tracefs: Path | N
         )
         for name in names
     }
+
+
+def _text_symbols(names: list[str]) -> set[str]:
+    """Which of ``names`` are kernel functions in /proc/kallsyms (one regex pass, no table)."""
+    try:
+        text = Path("/proc/kallsyms").read_text()
+    except OSError:
+        return set()
+    pattern = re.compile(r"^\S+ [tT] (" + "|".join(map(re.escape, names)) + r")$", re.M)
+    return set(pattern.findall(text))
 
 
 def _perf_cpu_clock() -> Capability:

@@ -24,7 +24,7 @@ _PATTERNS = [
     ("soft_lockup", re.compile(r"watchdog: BUG: soft lockup - CPU#(?P<cpu>\d+) stuck for "
                                r"(?P<seconds>\d+)s! \[(?P<comm>.+?):(?P<pid>\d+)\]")),
     ("hard_lockup", re.compile(r"Watchdog detected hard LOCKUP on cpu (?P<cpu>\d+)")),
-    ("rcu_stall", re.compile(r"rcu: INFO: \S+ (?:self-)?detected stalls? on CPUs?/tasks")),
+    ("rcu_stall", re.compile(r"rcu: INFO: \S+ (?:self-)?detected stalls? on CPU")),
     ("lockdep", re.compile(r"(possible circular locking dependency detected|"
                            r"possible recursive locking detected|"
                            r"inconsistent lock state|possible irq lock inversion dependency)")),

@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from irqlock.analysis.graphs import simple_cycles
+from irqlock.analysis.graphs import DEFAULT_CYCLE_LIMIT, simple_cycles
 from irqlock.bpf.loader import Map
 from irqlock.kernel.kallsyms import Kallsyms
+from irqlock.kernel.kmsg import KernelLog, KernelReport
 from irqlock.tracers.locks import (
+    DEFAULT_MAX_EDGES,
+    DEFAULT_MAX_LOCKS,
     MAX_STACK,
     TASK_COMM_LEN,
     HolderKey,
@@ -423,3 +426,80 @@ class DeadlockFinder:
                                                             flags=BLOCKED_BEFORE_START)))
                 seeded += 1
         return seeded
+
+
+@dataclass
+class DeadlockOptions:
+    hung_after_ns: int
+    max_edges: int = DEFAULT_MAX_EDGES
+    max_locks: int = DEFAULT_MAX_LOCKS
+    cycle_limit: int = DEFAULT_CYCLE_LIMIT
+
+
+Finding = LockCycle | IrqUnsafeLock | Deadlock | HungTask | KernelReport
+
+
+class DeadlockWatch:
+    """The finder on a schedule: live findings every second, the order graph every 5 s.
+
+    A deadlock forms and is reported within about two seconds; the lock-order graph
+    can be large, so it is read less often (and once more at the end).
+    """
+
+    LIVE_EVERY_S = 1.0
+    ORDER_EVERY_S = 5.0
+
+    def __init__(self, tracer: LocksTracer, options: DeadlockOptions) -> None:
+        self.tracer = tracer
+        self.options = options
+        self.finder = DeadlockFinder(tracer, tracer.kallsyms, options.hung_after_ns,
+                                     options.cycle_limit)
+        self.kernel_log = KernelLog()
+        self.blocked_before_start = self.finder.seed_blocked()
+        self._next_live = self._next_order = time.monotonic()
+
+    def _live(self) -> list[Finding]:
+        now = time.monotonic_ns()
+        found: list[Finding] = [*self.finder.deadlocks(now), *self.finder.hung_tasks(now)]
+        return found + list(self.kernel_log.reports())
+
+    def _order(self) -> list[Finding]:
+        return [*self.finder.lock_cycles(), *self.finder.irq_unsafe_locks()]
+
+    def poll(self) -> list[Finding]:
+        """What is new, when its time has come (call often)."""
+        now, found = time.monotonic(), []
+        if now >= self._next_live:
+            found += self._live()
+            self._next_live = now + self.LIVE_EVERY_S
+        if now >= self._next_order:
+            found += self._order()
+            self._next_order = now + self.ORDER_EVERY_S
+        return found
+
+    def before_detach(self) -> list[Finding]:
+        """Blocked tasks are judged while the probes run (detached, we miss wake-ups)."""
+        return self._live()
+
+    def final(self) -> list[Finding]:
+        """The order graph is complete once the probes are detached."""
+        return self._order()
+
+    def forget_reported(self) -> None:
+        self.finder.seen = DeadlockState()
+
+    def stats(self) -> dict[str, Any]:
+        g = self.tracer.obj.read_global
+        stats = self.tracer.stats()
+        stats.update(tool="deadlock", edges=self.tracer.obj.map("edges").count(),
+                     max_edges=self.options.max_edges, cycle_limit=self.options.cycle_limit,
+                     cycles_truncated=self.finder.seen.cycles_truncated,
+                     edges_dropped=g("edges_dropped"), irq_uses_dropped=g("irq_uses_dropped"),
+                     blocked_dropped=g("blocked_dropped"),
+                     blocked_before_start=self.blocked_before_start,
+                     kernel_log=self.kernel_log.error or "ok",
+                     kernel_log_lost=self.kernel_log.lost)
+        return stats
+
+    def close(self) -> None:
+        self.kernel_log.close()

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from irqlock.analysis.histograms import LOGLIN_BUCKETS, loglinear_percentile
+from irqlock.analysis.histograms import LOGLIN_BUCKETS, loglinear_bounds, loglinear_percentile
 from irqlock.bpf.loader import BpfObject
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import (
@@ -110,12 +110,15 @@ class Timing:
     max: int
     p50: int
     p99: int
+    # (bucket's lower bound in ns, count) of each non-empty log-linear bucket, ascending
+    histogram: list[tuple[int, int]] = field(default_factory=list)
 
     @classmethod
     def of(cls, total: int, max_ns: int, hist: ctypes.Array[ctypes.c_uint32]) -> Timing:
         counts = list(hist)
         return cls(total=total, max=max_ns, p50=loglinear_percentile(counts, 0.50, max_ns),
-                   p99=loglinear_percentile(counts, 0.99, max_ns))
+                   p99=loglinear_percentile(counts, 0.99, max_ns),
+                   histogram=[(loglinear_bounds(i)[0], n) for i, n in enumerate(counts) if n])
 
     def to_json(self) -> dict[str, int]:
         return {"total": self.total, "max": self.max, "p50": self.p50, "p99": self.p99}
@@ -155,6 +158,8 @@ class LockRecord:
                 "kind": self.kind, "acquisitions": self.acquisitions,
                 "contended": self.contended, "hold_ns": self.hold.to_json(),
                 "wait_ns": self.wait.to_json(),
+                "hold_histogram": [list(b) for b in self.hold.histogram],
+                "wait_histogram": [list(b) for b in self.wait.histogram],
                 "holders": [h.to_json() for h in self.holders]}
 
 
@@ -201,7 +206,7 @@ class LocksTracer:
             self._configure()
             self.obj.load()
             self._attach()
-            self._kallsyms = Kallsyms.load()
+            self.kallsyms = Kallsyms.load()
         except BaseException:
             self.obj.close()
             raise
@@ -249,7 +254,7 @@ class LocksTracer:
             k = HolderKey.from_buffer_copy(key)
             h = HolderStruct.from_buffer_copy(value)
             stack = caller_frames(
-                self._kallsyms.stack(list(h.stack[: max(h.stack_bytes, 0) // 8])))
+                self.kallsyms.stack(list(h.stack[: max(h.stack_bytes, 0) // 8])))
             result.setdefault(k.lock, []).append(Holder(
                 pid=k.pid, tgid=h.tgid, comm=h.comm.decode(errors="replace"),
                 acquisitions=h.acquisitions, first_stack=stack))
@@ -265,7 +270,7 @@ class LocksTracer:
             lock_holders = sorted(holders.get(addr, []), key=lambda h: -h.acquisitions)
             first = next((h for h in lock_holders if h.pid == s.first_pid), None)
             records.append(LockRecord(
-                addr=addr, name=self._kallsyms.data_name(addr),
+                addr=addr, name=self.kallsyms.data_name(addr),
                 site=first.first_stack[0] if first and first.first_stack else None,
                 kind=KINDS[s.kind] if s.kind < len(KINDS) else "unknown",
                 acquisitions=s.acquisitions, contended=s.contended,

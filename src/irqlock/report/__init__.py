@@ -1,0 +1,1 @@
+"""What users keep and look at: SQLite recordings, console summaries, HTML reports, metrics."""

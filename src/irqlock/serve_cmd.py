@@ -1,0 +1,337 @@
+"""`irqlock serve`: a long-running session that other shells and Prometheus talk to.
+
+The session runs the chosen tracers and serves, on localhost by default:
+
+    GET  /metrics   Prometheus text format (histograms, findings, drops)
+    GET  /status    JSON: settings, counts, the latest records, tracer statistics
+    POST /config    JSON {"threshold": "2ms", "irq": "24,25", ...}: reconfigure
+    POST /clear     start counting again
+
+`irqlock status`, `irqlock config KEY=VALUE ...` and `irqlock clear` are the
+clients: the part the seed system's procfs files played.  The HTTP thread only
+reads what the main loop prepared and hands commands to it; the tracers are
+touched by the main loop alone.  Nothing received is executed: settings are
+parsed as durations and numbers, and anything else is refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import queue
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from irqlock import session
+from irqlock.errors import IrqlockError
+from irqlock.kernel.features import KernelFeatures
+from irqlock.report.prometheus import Metrics
+from irqlock.tracers.irqline import IrqlineConfig
+from irqlock.tracerset import Selection, TracerSet
+from irqlock.units import parse_duration_ns
+
+DEFAULT_LISTEN = "127.0.0.1:9464"
+RECENT = 200  # latest records kept for /status
+REFRESH_S = 1.0  # how often the main loop refreshes what /metrics and /status show
+COMMAND_TIMEOUT_S = 300.0  # a reconfiguration reloads BPF objects: slow under emulation
+CONFIG_KEYS = {
+    "threshold": "IRQ-off threshold (TIME: 500us, 2ms)",
+    "irq": "IRQ lines to watch (N[,N...], all, or none)",
+    "irq_threshold": "IRQ-line window threshold (TIME)",
+    "hung_after": "hung-task threshold (seconds)",
+}
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise IrqlockError(f"bad address {text!r}: use HOST:PORT, e.g. {DEFAULT_LISTEN}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def apply_config(selection: Selection, settings: dict[str, str]) -> Selection:
+    """A new selection with `settings` applied; raises IrqlockError on anything unknown."""
+    new = replace(selection)
+    for key, value in settings.items():
+        if key not in CONFIG_KEYS:
+            raise IrqlockError(f"unknown setting {key!r} (known: {', '.join(CONFIG_KEYS)})")
+        if not isinstance(value, str):
+            raise IrqlockError(f"{key}: give the value as text")
+        if key == "threshold":
+            if new.irqoff is None:
+                raise IrqlockError("threshold: this session does not trace IRQ-off windows")
+            new.irqoff = replace(new.irqoff, threshold_ns=parse_duration_ns(value))
+        elif key == "irq":
+            new.irq = _irq_setting(value, new.irq)
+        elif key == "irq_threshold":
+            if new.irq is None:
+                raise IrqlockError("irq_threshold: this session does not trace IRQ lines")
+            new.irq = replace(new.irq, threshold_ns=parse_duration_ns(value))
+        elif key == "hung_after":
+            if new.deadlock is None:
+                raise IrqlockError("hung_after: this session does not look for deadlocks")
+            try:
+                seconds = float(value)
+            except ValueError:
+                raise IrqlockError(f"hung_after: not a number of seconds: {value!r}") from None
+            if seconds <= 0:
+                raise IrqlockError("hung_after: must be positive")
+            new.deadlock = replace(new.deadlock, hung_after_ns=round(seconds * 1e9))
+    return new
+
+
+def _irq_setting(value: str, current: IrqlineConfig | None) -> IrqlineConfig | None:
+    base = current or IrqlineConfig(irqs=[])
+    if value == "none":
+        return None
+    if value == "all":
+        return replace(base, irqs=None)
+    try:
+        irqs = sorted({int(part) for part in value.split(",")})
+    except ValueError:
+        raise IrqlockError(f"irq: give IRQ numbers (24 or 24,25), all or none, not {value!r}") \
+            from None
+    return replace(base, irqs=irqs)
+
+
+@dataclass
+class Command:
+    name: str  # config | clear
+    settings: dict[str, str] = field(default_factory=dict)
+    done: threading.Event = field(default_factory=threading.Event)
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Session:
+    """The tracers, what they have shown, and the commands other shells send."""
+
+    def __init__(self, selection: Selection, features: KernelFeatures) -> None:
+        self.selection = selection
+        self.features = features
+        self.metrics = Metrics()
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.counts: dict[str, int] = {}
+        self.started = time.monotonic()
+        self.commands: queue.Queue[Command] = queue.Queue()
+        self.published = {"metrics": "", "status": "{}"}
+        self.published_lock = threading.Lock()
+        self.tracers = TracerSet(selection, features, self.on_record)
+        self._next_refresh = 0.0
+
+    def on_record(self, record: dict[str, Any]) -> None:
+        self.metrics.observe(record)
+        self.recent.append(record)
+        self.counts[record["type"]] = self.counts.get(record["type"], 0) + 1
+
+    def poll(self, timeout_ms: int) -> int:
+        handled = self.tracers.poll(timeout_ms)
+        while not self.commands.empty():
+            self._run(self.commands.get())
+        if time.monotonic() >= self._next_refresh:
+            self.publish()
+        return handled
+
+    def _run(self, command: Command) -> None:
+        try:
+            if command.name == "clear":
+                self.clear()
+            else:
+                self.reconfigure(apply_config(self.selection, command.settings))
+            command.result = self.status()
+        except IrqlockError as exc:
+            command.error = str(exc).splitlines()[0]
+        finally:
+            self.publish()
+            command.done.set()
+
+    def reconfigure(self, selection: Selection) -> None:
+        """Restart with the new settings (thresholds are fixed in a BPF object at load)."""
+        if selection == self.selection:
+            return
+        self.tracers.detach()
+        self.tracers.close()
+        try:
+            self.tracers = TracerSet(selection, self.features, self.on_record)
+        except IrqlockError:
+            self.tracers = TracerSet(self.selection, self.features, self.on_record)
+            raise
+        self.selection = selection
+
+    def clear(self) -> None:
+        self.tracers.clear()
+        self.metrics = Metrics()
+        self.recent.clear()
+        self.counts = {}
+
+    def status(self) -> dict[str, Any]:
+        return {"type": "status", "uptime_s": round(time.monotonic() - self.started, 3),
+                "settings": self.selection.describe(), "counts": dict(self.counts),
+                "stats": self.tracers.stats(), "recent": list(self.recent)}
+
+    def publish(self) -> None:
+        """Prepare what the HTTP thread serves (it never touches the tracers)."""
+        if self.tracers.locks:
+            self.metrics.set_locks(self.tracers.lock_records())
+        self.metrics.set_stats(self.tracers.stats())
+        metrics, status = self.metrics.text(), json.dumps(self.status())
+        with self.published_lock:
+            self.published = {"metrics": metrics, "status": status}
+        self._next_refresh = time.monotonic() + REFRESH_S
+
+    def submit(self, command: Command) -> Command:
+        self.commands.put(command)
+        command.done.wait(COMMAND_TIMEOUT_S)
+        return command
+
+
+def _handler(sess: Session) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "irqlock"
+
+        def _send(self, code: int, body: str, content_type: str) -> None:
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _json(self, code: int, value: dict[str, Any]) -> None:
+            self._send(code, json.dumps(value) + "\n", "application/json")
+
+        def do_GET(self) -> None:
+            with sess.published_lock:
+                published = dict(sess.published)
+            if self.path == "/metrics":
+                self._send(200, published["metrics"], "text/plain; version=0.0.4")
+            elif self.path == "/status":
+                self._send(200, published["status"] + "\n", "application/json")
+            else:
+                self._json(404, {"error": f"no {self.path}: /metrics, /status"})
+
+        def do_POST(self) -> None:
+            if self.path not in ("/config", "/clear"):
+                self._json(404, {"error": f"no {self.path}: POST /config or /clear"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > 65536:
+                self._json(413, {"error": "request too large"})
+                return
+            try:
+                body = json.loads(self.rfile.read(length) or b"{}")
+            except json.JSONDecodeError:
+                self._json(400, {"error": "the body must be a JSON object"})
+                return
+            if not isinstance(body, dict):
+                self._json(400, {"error": "the body must be a JSON object"})
+                return
+            command = sess.submit(Command(self.path.strip("/"), body))
+            if not command.done.is_set():
+                self._json(503, {"error": "the session did not answer in time"})
+            elif command.error:
+                self._json(400, {"error": command.error})
+            else:
+                self._json(200, command.result)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # requests are not news
+
+    return Handler
+
+
+def run(selection: Selection, listen: str, features: KernelFeatures, duration_s: float | None,
+        ready_file: Path | None, as_json: bool) -> int:
+    host, port = parse_listen(listen)
+    if not is_loopback(host):
+        sys.stderr.write(f"irqlock serve: listening on {host}: anyone who reaches this machine "
+                         "can read the metrics and change the session\n")
+    try:
+        server = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
+    except OSError as exc:
+        raise IrqlockError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    try:
+        sess = Session(selection, features)
+        server.RequestHandlerClass = _handler(sess)
+        thread = threading.Thread(target=server.serve_forever, name="irqlock-http", daemon=True)
+        thread.start()
+        try:
+            sess.publish()
+            if not as_json:
+                sys.stdout.write(f"Serving {', '.join(selection.tools)} on "
+                                 f"http://{host}:{port}/metrics (status, config, clear: "
+                                 "irqlock status|config|clear). Ctrl-C to stop.\n")
+                sys.stdout.flush()
+            session.run(sess.poll, duration_s, ready_file, lambda: sess.tracers.detach())
+        finally:
+            server.shutdown()
+            sess.tracers.close()
+    finally:
+        server.server_close()
+    return 0
+
+
+# ---- clients -----------------------------------------------------------------
+
+def request(connect: str, method: str, path: str, body: dict[str, Any] | None = None,
+            opener: Callable[..., Any] = urllib.request.urlopen) -> dict[str, Any]:
+    """One request to a running session; IrqlockError with its message on failure."""
+    host, port = parse_listen(connect)
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://{host}:{port}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with opener(req, timeout=COMMAND_TIMEOUT_S + 10) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except (json.JSONDecodeError, AttributeError):
+            message = exc.reason
+        raise IrqlockError(str(message)) from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise IrqlockError(f"no irqlock serve session at {host}:{port} ({reason})") from None
+
+
+def parse_settings(pairs: list[str]) -> dict[str, str]:
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise IrqlockError(f"bad setting {pair!r}: use KEY=VALUE, e.g. threshold=2ms")
+        settings[key] = value
+    return settings
+
+
+def print_status(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(status) + "\n")
+        return
+    settings = status["settings"]
+    sys.stdout.write(f"session up {status['uptime_s']:.0f} s, tracing {', '.join(settings['tools'])}\n")
+    for key, value in settings.items():
+        if key != "tools" and value is not None:
+            sys.stdout.write(f"  {key}: {value}\n")
+    counts = ", ".join(f"{n} {k}" for k, n in sorted(status["counts"].items())) or "nothing yet"
+    sys.stdout.write(f"seen: {counts}\n")
+    for stats in status["stats"]:
+        sys.stdout.write(f"  {stats['tool']}: lost {stats.get('lost_events', 0)}, recursion "
+                         f"misses {stats.get('recursion_misses', 0)}\n")

@@ -1,0 +1,162 @@
+"""Several tracers in one run, their records through one callback: what record and serve share.
+
+Each tracer is chosen, validated and started as its own command would do it;
+irqlock locks and irqlock deadlock share one lock tracer (deadlock mode is a
+superset).  Records are the JSON objects of DESIGN.md §4.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from irqlock import deadlock_cmd, irqline_cmd, irqoff_cmd, locks_cmd
+from irqlock.errors import IrqlockError
+from irqlock.kernel.features import KernelFeatures
+from irqlock.tracers.deadlock import DeadlockOptions, DeadlockWatch
+from irqlock.tracers.irqline import IrqlineConfig, IrqlineTracer
+from irqlock.tracers.irqoff import IrqoffConfig, IrqoffTracer
+from irqlock.tracers.locks import DEFAULT_MAX_LOCKS, LocksConfig, LocksTracer, choose_functions
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Selection:
+    """Which tracers run, each with its configuration (None: not this one)."""
+
+    irqoff: IrqoffConfig | None = None
+    irq: IrqlineConfig | None = None
+    locks: bool = False
+    deadlock: DeadlockOptions | None = None
+    max_locks: int = DEFAULT_MAX_LOCKS
+
+    @property
+    def tools(self) -> list[str]:
+        return [name for name, on in (("irqoff", self.irqoff), ("irq", self.irq),
+                                      ("locks", self.locks), ("deadlock", self.deadlock)) if on]
+
+    def describe(self) -> dict[str, Any]:
+        """The settings a session shows in its status."""
+        return {"tools": self.tools,
+                "irqoff_threshold_ns": self.irqoff.threshold_ns if self.irqoff else None,
+                "irqs": (None if self.irq is None else "all" if self.irq.irqs is None
+                         else self.irq.irqs),
+                "irq_threshold_ns": self.irq.threshold_ns if self.irq else None,
+                "hung_after_ns": self.deadlock.hung_after_ns if self.deadlock else None}
+
+
+class TracerSet:
+    """The chosen tracers, started together; poll() delivers their records to emit."""
+
+    def __init__(self, selection: Selection, features: KernelFeatures, emit: Emit) -> None:
+        if not selection.tools:
+            raise IrqlockError("choose at least one tracer: --irqoff, --irq N, --locks, --deadlock")
+        self.selection = selection
+        self.features = features
+        self.emit = emit
+        self.irqoff: IrqoffTracer | None = None
+        self.irq: IrqlineTracer | None = None
+        self.locks: LocksTracer | None = None
+        self.watch: DeadlockWatch | None = None
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        s, f = self.selection, self.features
+        if s.irqoff:
+            plan = irqoff_cmd.validate(s.irqoff, f)
+            self.irqoff = IrqoffTracer(s.irqoff, plan, lambda w: self.emit(w.to_json()))
+        if s.irq:
+            method = irqline_cmd.validate(s.irq, f)
+            self.irq = IrqlineTracer(s.irq, method, lambda w: self.emit(w.to_json()))
+        if s.locks or s.deadlock:
+            deadlock = s.deadlock is not None
+            config = LocksConfig(max_locks=s.max_locks, order=deadlock, irq_safety=deadlock,
+                                 blocked=deadlock,
+                                 max_edges=s.deadlock.max_edges if s.deadlock else 1)
+            locks_cmd.validate(config, None, f)
+            self.locks = LocksTracer(config, choose_functions(config, f))
+            if s.deadlock:
+                deadlock_cmd.validate(s.deadlock, f)
+                self.watch = DeadlockWatch(self.locks, s.deadlock)
+
+    def poll(self, timeout_ms: int) -> int:
+        """Deliver what the tracers have; waits up to timeout_ms in all."""
+        rings = [t for t in (self.irqoff, self.irq) if t is not None]
+        handled = 0
+        for tracer in rings:
+            handled += tracer.poll(max(1, timeout_ms // len(rings)))
+        if not rings:
+            time.sleep(timeout_ms / 1000)
+        if self.watch:
+            for finding in self.watch.poll():
+                self.emit(finding.to_json())
+        return handled
+
+    def lock_records(self) -> list[dict[str, Any]]:
+        """Every lock's statistics so far."""
+        return [r.to_json() for r in self.locks.snapshot()] if self.locks else []
+
+    def detach(self) -> None:
+        """Stop watching (live findings are judged first: they need the probes)."""
+        if self.watch:
+            for finding in self.watch.before_detach():
+                self.emit(finding.to_json())
+        for tracer in (self.irqoff, self.irq, self.locks):
+            if tracer is not None:
+                tracer.detach()
+
+    def finish(self) -> None:
+        """After detach: what is only known at the end (lines still disabled, handler run
+        times, the whole lock-order graph)."""
+        while self.poll(0):
+            pass
+        if self.irq:
+            for window in self.irq.still_disabled():
+                self.emit(window.to_json())
+            if self.selection.irq and self.selection.irq.handlers:
+                for handler in self.irq.handler_stats():
+                    self.emit(handler.to_json())
+        if self.watch:
+            for finding in self.watch.final():
+                self.emit(finding.to_json())
+
+    def stats(self) -> list[dict[str, Any]]:
+        result = []
+        if self.irqoff:
+            result.append(self.irqoff.stats())
+        if self.irq:
+            result.append(self.irq.stats())
+        if self.watch:
+            result.append(self.watch.stats())
+        elif self.locks:
+            result.append(self.locks.stats())
+        return result
+
+    def clear(self) -> None:
+        """Start counting again: lock statistics and what findings were already reported."""
+        if self.locks:
+            self.locks.clear()
+        if self.watch:
+            self.watch.forget_reported()
+
+    def close(self) -> None:
+        for tracer in (self.irqoff, self.irq, self.locks):
+            if tracer is not None:
+                tracer.close()
+        if self.watch:
+            self.watch.close()
+
+    def __enter__(self) -> TracerSet:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

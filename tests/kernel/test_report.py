@@ -1,0 +1,230 @@
+"""Recordings, reports and the serve session, against the fixture's own windows and locks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.kernel.fixture import Fixture
+from tests.kernel.tool import Tool
+
+CHROMIUM = shutil.which("chromium")
+
+
+def irqlock(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "irqlock", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def fixture_windows(records: list[dict[str, Any]], truth: dict[str, Any]) -> list[dict[str, Any]]:
+    """The irqoff records of the fixture's task that cover one of its windows."""
+    spans = [(w["start_ns"], w["end_ns"]) for w in truth["windows"]]
+    return [r for r in records if r["type"] == "irqoff" and r["pid"] == truth["task"]["pid"]
+            and any(r["start_ns"] <= start and r["end_ns"] >= end for start, end in spans)]
+
+
+class Recording:
+    """One fixture-driven recording with every tracer, shared by the tests below."""
+
+    def __init__(self, fixture: Fixture, directory: Path) -> None:
+        self.path = directory / "run.db"
+        self.irq = fixture.run("fire 1")["irq"]
+        with Tool("record", "-o", str(self.path), "--irqoff", "-t", "500us", "-m", "exact",
+                  "--irq", str(self.irq), "--deadlock", "--locks") as tool:
+            self.irqoff = fixture.run("irqoff spin_irqsave 1000 3")
+            self.line = fixture.run("irqline disable 2000")
+            self.hold = fixture.run("hold spin 50 50")
+            self.order = fixture.run("order abba")
+            self.live = tool.stop()
+
+
+@pytest.fixture(scope="module")
+def recording(fixture: Fixture) -> Iterator[Recording]:
+    with tempfile.TemporaryDirectory() as directory:
+        yield Recording(fixture, Path(directory))
+
+
+def test_report_json_equals_what_the_live_run_printed(recording: Recording) -> None:
+    done = irqlock("report", str(recording.path), "-j")
+    assert done.returncode == 0, done.stderr
+    reported = [json.loads(line) for line in done.stdout.splitlines()]
+    assert reported == recording.live
+    assert len(fixture_windows(reported, recording.irqoff)) == 3
+    line = [r for r in reported if r["type"] == "irq_disabled" and r["irq"] == recording.irq]
+    assert len(line) == 1 and line[0]["disable_pid"] == recording.line["disable_task"]["pid"]
+    (spin,) = [r for r in reported if r["type"] == "lock" and r["name"] == "fx_spin"]
+    assert spin["acquisitions"] == sum(t["acquisitions"] for t in recording.hold["threads"])
+    assert [c for c in reported if c["type"] == "lock_cycle"
+            and {lock["name"] for lock in c["locks"]} == {"fx_order_a", "fx_order_b"}]
+
+
+def test_console_summary_and_folded_stacks(recording: Recording, tmp_path: Path) -> None:
+    folded = tmp_path / "run.folded"
+    done = irqlock("report", str(recording.path), "--folded", str(folded))
+    assert done.returncode == 0, done.stderr
+    assert "IRQ-off windows:" in done.stdout and "fx_spin" in done.stdout
+    assert "fx_order_a -> fx_order_b -> fx_order_a" in done.stdout \
+        or "fx_order_b -> fx_order_a -> fx_order_b" in done.stdout
+    lines = folded.read_text().splitlines()
+    ours = [line for line in lines if "fx_irqoff_spin_irqsave" in line]
+    assert ours and all(int(line.rsplit(" ", 1)[1]) > 0 for line in ours)
+    # each window is at least the fixture's 1 ms: their stack weighs at least 3 ms
+    assert sum(int(line.rsplit(" ", 1)[1]) for line in ours) >= 3_000_000
+
+
+class _Elements(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_id: dict[str, dict[str, str | None]] = {}
+        self.frames: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if values.get("id"):
+            self.by_id[str(values["id"])] = values
+        if values.get("class") == "frame" and values.get("data-name"):
+            self.frames.append(str(values["data-name"]))
+
+
+def test_html_report_renders_in_chromium_with_the_fixture_data(recording: Recording,
+                                                               tmp_path: Path) -> None:
+    assert CHROMIUM, "no chromium: scripts/setup.sh installs Debian's"
+    page = tmp_path / "run.html"
+    done = irqlock("report", str(recording.path), "--html", str(page))
+    assert done.returncode == 0, done.stderr
+    browser = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={tmp_path / 'profile'}"]
+    shot = tmp_path / "run.png"
+    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1200,3000",
+                    page.as_uri()], capture_output=True, timeout=600, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=600, check=True).stdout
+    elements = _Elements()
+    elements.feed(dom)
+    records = [json.loads(line) for line in irqlock("report", str(recording.path), "-j")
+               .stdout.splitlines()]
+    windows = [r for r in records if r["type"] == "irqoff"]
+    found = elements.by_id
+    assert found["irqoff-histogram"]["data-count"] == str(len(windows))
+    assert found["irqoff-timeline"]["data-count"] == str(len(windows))
+    assert found["irqoff-flamegraph"]["data-total"] == str(sum(w["duration_ns"] for w in windows))
+    assert any("fx_irqoff_spin_irqsave" in name for name in elements.frames)
+    assert found["irq-histogram"]["data-count"] == "1"
+    assert int(str(found["lock-graph"]["data-cycle-edges"])) >= 2
+    assert "lock-hold-histogram-0" in found and "findings" in found
+    assert "fx_order_a" in dom and "fx_spin" in dom
+
+
+def test_killed_recording_still_reports_what_was_flushed(fixture: Fixture, tmp_path: Path) -> None:
+    path = tmp_path / "killed.db"
+    with Tool("record", "-o", str(path), "--irqoff", "-t", "500us", "-m", "exact") as tool:
+        truth = fixture.run("irqoff spin_irqsave 1000 2")
+        time.sleep(3)  # a commit every second
+        tool.proc.send_signal(signal.SIGKILL)
+        tool.proc.communicate(timeout=60)
+    done = irqlock("report", str(path), "-j")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(fixture_windows(records, truth)) == 2
+    summary = irqlock("report", str(path))
+    assert "cut short" in summary.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as response:
+        text = response.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def status(port: int) -> dict[str, Any]:
+    done = irqlock("status", "--connect", f"127.0.0.1:{port}", "-j")
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def wait_published() -> None:
+    time.sleep(2.5)  # the session refreshes what it serves every second
+
+
+def test_serve_metrics_config_and_clear(fixture: Fixture) -> None:
+    port = free_port()
+    connect = f"127.0.0.1:{port}"
+    with Tool("serve", "--irqoff", "-t", "500us", "-m", "exact", "--locks",
+              "--listen", connect) as tool:
+        first = fixture.run("irqoff spin_irqsave 1000 3")
+        hold = fixture.run("hold spin 50 20")
+        wait_published()
+        seen = metrics(port)
+        pid = first["task"]["pid"]
+        assert len(fixture_windows(status(port)["recent"], first)) == 3
+        windows = sum(v for (name, labels), v in seen.items()
+                      if name == "irqlock_irqoff_duration_seconds_count" and ("source", "lock")
+                      in labels)
+        assert windows >= 3
+        acquired = sum(t["acquisitions"] for t in hold["threads"])
+        assert seen[("irqlock_lock_acquisitions_total",
+                     (("kind", "spinlock"), ("lock", "fx_spin")))] == acquired
+
+        done = irqlock("config", "threshold=3ms", "--connect", connect, "-j")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["settings"]["irqoff_threshold_ns"] == 3_000_000
+        short = fixture.run("irqoff spin_irqsave 1000 2")
+        long = fixture.run("irqoff spin_irqsave 5000 1")
+        wait_published()
+        recent = status(port)["recent"]
+        assert fixture_windows(recent, short) == []
+        assert len(fixture_windows(recent, long)) == 1
+
+        done = irqlock("clear", "--connect", connect)
+        assert done.returncode == 0, done.stderr
+        wait_published()
+        cleared = metrics(port)
+        assert not [key for key in cleared if key[0] == "irqlock_lock_acquisitions_total"
+                    and ("lock", "fx_spin") in key[1]]
+        assert not [r for r in status(port)["recent"] if r.get("pid") == pid]
+
+        bad = irqlock("config", "threshold=fast", "--connect", connect)
+        assert bad.returncode == 2 and "bad duration" in bad.stderr
+        assert len(bad.stderr.splitlines()) == 1
+        tool.stop()
+
+
+def test_clients_without_a_session_fail_in_one_line() -> None:
+    done = irqlock("status", "--connect", f"127.0.0.1:{free_port()}")
+    assert done.returncode == 2 and "no irqlock serve session" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+def test_port_in_use_is_one_line(fixture: Fixture) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = irqlock("serve", "--irqoff", "--listen", f"127.0.0.1:{port}", "-d", "1")
+    assert done.returncode == 2 and "cannot listen" in done.stderr, done.stderr
+    assert len(done.stderr.splitlines()) == 1
