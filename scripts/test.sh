@@ -1,7 +1,8 @@
 #!/bin/bash
 # Sets up everything (scripts/setup.sh) and runs every test: lint and types, unit tests on this
 # machine, then the kernel tests in a VM on Debian's stock kernel and, when ../shared/kernels has
-# it, on the preemptirq kernel.  Exits non-zero if anything failed; ends with one summary line.
+# it, on the preemptirq kernel, then the browser test of the HTML report they rendered.
+# Exits non-zero if anything failed; ends with one summary line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
@@ -24,6 +25,10 @@ if compgen -G "../shared/kernels/irqtrace-6.1/linux-image-*.deb" >/dev/null; the
 else
   echo "== skipped: exact-mode kernel tests: no ../shared/kernels/irqtrace-6.1 (see docs/exact-kernel.md)" >&2
 fi
+# The HTML report the VM tests rendered, in headless Chromium on this machine (Chromium
+# under the guest's emulation takes minutes to start).
+step .venv/bin/python -m pytest -q --timeout 600 --junitxml=build/junit/browser.xml tests/browser
+reports+=(build/junit/browser.xml)
 # A report that is missing (a run that never finished) counts as a failure.
 .venv/bin/python scripts/junit_summary.py "${reports[@]}" || status=1
 exit $status

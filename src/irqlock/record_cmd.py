@@ -15,6 +15,7 @@ from irqlock.report.recording import RecordingWriter
 from irqlock.tracerset import Selection, TracerSet
 
 SNAPSHOT_EVERY_S = 5.0  # lock statistics are aggregates: their latest state is saved this often
+SNAPSHOT_SHARE = 0.1  # ... or less often, so that saving them takes at most this share of the time
 PROGRESS_EVERY_S = 1.0
 
 
@@ -67,8 +68,11 @@ def run(selection: Selection, output: Path, features: KernelFeatures, duration_s
                 nonlocal next_snapshot
                 handled = tracers.poll(timeout_ms)
                 if tracers.locks and time.monotonic() >= next_snapshot:
+                    started = time.monotonic()
                     writer.replace_snapshot("lock", tracers.lock_records())
-                    next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
+                    took = time.monotonic() - started
+                    next_snapshot = time.monotonic() + max(SNAPSHOT_EVERY_S, took / SNAPSHOT_SHARE)
+                writer.commit_if_due()
                 progress.show(writer.counts)
                 return handled
 

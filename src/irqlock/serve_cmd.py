@@ -188,7 +188,7 @@ class Session:
     def publish(self) -> None:
         """Prepare what the HTTP thread serves (it never touches the tracers)."""
         if self.tracers.locks:
-            self.metrics.set_locks(self.tracers.lock_records())
+            self.metrics.set_locks(self.tracers.lock_records(with_holders=False))
         self.metrics.set_stats(self.tracers.stats())
         metrics, status = self.metrics.text(), json.dumps(self.status())
         with self.published_lock:

@@ -100,9 +100,9 @@ class TracerSet:
                 self.emit(finding.to_json())
         return handled
 
-    def lock_records(self) -> list[dict[str, Any]]:
-        """Every lock's statistics so far."""
-        return [r.to_json() for r in self.locks.snapshot()] if self.locks else []
+    def lock_records(self, with_holders: bool = True) -> list[dict[str, Any]]:
+        """Every lock's statistics so far (holders and their first stacks cost the most)."""
+        return [r.to_json() for r in self.locks.snapshot(with_holders)] if self.locks else []
 
     def detach(self) -> None:
         """Stop watching (live findings are judged first: they need the probes)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import signal
 import socket
 import subprocess
@@ -12,7 +12,6 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kernel.fixture import Fixture
 from tests.kernel.tool import Tool
-
-CHROMIUM = shutil.which("chromium")
 
 
 def irqlock(*args: str) -> subprocess.CompletedProcess[str]:
@@ -86,49 +83,29 @@ def test_console_summary_and_folded_stacks(recording: Recording, tmp_path: Path)
     assert sum(int(line.rsplit(" ", 1)[1]) for line in ours) >= 3_000_000
 
 
-class _Elements(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.by_id: dict[str, dict[str, str | None]] = {}
-        self.frames: list[str] = []
+def test_html_report_for_the_browser_test(recording: Recording) -> None:
+    """The page of the fixture's recording, and what it must show, for tests/browser.
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        if values.get("id"):
-            self.by_id[str(values["id"])] = values
-        if values.get("class") == "frame" and values.get("data-name"):
-            self.frames.append(str(values["data-name"]))
-
-
-def test_html_report_renders_in_chromium_with_the_fixture_data(recording: Recording,
-                                                               tmp_path: Path) -> None:
-    assert CHROMIUM, "no chromium: scripts/setup.sh installs Debian's"
-    page = tmp_path / "run.html"
+    Chromium under the VM's emulation takes minutes to start; the browser test
+    runs on the host (scripts/test.sh) on what this test leaves in the results
+    directory shared with it.
+    """
+    out = Path(os.environ["IRQLOCK_RESULTS"]) / "report"
+    out.mkdir(exist_ok=True)
+    page = out / "run.html"
     done = irqlock("report", str(recording.path), "--html", str(page))
     assert done.returncode == 0, done.stderr
-    browser = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={tmp_path / 'profile'}"]
-    shot = tmp_path / "run.png"
-    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1200,3000",
-                    page.as_uri()], capture_output=True, timeout=600, check=True)
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
-    dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True,
-                         timeout=600, check=True).stdout
-    elements = _Elements()
-    elements.feed(dom)
-    records = [json.loads(line) for line in irqlock("report", str(recording.path), "-j")
-               .stdout.splitlines()]
-    windows = [r for r in records if r["type"] == "irqoff"]
-    found = elements.by_id
-    assert found["irqoff-histogram"]["data-count"] == str(len(windows))
-    assert found["irqoff-timeline"]["data-count"] == str(len(windows))
-    assert found["irqoff-flamegraph"]["data-total"] == str(sum(w["duration_ns"] for w in windows))
-    assert any("fx_irqoff_spin_irqsave" in name for name in elements.frames)
-    assert found["irq-histogram"]["data-count"] == "1"
-    assert int(str(found["lock-graph"]["data-cycle-edges"])) >= 2
-    assert "lock-hold-histogram-0" in found and "findings" in found
-    assert "fx_order_a" in dom and "fx_spin" in dom
+    windows = [r for r in recording.live if r["type"] == "irqoff"]
+    expected = {
+        "irqoff_windows": len(windows),
+        "irqoff_ns": sum(w["duration_ns"] for w in windows),
+        "irqoff_function": recording.irqoff["function"],
+        "irq_windows": len([r for r in recording.live if r["type"] == "irq_disabled"]),
+        "cycle_locks": ["fx_order_a", "fx_order_b"],
+        "lock": "fx_spin",
+    }
+    (out / "expected.json").write_text(json.dumps(expected))
+    assert expected["irqoff_windows"] >= 3 and expected["irq_windows"] >= 1
 
 
 def test_killed_recording_still_reports_what_was_flushed(fixture: Fixture, tmp_path: Path) -> None:

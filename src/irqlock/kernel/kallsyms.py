@@ -59,6 +59,7 @@ class Kallsyms:
         self._addresses = [addresses[i] for i in order]
         self._rows = [rows[i] for i in order]
         self._by_name: dict[str, int] | None = None  # name -> index, built when first asked
+        self._frames: dict[int, str] = {}  # symbolize()'s answers: stacks repeat a lot
 
     @classmethod
     def load(cls, path: Path = KALLSYMS) -> Kallsyms:
@@ -85,8 +86,12 @@ class Kallsyms:
 
     def symbolize(self, address: int) -> str:
         """``func+0xoff/0xsize [module]`` for code, or ``0x…`` when no function holds it."""
-        symbol = self.lookup(address)
-        return symbol.format(address) if symbol and symbol.is_text else f"{address:#x}"
+        frame = self._frames.get(address)
+        if frame is None:
+            symbol = self.lookup(address)
+            frame = symbol.format(address) if symbol and symbol.is_text else f"{address:#x}"
+            self._frames[address] = frame
+        return frame
 
     def data_name(self, address: int) -> str | None:
         """Name of the data object starting exactly at ``address`` (a static lock), or None."""

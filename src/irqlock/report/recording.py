@@ -105,7 +105,7 @@ class RecordingWriter:
         self.db.execute("INSERT INTO records (type, time_ns, body) VALUES (?, ?, ?)",
                         (record["type"], record_time(record), json.dumps(self._pack(record))))
         self.counts[record["type"]] = self.counts.get(record["type"], 0) + 1
-        self._maybe_commit()
+        self.commit_if_due()
 
     def replace_snapshot(self, kind: str, records: list[dict[str, Any]]) -> None:
         """The latest aggregate records of one type, replacing the previous snapshot."""
@@ -115,7 +115,8 @@ class RecordingWriter:
             self.add(record)
         self.commit()
 
-    def _maybe_commit(self) -> None:
+    def commit_if_due(self) -> None:
+        """Commit when the last commit is a second old (call it often, records or not)."""
         if time.monotonic() - self._last_commit >= COMMIT_EVERY_S:
             self.commit()
 

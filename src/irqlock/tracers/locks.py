@@ -260,9 +260,13 @@ class LocksTracer:
                 acquisitions=h.acquisitions, first_stack=stack))
         return result
 
-    def snapshot(self) -> list[LockRecord]:
-        """Every lock seen so far, with its holders (most acquisitions first)."""
-        holders = self._holders()
+    def snapshot(self, with_holders: bool = True) -> list[LockRecord]:
+        """Every lock seen so far, with its holders (most acquisitions first).
+
+        Without holders (and so without the first call site that names a dynamic
+        lock) it is much cheaper: what a metrics refresh every second needs.
+        """
+        holders = self._holders() if with_holders else {}
         records = []
         for key, value in self.obj.map("locks").items():
             addr = int.from_bytes(key, "little")
