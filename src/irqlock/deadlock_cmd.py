@@ -52,6 +52,9 @@ class DeadlockPrinter:
         self.counts["lock_cycle"] += 1
         chain = " -> ".join(lock.label for lock in [*c.locks, c.locks[0]])
         self.out.write(f"\npossible circular locking dependency ({len(c.locks)} locks): {chain}\n")
+        if c.dynamic:
+            self.out.write("  (dynamic locks, each order seen in another process: these "
+                           "addresses may have been reused by different locks in between)\n")
         for e in c.edges:
             self.out.write(f"  {e.comm}[{e.pid}] took {e.acquired.label} while holding "
                            f"{e.held.label}\n    holding {e.held.label}, taken at:\n"

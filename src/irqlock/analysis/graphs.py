@@ -125,9 +125,9 @@ def simple_cycles(graph: Mapping[Node, Iterable[Node]],
                   limit: int = DEFAULT_CYCLE_LIMIT) -> Cycles:
     """Every elementary cycle of length >= 2 (self-loops are not lock-order cycles).
 
-    Johnson: the least node of the strongly connected component holding it starts
-    a search for the cycles through it; then it leaves the graph, and the
-    components of what remains are found again.
+    Johnson: in each strongly connected component, the least node starts a search
+    for the cycles through it; then it leaves the component, whose remains are
+    split into components again.  Cycles come sorted, each from its least node.
     """
     successors: dict[Node, list[Node]] = {}
     for node, targets in graph.items():
@@ -137,15 +137,14 @@ def simple_cycles(graph: Mapping[Node, Iterable[Node]],
                 successors[node].append(target)
             successors.setdefault(target, [])
     found: list[list[Node]] = []
-    remaining = set(successors)
-    while remaining:
-        induced = {n: [t for t in successors[n] if t in remaining] for n in remaining}
-        components = [c for c in strongly_connected(induced) if len(c) > 1]
-        if not components:
-            break
-        component = min(components, key=min)
+    pending = [c for c in strongly_connected(successors) if len(c) > 1]
+    while pending:
+        component = pending.pop()
         start = min(component)
         if not _cycles_through(start, successors, set(component), limit, found):
-            return Cycles([_canonical(c) for c in found], truncated=True)
-        remaining.discard(start)
-    return Cycles([_canonical(c) for c in found], truncated=False)
+            return Cycles(sorted(_canonical(c) for c in found), truncated=True)
+        # Without its least node, what is left of the component may fall apart.
+        rest = set(component) - {start}
+        induced = {n: [t for t in successors[n] if t in rest] for n in rest}
+        pending.extend(c for c in strongly_connected(induced) if len(c) > 1)
+    return Cycles(sorted(_canonical(c) for c in found), truncated=False)

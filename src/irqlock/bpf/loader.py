@@ -143,9 +143,10 @@ class Map:
                 if first:
                     return None  # no batch lookups here: the caller walks the keys
                 raise LibbpfError(f"read map {self.name}", -err, [])
-            for i in range(count.value):
-                result.append((keys.raw[i * self.key_size:(i + 1) * self.key_size],
-                               values.raw[i * self.value_size:(i + 1) * self.value_size]))
+            key_bytes, value_bytes = keys.raw, values.raw  # .raw copies the whole buffer
+            ks, vs = self.key_size, self.value_size
+            result.extend((key_bytes[i * ks:(i + 1) * ks], value_bytes[i * vs:(i + 1) * vs])
+                          for i in range(count.value))
             if ret:  # ENOENT: that was the last batch
                 return result
             ctypes.memmove(token_in, token_out, 8)

@@ -97,6 +97,17 @@ struct {
 	__type(value, __u32);
 } busy SEC(".maps");
 
+/* running[c]: an acquire or release program of ours is at work in context c.  An
+ * interrupt nested above it then has that program skipped by the kernel (a program
+ * runs once per CPU at a time): releases there go unseen, and what that context seems
+ * to hold is stale -- not to be trusted for order edges or IRQ safety. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CONTEXTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} running SEC(".maps");
+
 /* held -> acquired, with who made the edge first and the acquiring stack */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -439,19 +450,30 @@ static __always_inline void edges_from(void *ctx, __u32 *flag, struct held_stack
 	}
 }
 
-/* order: whether this acquisition can wait (a trylock cannot, so it orders nothing). */
-static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 reenters,
-				     bool order)
+static __always_inline __u32 *running_flag(int c)
 {
-	__u64 lock = (__u64)lockp, id = bpf_get_current_pid_tgid(), now;
+	__u32 key = c;
+
+	return bpf_map_lookup_elem(&running, &key);
+}
+
+/* Whether a context below c (the one this interrupt interrupted) is inside our program. */
+static __always_inline bool outer_running(int c)
+{
+	__u32 *r;
+
+	if (c >= 1 && (r = running_flag(0)) && *r)
+		return true;
+	return c >= 2 && (r = running_flag(1)) && *r;
+}
+
+static __always_inline void acquired_in(void *ctx, __u32 *flag, int c, __u64 lock, __u64 id,
+					__u32 kind, __u32 reenters, bool order)
+{
 	struct lock_stats *s;
 	struct held_stack *st;
-	__u32 *flag;
-	int c;
+	__u64 now;
 
-	flag = enter(&c);
-	if (!flag || filtered_out(lock, id))
-		return;
 	now = bpf_ktime_get_ns();
 	/* Edges first: the new lock is not on the held stack yet. */
 	if (track_order && order) {
@@ -470,26 +492,43 @@ static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 r
 	if (track_irq_safety && c == 2)
 		note_use(ctx, flag, &hardirq_locks, &lock, id, reenters, &irq_uses_dropped);
 	s = get_stats(flag, lock, kind, (__u32)id, reenters);
-	if (!s)
-		return;
-	__sync_fetch_and_add(&s->acquisitions, 1);
-	count_holder(ctx, flag, lock, id, reenters);
+	if (s)
+		__sync_fetch_and_add(&s->acquisitions, 1);
+	/* Lock-order edges name where the held lock was taken from here, even when the
+	 * statistics of that lock did not fit. */
+	if (s || track_order)
+		count_holder(ctx, flag, lock, id, reenters);
 }
 
-static __always_inline void released(void *ctx, void *lockp, __u32 kind)
+/* order: whether this acquisition can wait (a trylock cannot, so it orders nothing). */
+static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 reenters,
+				     bool order)
 {
-	__u64 lock = (__u64)lockp, now = bpf_ktime_get_ns(), acquired_ns = 0;
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 pid = (__u32)id, *flag, d, last;
-	bool irqs_were_on = false;
-	struct held_stack *st;
-	struct lock_stats *s;
+	__u64 lock = (__u64)lockp, id = bpf_get_current_pid_tgid();
+	__u32 *flag, *run;
 	int c;
 
 	flag = enter(&c);
-	if (!flag)
+	if (!flag || filtered_out(lock, id))
 		return;
-	st = held_stack(flag, c, kind, pid, false);
+	run = running_flag(c);
+	if (run)
+		*run = 1;
+	acquired_in(ctx, flag, c, lock, id, kind, reenters, order && !outer_running(c));
+	if (run)
+		*run = 0;
+}
+
+static __always_inline void released_in(void *ctx, __u32 *flag, int c, __u64 lock, __u64 id,
+					__u32 kind, bool trusted)
+{
+	__u64 now = bpf_ktime_get_ns(), acquired_ns = 0;
+	__u32 d, last;
+	bool irqs_were_on = false;
+	struct held_stack *st;
+	struct lock_stats *s;
+
+	st = held_stack(flag, c, kind, (__u32)id, false);
 	if (!st)
 		return;
 	d = st->depth;
@@ -519,8 +558,25 @@ static __always_inline void released(void *ctx, void *lockp, __u32 kind)
 	s = bpf_map_lookup_elem(&locks, &lock);
 	if (s)
 		record(&s->hold_total_ns, &s->hold_max_ns, s->hold_hist, now - acquired_ns);
-	if (track_irq_safety && irqs_were_on)
+	if (track_irq_safety && irqs_were_on && trusted)
 		note_use(ctx, flag, &irqs_on_locks, &lock, id, REENTERS_NONE, &irq_uses_dropped);
+}
+
+static __always_inline void released(void *ctx, void *lockp, __u32 kind)
+{
+	__u64 lock = (__u64)lockp, id = bpf_get_current_pid_tgid();
+	__u32 *flag, *run;
+	int c;
+
+	flag = enter(&c);
+	if (!flag)
+		return;
+	run = running_flag(c);
+	if (run)
+		*run = 1;
+	released_in(ctx, flag, c, lock, id, kind, !outer_running(c));
+	if (run)
+		*run = 0;
 }
 
 /* A hardirq arrived: whatever the interrupted context holds, it holds with interrupts
@@ -561,16 +617,31 @@ static __always_inline void forget_stale(__u32 context)
 	}
 }
 
-SEC("tp_btf/irq_handler_entry")
-int BPF_PROG(on_irq_handler_entry) { interrupts_arrived(); return 0; }
-
-SEC("tp_btf/local_timer_entry")
-int BPF_PROG(on_local_timer_entry)
+/* Where a hardirq starts: nothing held in hardirq context yet, and the interrupted
+ * context had interrupts on. */
+static __always_inline void hardirq_starts(void)
 {
 	forget_stale(2);
 	interrupts_arrived();
-	return 0;
 }
+
+SEC("tp_btf/irq_handler_entry")
+int BPF_PROG(on_irq_handler_entry) { hardirq_starts(); return 0; }
+
+SEC("tp_btf/local_timer_entry")
+int BPF_PROG(on_local_timer_entry) { hardirq_starts(); return 0; }
+
+SEC("tp_btf/call_function_entry")
+int BPF_PROG(on_call_function_entry) { hardirq_starts(); return 0; }
+
+SEC("tp_btf/call_function_single_entry")
+int BPF_PROG(on_call_function_single_entry) { hardirq_starts(); return 0; }
+
+SEC("tp_btf/reschedule_entry")
+int BPF_PROG(on_reschedule_entry) { hardirq_starts(); return 0; }
+
+SEC("tp_btf/irq_work_entry")
+int BPF_PROG(on_irq_work_entry) { hardirq_starts(); return 0; }
 
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(on_softirq_entry) { forget_stale(1); return 0; }

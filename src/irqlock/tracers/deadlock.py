@@ -118,6 +118,7 @@ class OrderEdge:
     held: LockRef
     acquired: LockRef
     pid: int
+    tgid: int
     comm: str
     held_stack: list[str]  # where this task first took `held` (its first stack of that lock)
     acquire_stack: list[str]
@@ -125,7 +126,7 @@ class OrderEdge:
     def to_json(self) -> dict[str, Any]:
         return {"from": hex(self.held.addr), "to": hex(self.acquired.addr),
                 "from_name": self.held.name, "to_name": self.acquired.name, "pid": self.pid,
-                "comm": self.comm, "held_stack": self.held_stack,
+                "tgid": self.tgid, "comm": self.comm, "held_stack": self.held_stack,
                 "acquire_stack": self.acquire_stack}
 
 
@@ -134,10 +135,19 @@ class LockCycle:
     locks: list[LockRef]
     edges: list[OrderEdge]
 
+    @property
+    def dynamic(self) -> bool:
+        """Only dynamic locks (no symbol), each edge from another process: the same
+        addresses may have been different locks when each edge was made (memory
+        freed and reused, as page-table locks are).  Reported, with that caveat."""
+        return (all(lock.name is None for lock in self.locks)
+                and len({edge.tgid for edge in self.edges}) == len(self.edges))
+
     def to_json(self) -> dict[str, Any]:
         return {"type": "lock_cycle", "length": len(self.locks),
                 "locks": [lock.to_json() for lock in self.locks],
-                "edges": [edge.to_json() for edge in self.edges]}
+                "edges": [edge.to_json() for edge in self.edges],
+                "maybe_reused_addresses": self.dynamic}
 
 
 @dataclass(frozen=True)
@@ -317,7 +327,7 @@ class DeadlockFinder:
 
     def _edge(self, held: int, acquired: int, use: LockUseStruct) -> OrderEdge:
         return OrderEdge(held=self.lock(held), acquired=self.lock(acquired), pid=use.pid,
-                         comm=use.comm.decode(errors="replace"),
+                         tgid=use.tgid, comm=use.comm.decode(errors="replace"),
                          held_stack=self._first_stack(held, use.pid),
                          acquire_stack=self._stack(use.stack, use.stack_bytes))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -35,10 +36,16 @@ RELEASES = ("unlock", "up_read", "up_write")
 # In the lists but not traced: downgrade_write keeps the lock (the hold goes on).
 NOT_TRACED = {"downgrade_write"}
 CONTENTION_PROGRAMS = ["contention_end", "contention_begin"]
-# Where a context's held stack starts empty (stale entries are dropped); the local
-# timer's also marks what the interrupted context holds for IRQ safety.
-CONTEXT_START_PROGRAMS = ["on_softirq_entry", "on_local_timer_entry"]
-IRQ_SAFETY_PROGRAMS = ["on_irq_handler_entry"]
+# Where a context's held stack starts empty (stale entries are dropped); a hardirq's
+# start also marks what the interrupted context holds for IRQ safety.
+CONTEXT_START_PROGRAMS = {
+    "on_softirq_entry": "irq/softirq_entry", "on_irq_handler_entry": "irq/irq_handler_entry",
+    "on_local_timer_entry": "irq_vectors/local_timer_entry",
+    "on_call_function_entry": "irq_vectors/call_function_entry",
+    "on_call_function_single_entry": "irq_vectors/call_function_single_entry",
+    "on_reschedule_entry": "irq_vectors/reschedule_entry",
+    "on_irq_work_entry": "irq_vectors/irq_work_entry",
+}
 BLOCKED_PROGRAMS = ["on_sched_switch"]
 DEFAULT_MAX_LOCKS = 4096
 DEFAULT_MAX_EDGES = 16384
@@ -115,6 +122,8 @@ class Timing:
 
     @classmethod
     def of(cls, total: int, max_ns: int, hist: ctypes.Array[ctypes.c_uint32]) -> Timing:
+        if not total and not max_ns:
+            return cls(0, 0, 0, 0)  # never held (or waited for) while we watched
         counts = list(hist)
         return cls(total=total, max=max_ns, p50=loglinear_percentile(counts, 0.50, max_ns),
                    p99=loglinear_percentile(counts, 0.99, max_ns),
@@ -181,6 +190,7 @@ class LocksPlan:
     functions: list[str]
     not_attached: list[str]
     contention: bool
+    context_programs: list[str] = field(default_factory=list)  # the tracepoints this kernel has
 
 
 def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan:
@@ -191,8 +201,15 @@ def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan
     functions = [f for f in wanted if features.can_trace(f)]
     if not functions:
         raise IrqlockError("no lock function of the chosen kinds can be traced: run 'irqlock check'")
-    return LocksPlan(functions=functions, not_attached=[f for f in wanted if f not in functions],
-                     contention=features.lock_contention_tracepoints.available)
+    tracefs = Path(features.tracefs) if features.tracefs else None
+    contexts = [program for program, event in CONTEXT_START_PROGRAMS.items()
+                if tracefs and (tracefs / "events" / event).is_dir()]
+    missing = [event for program, event in CONTEXT_START_PROGRAMS.items()
+               if program not in contexts]
+    return LocksPlan(functions=functions,
+                     not_attached=[f for f in wanted if f not in functions] + missing,
+                     contention=features.lock_contention_tracepoints.available,
+                     context_programs=contexts)
 
 
 class LocksTracer:
@@ -214,8 +231,8 @@ class LocksTracer:
     def _extra_programs(self) -> list[str]:
         """The programs beyond acquire and release this run needs."""
         c = self.config
-        return (CONTEXT_START_PROGRAMS + (CONTENTION_PROGRAMS if self.plan.contention else [])
-                + (IRQ_SAFETY_PROGRAMS if c.irq_safety else [])
+        return (self.plan.context_programs
+                + (CONTENTION_PROGRAMS if self.plan.contention else [])
                 + (BLOCKED_PROGRAMS if c.blocked else []))
 
     def _configure(self) -> None:
@@ -235,7 +252,7 @@ class LocksTracer:
         for function in LOCK_FUNCTION_NAMES - NOT_TRACED - set(self.plan.functions):
             self.obj.disable(program_name(function))
         extra = self._extra_programs()
-        for program in CONTENTION_PROGRAMS + IRQ_SAFETY_PROGRAMS + BLOCKED_PROGRAMS:  # optional
+        for program in [*CONTEXT_START_PROGRAMS, *CONTENTION_PROGRAMS, *BLOCKED_PROGRAMS]:
             if program not in extra:
                 self.obj.disable(program)
 
