@@ -32,7 +32,7 @@ SHARED_KERNELS = ROOT.parent / "shared" / "kernels"
 IRQTRACE_DIR = SHARED_KERNELS / "irqtrace-6.1"
 # A kernel oops or warning in the guest fails the run even if the tests passed.
 DMESG_FAILURE = re.compile(r"\b(BUG:|WARNING:)")
-GUEST_TIMEOUT_S = 900
+GUEST_TIMEOUT_S = 1200
 HOST_MARGIN_S = 120
 
 
@@ -77,13 +77,14 @@ def resolve_kernel(choice: str) -> tuple[Path, str]:
     return Path(f"/boot/vmlinuz-{release}"), release
 
 
-def build_fixture(release: str) -> Path:
-    """Build tests/kmod against the guest kernel's headers, in build/kmod/<release>/."""
+def build_fixture(release: str, name: str) -> Path:
+    """Build tests/kmod against the guest kernel's headers, in build/kmod/<release>[-<name>]/
+    (a directory per VM, so that VMs started together do not build into one)."""
     kdir = Path(f"/lib/modules/{release}/build")
     if not kdir.exists():
         raise SystemExit(f"vmtest: no headers for {release} in {kdir} "
                          f"(apt-get install linux-headers-{release})")
-    out = ROOT / "build" / "kmod" / release
+    out = ROOT / "build" / "kmod" / (f"{release}-{name}" if name else release)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("Makefile", "irqlock_fixture.c"):
         shutil.copy2(ROOT / "tests" / "kmod" / name, out / name)
@@ -113,9 +114,10 @@ def _shell_quote(word: str) -> str:
     return "'" + word.replace("'", "'\\''") + "'"
 
 
-def follow(path: Path, stop: threading.Event) -> None:
-    """Copy the guest command's output (written to the shared results dir) to ours as it grows."""
-    offset = 0
+def follow(path: Path, stop: threading.Event, prefix: str) -> None:
+    """Copy the guest command's output (written to the shared results dir) to ours as it grows,
+    each line after `prefix` (which VM said it, when several run at once)."""
+    offset, pending = 0, b""
     while True:
         stopping = stop.is_set()
         if path.exists():
@@ -123,7 +125,10 @@ def follow(path: Path, stop: threading.Event) -> None:
                 f.seek(offset)
                 chunk = f.read()
             offset += len(chunk)
-            sys.stdout.buffer.write(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            if stopping and pending:
+                lines, pending = [*lines, pending], b""
+            sys.stdout.buffer.write(b"".join(prefix.encode() + line + b"\n" for line in lines))
             sys.stdout.flush()
         if stopping:
             return
@@ -131,7 +136,7 @@ def follow(path: Path, stop: threading.Event) -> None:
 
 
 def run_vm(image: Path, script: str, cpus: int, memory: str, results: Path, timeout_s: int,
-           monitor: Path | None) -> int:
+           monitor: Path | None, prefix: str) -> int:
     vng = shutil.which("vng", path=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}")
     if not vng:
         raise SystemExit("vmtest: vng not found: run scripts/setup.sh")
@@ -150,7 +155,7 @@ def run_vm(image: Path, script: str, cpus: int, memory: str, results: Path, time
     cmd[3:3] = [f"--qemu-opts={' '.join(qemu_opts)}"]
     console = results / "console.log"
     stop_following = threading.Event()
-    follower = threading.Thread(target=follow, args=(results / "output.log", stop_following))
+    follower = threading.Thread(target=follow, args=(results / "output.log", stop_following, prefix))
     follower.start()
     with console.open("w") as out:
         try:
@@ -186,13 +191,16 @@ def main() -> int:
                         help="copy the kernel tests' JUnit XML report here")
     parser.add_argument("--tests", nargs="+", default=["tests/kernel"], metavar="PATH",
                         help="kernel test files or directories to run (default: tests/kernel)")
+    parser.add_argument("--name", default="",
+                        help="a name for this VM's results (build/vm-results/RELEASE-NAME) and "
+                             "output lines, so that several can run at once")
     parser.add_argument("command", nargs="*",
                         help="command to run in the guest (default: the kernel tests)")
     args = parser.parse_args()
 
     image, release = resolve_kernel(args.kernel)
-    fixture = build_fixture(release)
-    results = ROOT / "build" / "vm-results" / release
+    fixture = build_fixture(release, args.name)
+    results = ROOT / "build" / "vm-results" / (f"{release}-{args.name}" if args.name else release)
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
     command = args.command or [str(VENV / "bin" / "python"), "-m", "pytest", "-v", "--timeout", "600",
@@ -203,7 +211,7 @@ def main() -> int:
     script = results / "guest.sh"
     script.write_text(guest_script(command, fixture, results, args.timeout))
     vm_status = run_vm(image, f"bash {script}", args.cpus, args.memory, results, args.timeout,
-                       args.monitor)
+                       args.monitor, f"[{args.name}] " if args.name else "")
 
     status_file = results / "status"
     status = int(status_file.read_text()) if status_file.exists() else None
@@ -225,9 +233,9 @@ def main() -> int:
     if args.junit and (results / "junit.xml").exists():
         shutil.copy2(results / "junit.xml", args.junit)
     for failure in failures:
-        log(f"FAIL ({release}): {failure}")
+        log(f"FAIL ({results.name}): {failure}")
     if not failures:
-        log(f"ok ({release})")
+        log(f"ok ({results.name})")
     return 1 if failures else 0
 
 

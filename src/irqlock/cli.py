@@ -170,7 +170,8 @@ def _cmd_irqoff(args: argparse.Namespace) -> int:
 
     period_ns = DEFAULT_PERIOD_NS if args.period is None else args.period
     config = IrqoffConfig(threshold_ns=args.threshold, mode=args.mode, period_ns=period_ns,
-                          tgid=args.pid, cpu=args.cpu, preempt=args.preempt, softirq=args.softirq)
+                          tgid=args.pid, cpu=args.cpu, preempt=args.preempt, softirq=args.softirq,
+                          ringbuf_pages=args.ringbuf_pages)
     return irqoff_cmd.run(config, probe(args.btf), args.duration, args.ready_file, args.json)
 
 
@@ -363,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "served); sampled with the --period cpu-clock on every kernel")
     irqoff.add_argument("--preempt", action="store_true",
                         help="also report preempt-off windows (needs preemptirq tracepoints)")
+    irqoff.add_argument("--ringbuf-pages", type=_positive, default=256, metavar="N",
+                        help="ring buffer for windows, in 4 KiB pages, a power of two (default: "
+                             "256); windows that find it full are counted as lost")
     irqoff.set_defaults(handler=_cmd_irqoff)
 
     irq = sub.add_parser("irq", parents=[shared, _run_flags()], epilog=IRQ_EXAMPLES,
@@ -478,11 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             libbpf().set_verbose(True)
         return handler(args)
     except IrqlockError as exc:
-        from irqlock.bpf.libbpf import LibbpfError
-
         lines = str(exc).splitlines() or ["failed"]
-        sys.stderr.write(f"irqlock {args.command}: error: {lines[0]}\n")
-        if len(lines) > 1 and (args.verbose or isinstance(exc, LibbpfError)):
+        more = len(lines) > 1 and not args.verbose
+        sys.stderr.write(f"irqlock {args.command}: error: {lines[0]}"
+                         f"{' (-v shows libbpf log)' if more else ''}\n")
+        if len(lines) > 1 and args.verbose:
             sys.stderr.write("\n".join(lines[1:]) + "\n")  # libbpf's log, verifier output
         return EXIT_USAGE
     except KeyboardInterrupt:

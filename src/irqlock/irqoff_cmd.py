@@ -79,6 +79,9 @@ class IrqoffPrinter:
 
 def validate(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan:
     """Checks the request against this machine; returns the sources to use."""
+    pages = config.ringbuf_pages
+    if pages < 1 or pages > 65536 or pages & (pages - 1):
+        raise IrqlockError(f"--ringbuf-pages must be a power of two from 1 to 65536, not {pages}")
     if config.period_ns < MIN_PERIOD_NS:
         raise IrqlockError(f"--period must be at least {format_ns(MIN_PERIOD_NS)}: a shorter one "
                            "can keep a slow CPU busy in the sampler's interrupt")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from irqlock import __version__, session
+from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.report.recording import RecordingWriter
 from irqlock.tracerset import Selection, TracerSet
@@ -45,19 +46,25 @@ class Progress:
 
 def run(selection: Selection, output: Path, features: KernelFeatures, duration_s: float | None,
         ready_file: Path | None, as_json: bool) -> int:
-    writer = RecordingWriter(output, {
-        "tools": selection.tools, "settings": selection.describe(), "kernel": features.release,
-        "irqlock_version": __version__, "host": os.uname().nodename})
-    finished = False
-    progress = Progress()
+    if output.exists():  # before anything is attached
+        raise IrqlockError(f"{output} exists: give a new file (a recording is never overwritten)")
+    writer: RecordingWriter | None = None
 
     def emit(record: dict[str, Any]) -> None:
+        assert writer is not None  # records only come from poll(), after the writer is made
         writer.add(record)
         if as_json:
             print(json.dumps(record), flush=True)
 
-    try:
-        with TracerSet(selection, features, emit) as tracers:
+    # Tracers first: a request that cannot be met leaves no empty recording behind.
+    with TracerSet(selection, features, emit) as tracers:
+        writer = RecordingWriter(output, {
+            "tools": selection.tools, "settings": selection.describe(),
+            "kernel": features.release, "irqlock_version": __version__,
+            "host": os.uname().nodename})
+        finished = False
+        progress = Progress()
+        try:
             next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
             if not as_json:
                 sys.stdout.write(f"Recording {', '.join(selection.tools)} into {output}. "
@@ -66,6 +73,7 @@ def run(selection: Selection, output: Path, features: KernelFeatures, duration_s
 
             def poll(timeout_ms: int) -> int:
                 nonlocal next_snapshot
+                assert writer is not None
                 handled = tracers.poll(timeout_ms)
                 if tracers.locks and time.monotonic() >= next_snapshot:
                     started = time.monotonic()
@@ -87,10 +95,10 @@ def run(selection: Selection, output: Path, features: KernelFeatures, duration_s
             for stats in tracers.stats():
                 emit(stats)
             finished = True
-    finally:
-        progress.show(writer.counts, force=True)
-        progress.done()
-        writer.close(finished=finished)
+        finally:
+            progress.show(writer.counts, force=True)
+            progress.done()
+            writer.close(finished=finished)
     if not as_json:
         sys.stdout.write(f"Recorded {sum(writer.counts.values())} records into {output}: "
                          f"irqlock report {output}\n")

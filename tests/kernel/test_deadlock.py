@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from typing import Any
 
@@ -49,7 +50,7 @@ def test_abba_is_one_cycle_of_two_edges(fixture: Fixture) -> None:
 def test_three_lock_cycle(fixture: Fixture) -> None:
     with Tool("deadlock") as tool:
         truth = fixture.run("order cycle3")
-        tool.stop()
+        tool.stop(signal.SIGTERM)  # the same clean end as Ctrl-C
     (cycle,) = fixture_cycles(tool)
     assert cycle["length"] == 3
     assert {lock["name"] for lock in cycle["locks"]} == FIXTURE_ORDER_LOCKS

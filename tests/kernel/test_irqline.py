@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -67,7 +68,7 @@ def test_nested_disable_is_one_window(fixture: Fixture) -> None:
     irq = fixture_irq(fixture)
     with Tool("irq", str(irq)) as tool:
         truth = fixture.run("irqline nested 2000")
-        tool.stop()
+        tool.stop(signal.SIGTERM)  # the same clean end as Ctrl-C
     assert len(tool.of_type("irq_disabled")) == 1, tool.of_type("irq_disabled")
     (window,) = windows_of(tool, truth)
     assert_matches(window, truth)

@@ -6,6 +6,7 @@ with preemptirq tracepoints every window is exact, whatever API made it.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def test_spin_lock_irqsave_windows_exact_once_each(fixture: Fixture) -> None:
 def test_nested_irqsave_is_one_window(fixture: Fixture) -> None:
     with Tool("irqoff", "-t", "50us", "-m", "exact") as tool:
         truth = fixture.run("irqoff spin_irqsave_nested 1000 2")
-        tool.stop()
+        tool.stop(signal.SIGTERM)  # the same clean end as Ctrl-C
     found = windows_of(tool, truth)
     assert len(found) == 2, found  # two nested runs, one window each
     for window, truth_window in zip(sorted(found, key=lambda w: w["start_ns"]), truth["windows"],

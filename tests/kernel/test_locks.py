@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -66,7 +67,7 @@ def test_spinlock_holders_and_hold_time(fixture: Fixture, kind: str, fixture_kin
 def test_rwlock_read_and_write(fixture: Fixture) -> None:
     with Tool("locks", "--kind", "rw") as tool:
         truths = [fixture.run("hold read 50 50"), fixture.run("hold write 50 50")]
-        tool.stop()
+        tool.stop(signal.SIGTERM)  # the same clean end as Ctrl-C
     record = lock_named(tool, "fx_rwlock")
     assert record["kind"] == "rwlock"
     assert_holders(record, truths)

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class Recording:
             self.line = fixture.run("irqline disable 2000")
             self.hold = fixture.run("hold spin 50 50")
             self.order = fixture.run("order abba")
-            self.live = tool.stop()
+            self.live = tool.stop(signal.SIGTERM)  # the same clean end as Ctrl-C
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +144,12 @@ def status(port: int) -> dict[str, Any]:
     return result
 
 
-def wait_published() -> None:
-    time.sleep(2.5)  # the session refreshes what it serves every second
+def eventually(check: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
+    """Until `check` holds: the session publishes what it saw every second, slower under TCG."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(1)
 
 
 def test_serve_metrics_config_and_clear(fixture: Fixture) -> None:
@@ -155,40 +159,37 @@ def test_serve_metrics_config_and_clear(fixture: Fixture) -> None:
               "--listen", connect) as tool:
         first = fixture.run("irqoff spin_irqsave 1000 3")
         hold = fixture.run("hold spin 50 20")
-        wait_published()
-        seen = metrics(port)
-        pid = first["task"]["pid"]
+        acquired = sum(t["acquisitions"] for t in hold["threads"])
+        spin_key = ("irqlock_lock_acquisitions_total", (("kind", "spinlock"), ("lock", "fx_spin")))
+        eventually(lambda: metrics(port).get(spin_key) == acquired,
+                   f"fx_spin acquired {acquired} times in /metrics")
         assert len(fixture_windows(status(port)["recent"], first)) == 3
-        windows = sum(v for (name, labels), v in seen.items()
+        windows = sum(v for (name, labels), v in metrics(port).items()
                       if name == "irqlock_irqoff_duration_seconds_count" and ("source", "lock")
                       in labels)
         assert windows >= 3
-        acquired = sum(t["acquisitions"] for t in hold["threads"])
-        assert seen[("irqlock_lock_acquisitions_total",
-                     (("kind", "spinlock"), ("lock", "fx_spin")))] == acquired
 
         done = irqlock("config", "threshold=3ms", "--connect", connect, "-j")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["settings"]["irqoff_threshold_ns"] == 3_000_000
         short = fixture.run("irqoff spin_irqsave 1000 2")
         long = fixture.run("irqoff spin_irqsave 5000 1")
-        wait_published()
-        recent = status(port)["recent"]
-        assert fixture_windows(recent, short) == []
-        assert len(fixture_windows(recent, long)) == 1
+        eventually(lambda: len(fixture_windows(status(port)["recent"], long)) == 1,
+                   "the 5 ms window in /status")
+        assert fixture_windows(status(port)["recent"], short) == []
 
+        before_clear = status(port)["counts"]["irqoff"]
+        assert before_clear >= 4  # the fixture's 3 + 1 at least
         done = irqlock("clear", "--connect", connect)
         assert done.returncode == 0, done.stderr
-        wait_published()
-        cleared = metrics(port)
-        assert not [key for key in cleared if key[0] == "irqlock_lock_acquisitions_total"
-                    and ("lock", "fx_spin") in key[1]]
-        assert not [r for r in status(port)["recent"] if r.get("pid") == pid]
+        eventually(lambda: spin_key not in metrics(port), "fx_spin gone from /metrics")
+        assert not [r for r in status(port)["recent"] if r.get("pid") == first["task"]["pid"]]
+        assert status(port)["counts"].get("irqoff", 0) < before_clear
 
         bad = irqlock("config", "threshold=fast", "--connect", connect)
         assert bad.returncode == 2 and "bad duration" in bad.stderr
         assert len(bad.stderr.splitlines()) == 1
-        tool.stop()
+        tool.stop(signal.SIGTERM)
 
 
 def test_clients_without_a_session_fail_in_one_line() -> None:

@@ -1,4 +1,8 @@
-"""Running an irqlock tool the way pwru's tests do: start, wait for --ready-file, load, stop, read."""
+"""Running an irqlock tool the way pwru's tests do: start, wait for --ready-file, load, stop, read.
+
+Every tool is also checked to leave nothing behind: the BPF programs that
+appeared while it started must all be gone once it has stopped.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,28 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+GONE_TIMEOUT_S = 30  # programs are freed once their last file descriptor is closed
+
+
+def _bpftool(*args: str) -> list[dict[str, Any]]:
+    done = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True, timeout=120,
+                          check=True)
+    result: list[dict[str, Any]] = json.loads(done.stdout or "[]")
+    return result
+
+
+def bpf_program_ids() -> set[int]:
+    """Every BPF program loaded in the kernel now."""
+    return {int(p["id"]) for p in _bpftool("prog", "show")}
+
+
+def bpf_maps_of(programs: set[int]) -> dict[int, int]:
+    """map id -> bytes of locked memory, for the maps these programs use."""
+    used = {int(m) for p in _bpftool("prog", "show") if p["id"] in programs
+            for m in p.get("map_ids", [])}
+    return {int(m["id"]): int(m.get("bytes_memlock", 0)) for m in _bpftool("map", "show")
+            if m["id"] in used}
+
 
 class Tool:
     """`irqlock ARGS -j --ready-file F` in the background; stop() returns its JSON records."""
@@ -19,6 +45,7 @@ class Tool:
     def __init__(self, *args: str, ready_timeout: float = 120) -> None:
         self._dir = tempfile.TemporaryDirectory()
         ready = Path(self._dir.name) / "ready"
+        before = bpf_program_ids()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "irqlock", *args, "-j", "--ready-file", str(ready)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -30,15 +57,18 @@ class Tool:
                 self.proc.kill()
                 raise AssertionError(f"irqlock {' '.join(args)} did not get ready: {err}{out}")
             time.sleep(0.05)
+        self.program_ids = bpf_program_ids() - before  # what this tool loaded
         self.records: list[dict[str, Any]] = []
         self.stderr = ""
 
     def stop(self, sig: int = signal.SIGINT) -> list[dict[str, Any]]:
         self.proc.send_signal(sig)
-        out, self.stderr = self.proc.communicate(timeout=120)
+        out, self.stderr = self.proc.communicate(timeout=300)
         assert self.proc.returncode == 0, f"exit {self.proc.returncode}: {self.stderr}"
         assert "Traceback" not in self.stderr
         self.records = [json.loads(line) for line in out.splitlines() if line.strip()]
+        left = wait_until_gone(self.program_ids)
+        assert not left, f"BPF programs {sorted(left)} still loaded after the tool stopped"
         return self.records
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
@@ -53,3 +83,13 @@ class Tool:
             self.proc.kill()
             self.proc.communicate()
         self._dir.cleanup()
+
+
+def wait_until_gone(ids: set[int], timeout_s: float = GONE_TIMEOUT_S) -> set[int]:
+    """Those of `ids` still loaded after waiting up to timeout_s for them to go."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = ids & bpf_program_ids()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)

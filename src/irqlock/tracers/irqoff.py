@@ -43,6 +43,8 @@ IRQS_ON_PROGRAMS = ["on_irq_handler_entry", "on_local_timer_entry", "on_softirq_
 # Everything attached by its own section (not per function, not to a perf event).
 SECTION_PROGRAMS = [*IRQS_ON_PROGRAMS, "on_sched_switch", *TRACEPOINT_PROGRAMS]
 DEFAULT_PERIOD_NS = 500_000
+DEFAULT_RINGBUF_PAGES = 256  # 1 MiB: about 1,700 windows waiting to be read
+PAGE_SIZE = 4096
 MIN_PERIOD_NS = 20_000  # shorter periods can keep a slow CPU in the sampler's interrupt
 
 
@@ -108,6 +110,7 @@ class IrqoffConfig:
     cpu: int | None = None
     preempt: bool = False
     softirq: bool = False
+    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
 
 
 @dataclass
@@ -222,6 +225,7 @@ class IrqoffTracer:
 
     def _configure(self, obj: BpfObject, use_fentry: bool) -> None:
         c = self.config
+        obj.set_max_entries("events", c.ringbuf_pages * PAGE_SIZE)
         obj.set_rodata(threshold_ns=c.threshold_ns, target_tgid=-1 if c.tgid is None else c.tgid,
                        target_cpu=-1 if c.cpu is None else c.cpu, sample_period_ns=c.period_ns,
                        sample_hardirq=int(self.plan.sample), sample_softirq=int(self.plan.softirq))

@@ -1,0 +1,85 @@
+"""Every tracer at once under load, with the figures a soak is judged by.
+
+`irqlock serve` runs irqoff, every IRQ line, locks and deadlock together while
+stress-ng and the fixture keep the kernel busy; the session is asked for its
+status every few seconds.  Returned: how many queries it answered, its RSS over
+time (growth after warm-up), the memory its BPF maps hold at the start and the
+end, and what it counted as lost.  tests/kernel/test_reliability.py runs a
+minute of it; scripts/soak.py the long one.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.kernel.fixture import Fixture
+from tests.kernel.tool import Tool, bpf_maps_of
+
+FIXTURE_LOAD = ["irqoff spin_irqsave 500 3", "hold spin 50 20", "irqline disable 500",
+                "order abba", "fire 10", "hold mutex 50 10", "irqoff irq_save 2000 1"]
+QUERY_EVERY_S = 5.0
+WARM_UP_SHARE = 0.3
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def soak(seconds: float, results: Path) -> dict[str, Any]:
+    fixture = Fixture()
+    port = _port()
+    stress = subprocess.Popen(
+        ["stress-ng", "--cpu", "1", "--switch", "1", "--pipe", "1", "--fork", "1", "--hdd", "1",
+         "--temp-path", str(results), "--timeout", str(int(seconds) + 30)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    figures: dict[str, Any] = {"seconds": seconds, "queries": 0, "answered": 0, "rss_kib": []}
+    try:
+        with Tool("serve", "--irqoff", "-t", "1ms", "--irq", "all", "--locks", "--deadlock",
+                  "--listen", f"127.0.0.1:{port}", ready_timeout=300) as tool:
+            maps_at_start = bpf_maps_of(tool.program_ids)
+            start = time.monotonic()
+            step = 0
+            next_query = start
+            while time.monotonic() - start < seconds:
+                fixture.run(FIXTURE_LOAD[step % len(FIXTURE_LOAD)])
+                step += 1
+                if time.monotonic() >= next_query:
+                    figures["queries"] += 1
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status",
+                                                timeout=60) as response:
+                        status = json.loads(response.read())
+                    figures["answered"] += status["type"] == "status"
+                    figures["rss_kib"].append((round(time.monotonic() - start, 1),
+                                               _rss_kib(tool.proc.pid)))
+                    next_query += QUERY_EVERY_S
+                time.sleep(0.5)
+            maps_at_end = bpf_maps_of(tool.program_ids)
+            tool.stop()
+    finally:
+        stress.kill()
+        stress.wait()
+    samples = [rss for t, rss in figures["rss_kib"] if t >= seconds * WARM_UP_SHARE]
+    base = samples[0] if samples else 0
+    figures["rss_growth"] = (max(samples) - base) / base if base else 0.0
+    figures["rss_shrink"] = (base - min(samples)) / base if base else 0.0
+    figures["map_bytes"] = sum(maps_at_end.values())
+    figures["map_cap_bytes"] = sum(maps_at_start.values())
+    figures["fixture_commands"] = step
+    figures["stats"] = tool.of_type("stats")
+    return figures
