@@ -80,7 +80,7 @@ CASES = [
     ("count without interval", ["locks", "-n", "0"], "must be at least 1"),
     ("no BTF", ["irqoff", "--btf", "/nonexistent/vmlinux"], "no kernel BTF"),
     ("no kprobes, no BPF (this kernel)", ["irq", "--all"], "cannot trace|forbids BPF"),
-    ("deadlock on this kernel", ["deadlock", "-d", "1"], "cannot be traced|forbids BPF"),
+    ("deadlock on this kernel", ["deadlock", "-d", "1"], "cannot be traced|load BPF object locks"),
     ("missing recording", ["report", "/nonexistent/run.db"], "no recording /nonexistent/run.db"),
     ("corrupt recording", ["report", "{corrupt}"], "is not an irqlock recording"),
     ("not a recording", ["report", "{foreign}"], "is not an irqlock recording"),
