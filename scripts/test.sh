@@ -22,7 +22,8 @@ shard() {
 }
 echo "== scripts/vmtest.py (stock kernel, two VMs at once)" >&2
 a_tests=(tests/kernel/test_check.py tests/kernel/test_irqline.py tests/kernel/test_irqoff.py
-         tests/kernel/test_kallsyms.py tests/kernel/test_loader.py tests/kernel/test_locks.py)
+         tests/kernel/test_kallsyms.py tests/kernel/test_loader.py tests/kernel/test_locks.py
+         tests/kernel/test_deadlock.py)
 b_tests=()  # every other kernel test: none is left out
 for f in tests/kernel/test_*.py; do
   [[ " ${a_tests[*]} " == *" $f "* ]] || b_tests+=("$f")

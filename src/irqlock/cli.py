@@ -13,6 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from irqlock import __version__
+from irqlock.defaults import (
+    CONFIG_KEYS,
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_EDGES,
+    DEFAULT_MAX_LOCKS,
+    LOCK_KINDS,
+)
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import DEFAULT_BTF
 from irqlock.units import parse_duration_ns
@@ -256,8 +263,6 @@ def _irq_choice(text: str) -> str:
 
 def _tracer_flags() -> _Parser:
     """Which tracers record and serve run, and their main settings."""
-    from irqlock.tracers.locks import DEFAULT_MAX_LOCKS
-
     flags = _Parser(add_help=False)
     flags.add_argument("--irqoff", action="store_true", help="IRQ-off windows (irqlock irqoff)")
     _threshold(flags, 1_000_000, "1ms")
@@ -381,7 +386,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also a histogram of each traced IRQ's handler run time")
     irq.set_defaults(handler=_cmd_irq)
 
-    from irqlock.tracers.locks import DEFAULT_MAX_LOCKS, KINDS
 
     locks = sub.add_parser("locks", parents=[shared, _run_flags()], epilog=LOCKS_EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -391,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     locks.add_argument("count", nargs="?", type=_positive, help="stop after COUNT tables")
     locks.add_argument("-p", "--pid", type=_non_negative, metavar="PID",
                        help="only locks taken by this process")
-    locks.add_argument("--kind", type=_kinds, default=list(KINDS), metavar="KINDS",
+    locks.add_argument("--kind", type=_kinds, default=list(LOCK_KINDS), metavar="KINDS",
                        help="comma-separated: spin, rw, mutex, rwsem (default: all)")
     locks.add_argument("--lock", metavar="ADDR|SYMBOL",
                        help="only this lock: a static lock's symbol or a hex address")
@@ -406,8 +410,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="distinct locks tracked at most; more are counted, not tracked "
                             f"(default: {DEFAULT_MAX_LOCKS}, about 2.3 KiB each)")
     locks.set_defaults(handler=_cmd_locks)
-
-    from irqlock.tracers.locks import DEFAULT_MAX_EDGES
 
     deadlock = sub.add_parser("deadlock", parents=[shared, _run_flags()],
                               epilog=DEADLOCK_EXAMPLES,
@@ -441,8 +443,6 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--folded", type=Path, metavar="OUT.folded",
                         help="write IRQ-off stacks in folded form (FlameGraph, speedscope)")
     report.set_defaults(handler=_cmd_report)
-
-    from irqlock.serve_cmd import CONFIG_KEYS, DEFAULT_LISTEN
 
     serve = sub.add_parser("serve", parents=[shared, _run_flags(), tracers],
                            epilog=SERVE_EXAMPLES,

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from irqlock import session
+from irqlock.defaults import CONFIG_KEYS, DEFAULT_LISTEN
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.report.prometheus import Metrics
@@ -39,16 +40,9 @@ from irqlock.tracers.irqline import IrqlineConfig
 from irqlock.tracerset import Selection, TracerSet
 from irqlock.units import parse_duration_ns
 
-DEFAULT_LISTEN = "127.0.0.1:9464"
 RECENT = 200  # latest records kept for /status
 REFRESH_S = 1.0  # how often the main loop refreshes what /metrics and /status show
 COMMAND_TIMEOUT_S = 300.0  # a reconfiguration reloads BPF objects: slow under emulation
-CONFIG_KEYS = {
-    "threshold": "IRQ-off threshold (TIME: 500us, 2ms)",
-    "irq": "IRQ lines to watch (N[,N...], all, or none)",
-    "irq_threshold": "IRQ-line window threshold (TIME)",
-    "hung_after": "hung-task threshold (seconds)",
-}
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -14,12 +14,13 @@ from types import TracebackType
 from typing import Any
 
 from irqlock import deadlock_cmd, irqline_cmd, irqoff_cmd, locks_cmd
+from irqlock.defaults import DEFAULT_MAX_LOCKS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.tracers.deadlock import DeadlockOptions, DeadlockWatch
 from irqlock.tracers.irqline import IrqlineConfig, IrqlineTracer
 from irqlock.tracers.irqoff import IrqoffConfig, IrqoffTracer
-from irqlock.tracers.locks import DEFAULT_MAX_LOCKS, LocksConfig, LocksTracer, choose_functions
+from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
 
 Emit = Callable[[dict[str, Any]], None]
 

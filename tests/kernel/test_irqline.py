@@ -122,8 +122,12 @@ def test_threshold_drops_short_windows(fixture: Fixture) -> None:
         short = fixture.run("irqline disable 100")
         long = fixture.run("irqline disable 3000")
         tool.stop()
-    assert not windows_of(tool, short)
+    assert all(w["duration_ns"] >= 1_000_000 for w in tool.of_type("irq_disabled"))
     assert len(windows_of(tool, long)) == 1
+    # The short window is 100 us asleep; on a loaded emulator the sleep can overrun the
+    # threshold, and then it is rightly reported: judge it by its true length.
+    if short["enable_returned_ns"] - short["disable_called_ns"] < 1_000_000:
+        assert not windows_of(tool, short)
     assert tool.of_type("stats")[0]["windows_seen"] == 2
 
 

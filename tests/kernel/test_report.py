@@ -34,6 +34,12 @@ def fixture_windows(records: list[dict[str, Any]], truth: dict[str, Any]) -> lis
             and any(r["start_ns"] <= start and r["end_ns"] >= end for start, end in spans)]
 
 
+def top_lock_label(records: list[dict[str, Any]]) -> str:
+    """The lock a report lists first: the longest held in all (rarely the fixture's)."""
+    top = max((r for r in records if r["type"] == "lock"), key=lambda r: r["hold_ns"]["total"])
+    return str(top["name"] or f"{top['kind']}@{top['site'] or top['addr']}")
+
+
 class Recording:
     """One fixture-driven recording with every tracer, shared by the tests below."""
 
@@ -73,7 +79,8 @@ def test_console_summary_and_folded_stacks(recording: Recording, tmp_path: Path)
     folded = tmp_path / "run.folded"
     done = irqlock("report", str(recording.path), "--folded", str(folded))
     assert done.returncode == 0, done.stderr
-    assert "IRQ-off windows:" in done.stdout and "fx_spin" in done.stdout
+    assert "IRQ-off windows:" in done.stdout
+    assert top_lock_label(recording.live)[:40] in done.stdout  # the busiest locks, by name
     assert "fx_order_a -> fx_order_b -> fx_order_a" in done.stdout \
         or "fx_order_b -> fx_order_a -> fx_order_b" in done.stdout
     lines = folded.read_text().splitlines()
@@ -102,7 +109,7 @@ def test_html_report_for_the_browser_test(recording: Recording) -> None:
         "irqoff_function": recording.irqoff["function"],
         "irq_windows": len([r for r in recording.live if r["type"] == "irq_disabled"]),
         "cycle_locks": ["fx_order_a", "fx_order_b"],
-        "lock": "fx_spin",
+        "lock": top_lock_label(recording.live),
     }
     (out / "expected.json").write_text(json.dumps(expected))
     assert expected["irqoff_windows"] >= 3 and expected["irq_windows"] >= 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 from irqlock.errors import IrqlockError
@@ -49,15 +50,16 @@ class Kallsyms:
     """Address → symbol lookups over a snapshot of /proc/kallsyms."""
 
     def __init__(self, text: str) -> None:
+        # Addresses stay 16-digit hex strings: sorted as strings they are sorted as numbers,
+        # and no int() is paid for the ~150,000 symbols a lookup never visits.
         rows = [row for row in _SYMBOL_LINE.findall(text) if row[0].strip("0")]
         if not rows:
             raise IrqlockError(
                 f"{KALLSYMS} shows no addresses: run as root (kernel.kptr_restrict hides them)"
             )
-        addresses = [int(row[0], 16) for row in rows]
-        order = sorted(range(len(rows)), key=addresses.__getitem__)
-        self._addresses = [addresses[i] for i in order]
-        self._rows = [rows[i] for i in order]
+        rows.sort(key=itemgetter(0))  # stable: of aliases at one address, the last listed wins
+        self._keys = [row[0] for row in rows]
+        self._rows = rows
         self._by_name: dict[str, int] | None = None  # name -> index, built when first asked
         self._frames: dict[int, str] = {}  # symbolize()'s answers: stacks repeat a lot
 
@@ -70,15 +72,15 @@ class Kallsyms:
             raise IrqlockError(f"cannot read {path}: {exc.strerror}") from None
 
     def _symbol(self, i: int) -> Symbol:
-        address = self._addresses[i]
-        _hex, kind, name, module = self._rows[i]
-        end = self._addresses[i + 1] if i + 1 < len(self._addresses) else address + 1
+        hex_address, kind, name, module = self._rows[i]
+        address = int(hex_address, 16)
+        end = int(self._keys[i + 1], 16) if i + 1 < len(self._keys) else address + 1
         return Symbol(address, min(max(end - address, 1), MAX_SYMBOL_SIZE), name,
                       module or None, kind in _TEXT_TYPES)
 
     def lookup(self, address: int) -> Symbol | None:
         """The symbol containing ``address``, or None."""
-        i = bisect.bisect_right(self._addresses, address) - 1
+        i = bisect.bisect_right(self._keys, f"{address:016x}") - 1
         if i < 0:
             return None
         symbol = self._symbol(i)

@@ -27,11 +27,10 @@ from typing import Any
 
 from irqlock.analysis.graphs import DEFAULT_CYCLE_LIMIT, simple_cycles
 from irqlock.bpf.loader import Map
+from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS
 from irqlock.kernel.kallsyms import Kallsyms
 from irqlock.kernel.kmsg import KernelLog, KernelReport
 from irqlock.tracers.locks import (
-    DEFAULT_MAX_EDGES,
-    DEFAULT_MAX_LOCKS,
     MAX_STACK,
     TASK_COMM_LEN,
     HolderKey,

@@ -16,6 +16,7 @@ from typing import Any
 
 from irqlock.analysis.histograms import LOGLIN_BUCKETS, loglinear_bounds, loglinear_percentile
 from irqlock.bpf.loader import BpfObject
+from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import (
     MUTEX_FUNCTIONS,
@@ -28,7 +29,7 @@ from irqlock.kernel.kallsyms import Kallsyms
 
 TASK_COMM_LEN = 16
 MAX_STACK = 24
-KINDS = ("spinlock", "rwlock", "mutex", "rwsem")
+KINDS = LOCK_KINDS
 KIND_FUNCTIONS = {"spinlock": SPIN_FUNCTIONS, "rwlock": RWLOCK_FUNCTIONS,
                   "mutex": MUTEX_FUNCTIONS, "rwsem": RWSEM_FUNCTIONS}
 # Functions of each kind that release a lock (fentry); the others acquire (fexit).
@@ -47,8 +48,6 @@ CONTEXT_START_PROGRAMS = {
     "on_irq_work_entry": "irq_vectors/irq_work_entry",
 }
 BLOCKED_PROGRAMS = ["on_sched_switch"]
-DEFAULT_MAX_LOCKS = 4096
-DEFAULT_MAX_EDGES = 16384
 HOLDERS_PER_LOCK = 4  # holders map size = this x --max-locks
 MAX_TASKS = 8192
 IRQ_USES = 4096  # locks taken in hardirq / held with interrupts on, each

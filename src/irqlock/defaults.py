@@ -1,0 +1,16 @@
+"""Defaults and names the command line shows in --help, kept apart from the modules that use
+them so that parsing arguments imports no BPF loader, no HTTP client, no tracer."""
+
+from __future__ import annotations
+
+LOCK_KINDS = ("spinlock", "rwlock", "mutex", "rwsem")
+DEFAULT_MAX_LOCKS = 4096
+DEFAULT_MAX_EDGES = 16384
+DEFAULT_LISTEN = "127.0.0.1:9464"
+# What `irqlock config` can change in a running `irqlock serve` session.
+CONFIG_KEYS = {
+    "threshold": "IRQ-off threshold (TIME: 500us, 2ms)",
+    "irq": "IRQ lines to watch (N[,N...], all, or none)",
+    "irq_threshold": "IRQ-line window threshold (TIME)",
+    "hung_after": "hung-task threshold (seconds)",
+}
