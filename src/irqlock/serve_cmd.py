@@ -40,7 +40,7 @@ from irqlock.tracers.irqline import IrqlineConfig
 from irqlock.tracerset import Selection, TracerSet
 from irqlock.units import parse_duration_ns
 
-RECENT = 200  # latest records kept for /status
+RECENT = 1000  # latest records kept for /status
 REFRESH_S = 1.0  # how often the main loop refreshes what /metrics and /status show
 COMMAND_TIMEOUT_S = 300.0  # a reconfiguration reloads BPF objects: slow under emulation
 
@@ -117,22 +117,28 @@ class Session:
     """The tracers, what they have shown, and the commands other shells send."""
 
     def __init__(self, selection: Selection, features: KernelFeatures) -> None:
-        self.selection = selection
         self.features = features
         self.metrics = Metrics()
+        # What the HTTP thread may read, under `lock`: records as they come, and what
+        # publish() prepared from the tracers.
+        self.lock = threading.Lock()
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.counts: dict[str, int] = {}
+        self.view: dict[str, Any] = {"metrics": "", "stats": [], "settings": {}}
         self.started = time.monotonic()
         self.commands: queue.Queue[Command] = queue.Queue()
-        self.published = {"metrics": "", "status": "{}"}
-        self.published_lock = threading.Lock()
         self.tracers = TracerSet(selection, features, self.on_record)
         self._next_refresh = 0.0
 
+    @property
+    def selection(self) -> Selection:
+        return self.tracers.selection
+
     def on_record(self, record: dict[str, Any]) -> None:
         self.metrics.observe(record)
-        self.recent.append(record)
-        self.counts[record["type"]] = self.counts.get(record["type"], 0) + 1
+        with self.lock:
+            self.recent.append(record)
+            self.counts[record["type"]] = self.counts.get(record["type"], 0) + 1
 
     def poll(self, timeout_ms: int) -> int:
         handled = self.tracers.poll(timeout_ms)
@@ -147,46 +153,44 @@ class Session:
             if command.name == "clear":
                 self.clear()
             else:
-                self.reconfigure(apply_config(self.selection, command.settings))
+                self.tracers.reconfigure(apply_config(self.selection, command.settings))
+            self.publish()
             command.result = self.status()
         except IrqlockError as exc:
             command.error = str(exc).splitlines()[0]
         finally:
-            self.publish()
             command.done.set()
-
-    def reconfigure(self, selection: Selection) -> None:
-        """Restart with the new settings (thresholds are fixed in a BPF object at load)."""
-        if selection == self.selection:
-            return
-        self.tracers.detach()
-        self.tracers.close()
-        try:
-            self.tracers = TracerSet(selection, self.features, self.on_record)
-        except IrqlockError:
-            self.tracers = TracerSet(self.selection, self.features, self.on_record)
-            raise
-        self.selection = selection
 
     def clear(self) -> None:
         self.tracers.clear()
         self.metrics = Metrics()
-        self.recent.clear()
-        self.counts = {}
+        with self.lock:
+            self.recent.clear()
+            self.counts = {}
 
     def status(self) -> dict[str, Any]:
+        """What the session is and has seen (any thread: built from what publish() left)."""
+        with self.lock:
+            view, counts, recent = self.view, dict(self.counts), list(self.recent)
         return {"type": "status", "uptime_s": round(time.monotonic() - self.started, 3),
-                "settings": self.selection.describe(), "counts": dict(self.counts),
-                "stats": self.tracers.stats(), "recent": list(self.recent)}
+                "settings": view["settings"], "counts": counts, "stats": view["stats"],
+                "recent": recent}
+
+    def metrics_text(self) -> str:
+        with self.lock:
+            text: str = self.view["metrics"]
+            return text
 
     def publish(self) -> None:
-        """Prepare what the HTTP thread serves (it never touches the tracers)."""
+        """Read the tracers for what the HTTP thread serves (it never touches them)."""
         if self.tracers.locks:
             self.metrics.set_locks(self.tracers.lock_records(with_holders=False))
-        self.metrics.set_stats(self.tracers.stats())
-        metrics, status = self.metrics.text(), json.dumps(self.status())
-        with self.published_lock:
-            self.published = {"metrics": metrics, "status": status}
+        stats = self.tracers.stats()
+        self.metrics.set_stats(stats)
+        view = {"metrics": self.metrics.text(), "stats": stats,
+                "settings": self.selection.describe()}
+        with self.lock:
+            self.view = view
         self._next_refresh = time.monotonic() + REFRESH_S
 
     def submit(self, command: Command) -> Command:
@@ -211,12 +215,10 @@ def _handler(sess: Session) -> type[BaseHTTPRequestHandler]:
             self._send(code, json.dumps(value) + "\n", "application/json")
 
         def do_GET(self) -> None:
-            with sess.published_lock:
-                published = dict(sess.published)
             if self.path == "/metrics":
-                self._send(200, published["metrics"], "text/plain; version=0.0.4")
+                self._send(200, sess.metrics_text(), "text/plain; version=0.0.4")
             elif self.path == "/status":
-                self._send(200, published["status"] + "\n", "application/json")
+                self._json(200, sess.status())
             else:
                 self._json(404, {"error": f"no {self.path}: /metrics, /status"})
 

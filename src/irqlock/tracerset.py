@@ -69,14 +69,20 @@ class TracerSet:
             self.close()
             raise
 
+    def _start_irqoff(self, config: IrqoffConfig) -> IrqoffTracer:
+        plan = irqoff_cmd.validate(config, self.features)
+        return IrqoffTracer(config, plan, lambda w: self.emit(w.to_json()))
+
+    def _start_irq(self, config: IrqlineConfig) -> IrqlineTracer:
+        method = irqline_cmd.validate(config, self.features)
+        return IrqlineTracer(config, method, lambda w: self.emit(w.to_json()))
+
     def _start(self) -> None:
         s, f = self.selection, self.features
         if s.irqoff:
-            plan = irqoff_cmd.validate(s.irqoff, f)
-            self.irqoff = IrqoffTracer(s.irqoff, plan, lambda w: self.emit(w.to_json()))
+            self.irqoff = self._start_irqoff(s.irqoff)
         if s.irq:
-            method = irqline_cmd.validate(s.irq, f)
-            self.irq = IrqlineTracer(s.irq, method, lambda w: self.emit(w.to_json()))
+            self.irq = self._start_irq(s.irq)
         if s.locks or s.deadlock:
             deadlock = s.deadlock is not None
             config = LocksConfig(max_locks=s.max_locks, order=deadlock, irq_safety=deadlock,
@@ -140,6 +146,38 @@ class TracerSet:
         elif self.locks:
             result.append(self.locks.stats())
         return result
+
+    def reconfigure(self, selection: Selection) -> None:
+        """New settings: restart only the tracers whose BPF object fixed the old ones at load
+        (the lock tracer and what it has counted go on).  On failure nothing changes."""
+        old = self.selection
+        if (selection.locks, selection.deadlock is None) != (old.locks, old.deadlock is None):
+            raise IrqlockError("a running session cannot start or stop the lock tracers")
+        irqoff = self._start_irqoff(selection.irqoff) \
+            if selection.irqoff and selection.irqoff != old.irqoff else None
+        try:
+            irq = self._start_irq(selection.irq) \
+                if selection.irq and selection.irq != old.irq else None
+        except BaseException:
+            if irqoff:
+                irqoff.close()
+            raise
+        if selection.irqoff != old.irqoff:
+            self._replace("irqoff", irqoff)
+        if selection.irq != old.irq:
+            self._replace("irq", irq)
+        if self.watch and selection.deadlock:
+            self.watch.set_hung_after(selection.deadlock.hung_after_ns)
+        self.selection = selection
+
+    def _replace(self, name: str, tracer: IrqoffTracer | IrqlineTracer | None) -> None:
+        current = getattr(self, name)
+        if current is not None:
+            current.detach()
+            while current.poll(0):  # what it saw before it stopped
+                pass
+            current.close()
+        setattr(self, name, tracer)
 
     def clear(self) -> None:
         """Start counting again: lock statistics and what findings were already reported."""

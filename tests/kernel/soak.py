@@ -11,6 +11,8 @@ minute of it; scripts/soak.py the long one.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -47,7 +49,7 @@ def soak(seconds: float, results: Path) -> dict[str, Any]:
     stress = subprocess.Popen(
         ["stress-ng", "--cpu", "1", "--switch", "1", "--pipe", "1", "--fork", "1", "--hdd", "1",
          "--temp-path", str(results), "--timeout", str(int(seconds) + 30)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     figures: dict[str, Any] = {"seconds": seconds, "queries": 0, "answered": 0, "rss_kib": []}
     try:
         with Tool("serve", "--irqoff", "-t", "1ms", "--irq", "all", "--locks", "--deadlock",
@@ -72,7 +74,7 @@ def soak(seconds: float, results: Path) -> dict[str, Any]:
             maps_at_end = bpf_maps_of(tool.program_ids)
             tool.stop()
     finally:
-        stress.kill()
+        os.killpg(stress.pid, signal.SIGKILL)  # its workers too: the next test wants a quiet guest
         stress.wait()
     samples = [rss for t, rss in figures["rss_kib"] if t >= seconds * WARM_UP_SHARE]
     base = samples[0] if samples else 0

@@ -176,14 +176,21 @@ def test_serve_metrics_config_and_clear(fixture: Fixture) -> None:
                       in labels)
         assert windows >= 3
 
+        def under_3ms() -> float:
+            return sum(v for (name, labels), v in metrics(port).items()
+                       if name == "irqlock_irqoff_duration_seconds_bucket"
+                       and ("le", "0.0025") in labels)
+
         done = irqlock("config", "threshold=3ms", "--connect", connect, "-j")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["settings"]["irqoff_threshold_ns"] == 3_000_000
+        shorter = under_3ms()
         short = fixture.run("irqoff spin_irqsave 1000 2")
         long = fixture.run("irqoff spin_irqsave 5000 1")
         eventually(lambda: len(fixture_windows(status(port)["recent"], long)) == 1,
                    "the 5 ms window in /status")
         assert fixture_windows(status(port)["recent"], short) == []
+        assert under_3ms() == shorter  # nothing under the new threshold, from any task
 
         before_clear = status(port)["counts"]["irqoff"]
         assert before_clear >= 4  # the fixture's 3 + 1 at least

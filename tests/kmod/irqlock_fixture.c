@@ -834,13 +834,13 @@ static noinline int fx_hung_hold(void)
 	return 0;
 }
 
+/* Plain D state (not killable: the kernel's hung-task detector skips killable sleeps)
+ * until release lets the owner unlock. */
 static noinline int fx_hung_wait(void)
 {
-	int err = mutex_lock_killable(&fx_hung_mutex);	/* D state until release */
-
-	if (!err)
-		mutex_unlock(&fx_hung_mutex);
-	return err;
+	mutex_lock(&fx_hung_mutex);
+	mutex_unlock(&fx_hung_mutex);
+	return 0;
 }
 
 static int fx_hung_thread(struct fx_thread *t)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -493,6 +493,10 @@ class DeadlockWatch:
     def final(self) -> list[Finding]:
         """The order graph is complete once the probes are detached."""
         return self._order()
+
+    def set_hung_after(self, hung_after_ns: int) -> None:
+        self.options = replace(self.options, hung_after_ns=hung_after_ns)
+        self.finder.hung_after_ns = hung_after_ns
 
     def forget_reported(self) -> None:
         self.finder.seen = DeadlockState()
