@@ -117,15 +117,19 @@ def test_html_report_for_the_browser_test(recording: Recording) -> None:
 
 def test_killed_recording_still_reports_what_was_flushed(fixture: Fixture, tmp_path: Path) -> None:
     path = tmp_path / "killed.db"
+    def reported() -> list[dict[str, Any]]:
+        done = irqlock("report", str(path), "-j")
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
     with Tool("record", "-o", str(path), "--irqoff", "-t", "500us", "-m", "exact") as tool:
         truth = fixture.run("irqoff spin_irqsave 1000 2")
-        time.sleep(3)  # a commit every second
+        # committed (a commit every second): readable by another process while it runs
+        eventually(lambda: len(fixture_windows(reported(), truth)) == 2,
+                   "the fixture's windows committed")
         tool.proc.send_signal(signal.SIGKILL)
         tool.proc.communicate(timeout=60)
-    done = irqlock("report", str(path), "-j")
-    assert done.returncode == 0, done.stderr
-    records = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(fixture_windows(records, truth)) == 2
+    assert len(fixture_windows(reported(), truth)) == 2
     summary = irqlock("report", str(path))
     assert "cut short" in summary.stdout
 

@@ -227,6 +227,7 @@ class IrqoffTracer:
         c = self.config
         obj.set_max_entries("events", c.ringbuf_pages * PAGE_SIZE)
         obj.set_rodata(threshold_ns=c.threshold_ns, target_tgid=-1 if c.tgid is None else c.tgid,
+                       own_tgid=os.getpid(),
                        target_cpu=-1 if c.cpu is None else c.cpu, sample_period_ns=c.period_ns,
                        sample_hardirq=int(self.plan.sample), sample_softirq=int(self.plan.softirq))
         wanted = self._section_programs()
@@ -298,6 +299,8 @@ class IrqoffTracer:
                 "unmatched_opens": self.obj.read_global("unmatched_opens"),
                 "stale_windows": self.obj.read_global("stale_windows"),
                 "windows_seen": self.obj.read_global("windows_seen"),
+                # irqlock's own process, not reported (see irqoff.bpf.c)
+                "own_windows": self.obj.read_global("own_windows"),
                 "not_attached": self.plan.not_attached}
 
     def detach(self) -> None:
