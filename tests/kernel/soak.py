@@ -13,13 +13,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import free_port
 from tests.kernel.fixture import Fixture
 from tests.kernel.tool import Tool, bpf_maps_of
 
@@ -36,16 +36,9 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def soak(seconds: float, results: Path) -> dict[str, Any]:
     fixture = Fixture()
-    port = _port()
+    port = free_port()
     stress = subprocess.Popen(
         ["stress-ng", "--cpu", "1", "--switch", "1", "--pipe", "1", "--fork", "1", "--hdd", "1",
          "--temp-path", str(results), "--timeout", str(int(seconds) + 30)],

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
 from tests.kernel.fixture import Fixture
 from tests.kernel.soak import soak
 from tests.kernel.tool import Tool, wait_until_gone
@@ -25,12 +25,6 @@ TOOLS = {
     "serve": ["serve", "--irqoff", "--locks", "--listen", "127.0.0.1:{port}"],
 }
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.mark.parametrize("tool", list(TOOLS))

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import free_port
 from tests.kernel.fixture import Fixture
 from tests.kernel.tool import Tool
 
@@ -133,12 +134,6 @@ def test_killed_recording_still_reports_what_was_flushed(fixture: Fixture, tmp_p
     summary = irqlock("report", str(path))
     assert "cut short" in summary.stdout
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 NOBODY = 65534
 
 
@@ -43,12 +45,6 @@ def busy_port() -> Iterator[int]:
         s.listen()
         yield s.getsockname()[1]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def no_such_pid() -> int:
