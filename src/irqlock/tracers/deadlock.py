@@ -351,7 +351,7 @@ class DeadlockFinder:
 
     # ---- live deadlocks and hung tasks --------------------------------------
 
-    def _waits(self) -> dict[int, WaitStateStruct]:
+    def waits(self) -> dict[int, WaitStateStruct]:
         """pid -> the sleeping lock it waits for now."""
         waits = {}
         for key, value in self._map("task_wait").items():
@@ -360,7 +360,7 @@ class DeadlockFinder:
                 waits[_u32(key)] = w
         return waits
 
-    def _held(self) -> dict[int, list[int]]:
+    def held(self) -> dict[int, list[int]]:
         """pid -> the sleeping locks (mutexes, rw-semaphores) it holds now."""
         held = {}
         for key, value in self._map("task_held").items():
@@ -379,10 +379,10 @@ class DeadlockFinder:
             owners = [wait.owner_pid]
         return owners
 
-    def deadlocks(self, now_ns: int) -> list[Deadlock]:
-        waits = {pid: w for pid, w in self._waits().items()
-                 if now_ns - w.start_ns >= SETTLED_WAIT_NS}
-        held = self._held()
+    def deadlocks(self, now_ns: int, all_waits: dict[int, WaitStateStruct],
+                  held: dict[int, list[int]]) -> list[Deadlock]:
+        """Wait-for cycles among the waits (from waits()) and holds (from held()) now."""
+        waits = {pid: w for pid, w in all_waits.items() if now_ns - w.start_ns >= SETTLED_WAIT_NS}
         graph = {pid: [o for o in self._owners(w.lock, w, pid, held) if o in waits]
                  for pid, w in waits.items()}
         result = []
@@ -402,9 +402,9 @@ class DeadlockFinder:
             result.append(Deadlock(tasks=tasks, detected_ns=now_ns))
         return result
 
-    def hung_tasks(self, now_ns: int) -> list[HungTask]:
-        waits = self._waits()
-        held = self._held()
+    def hung_tasks(self, now_ns: int, waits: dict[int, WaitStateStruct],
+                   held: dict[int, list[int]]) -> list[HungTask]:
+        """Tasks asleep in D state past the threshold, with what waits() and held() say."""
         result = []
         for key, value in self._map("blocked").items():
             pid, b = _u32(key), BlockedTaskStruct.from_buffer_copy(value)
@@ -469,7 +469,9 @@ class DeadlockWatch:
 
     def _live(self) -> list[Finding]:
         now = time.monotonic_ns()
-        found: list[Finding] = [*self.finder.deadlocks(now), *self.finder.hung_tasks(now)]
+        waits, held = self.finder.waits(), self.finder.held()  # read once for both
+        found: list[Finding] = [*self.finder.deadlocks(now, waits, held),
+                                *self.finder.hung_tasks(now, waits, held)]
         return found + list(self.kernel_log.reports())
 
     def _order(self) -> list[Finding]:
