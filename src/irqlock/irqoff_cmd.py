@@ -75,6 +75,11 @@ class IrqoffPrinter:
                           if stats["not_attached"] else "") + "\n")
         if lost:
             self.out.write(f"WARNING: {lost} windows were lost (ring buffer full)\n")
+        late = stats.get("sampler_late_max_ns", 0)
+        if late > stats.get("sampler_period_ns", 0) // 2 > 0:
+            self.out.write(f"WARNING: sampler ticks came up to {late // 1000} us late (a hypervisor "
+                           "running this CPU late?): sampled windows may end that much later than "
+                           "error_ns says\n")
 
 
 def validate(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan:

@@ -39,14 +39,17 @@ def _rss_kib(pid: int) -> int:
 def soak(seconds: float, results: Path) -> dict[str, Any]:
     fixture = Fixture()
     port = free_port()
-    stress = subprocess.Popen(
-        ["stress-ng", "--cpu", "1", "--switch", "1", "--pipe", "1", "--fork", "1", "--hdd", "1",
-         "--temp-path", str(results), "--timeout", str(int(seconds) + 30)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     figures: dict[str, Any] = {"seconds": seconds, "queries": 0, "answered": 0, "rss_kib": []}
+    stress: subprocess.Popen[bytes] | None = None
     try:
+        # Attached first: under TCG, attaching every tracer beside stress-ng's workers can
+        # take longer than any sane ready timeout, and the load is what the soak is about.
         with Tool("serve", "--irqoff", "-t", "1ms", "--irq", "all", "--locks", "--deadlock",
                   "--listen", f"127.0.0.1:{port}", ready_timeout=300) as tool:
+            stress = subprocess.Popen(
+                ["stress-ng", "--cpu", "1", "--switch", "1", "--pipe", "1", "--fork", "1",
+                 "--hdd", "1", "--temp-path", str(results), "--timeout", str(int(seconds) + 30)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             maps_at_start = bpf_maps_of(tool.program_ids)
             start = time.monotonic()
             step = 0
@@ -67,8 +70,9 @@ def soak(seconds: float, results: Path) -> dict[str, Any]:
             maps_at_end = bpf_maps_of(tool.program_ids)
             tool.stop()
     finally:
-        os.killpg(stress.pid, signal.SIGKILL)  # its workers too: the next test wants a quiet guest
-        stress.wait()
+        if stress is not None:
+            os.killpg(stress.pid, signal.SIGKILL)  # its workers too: the next test wants quiet
+            stress.wait()
     samples = [rss for t, rss in figures["rss_kib"] if t >= seconds * WARM_UP_SHARE]
     base = samples[0] if samples else 0
     figures["rss_growth"] = (max(samples) - base) / base if base else 0.0

@@ -6,6 +6,7 @@ with preemptirq tracepoints every window is exact, whatever API made it.
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -101,14 +102,22 @@ def test_local_irq_disable_and_save_are_sampled_within_bound(fixture: Fixture) -
         truths = [fixture.run(f"irqoff {api} {us}") for api in ("irq_disable", "irq_save")
                   for us in (2000, 5000)]
         tool.stop()
+    stats = tool.of_type("stats")[0]
     for truth in truths:
         tw = truth["windows"][0]
         found = [w for w in tool.of_type("irqoff") if w["pid"] == truth["task"]["pid"]
                  and w["start_ns"] < tw["end_ns"] and w["end_ns"] > tw["start_ns"]]
-        assert len(found) == 1, (truth, of_task(tool, truth), tool.of_type("stats"))
+        assert len(found) == 1, json.dumps([truth, of_task(tool, truth), stats])
         w = found[0]
         assert not w["exact"] and w["source"] == "sample" and w["error_ns"] > 0
-        assert abs(w["duration_ns"] - tw["duration_ns"]) <= w["error_ns"] + 50_000, (w, tw)
+        # The start lies within error_ns of the truth (the tick before the window was at
+        # most a period before it), the end is the first tick after interrupts came back
+        # on; either tick may have come as late as the run's latest (emulation runs a
+        # CPU late: sampler_late_max_ns).
+        late = stats["sampler_late_max_ns"]
+        assert abs(w["start_ns"] - tw["start_ns"]) <= w["error_ns"] + late, json.dumps([w, tw, late])
+        assert tw["end_ns"] <= w["end_ns"] <= tw["outer_end_ns"] + w["error_ns"] + late, \
+            json.dumps([w, tw, late])
         assert any(truth["function"] in f for f in w["enable_stack"]), w["enable_stack"]
 
 

@@ -144,6 +144,15 @@ def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def status(port: int) -> dict[str, Any]:
+    """GET /status from this process: polling through `irqlock status` would start a Python
+    for each look, whose reads of the 9p root take ~0.5 ms irqsave windows under TCG and
+    crowd the fixture's windows out of the session's latest records."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=60) as response:
+        result: dict[str, Any] = json.loads(response.read())
+    return result
+
+
+def status_client(port: int) -> dict[str, Any]:
     done = irqlock("status", "--connect", f"127.0.0.1:{port}", "-j")
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
@@ -164,12 +173,14 @@ def test_serve_metrics_config_and_clear(fixture: Fixture) -> None:
     with Tool("serve", "--irqoff", "-t", "500us", "-m", "exact", "--locks",
               "--listen", connect) as tool:
         first = fixture.run("irqoff spin_irqsave 1000 3")
+        eventually(lambda: len(fixture_windows(status(port)["recent"], first)) == 3,
+                   "the fixture's three windows in /status")
+        assert len(fixture_windows(status_client(port)["recent"], first)) == 3
         hold = fixture.run("hold spin 50 20")
         acquired = sum(t["acquisitions"] for t in hold["threads"])
         spin_key = ("irqlock_lock_acquisitions_total", (("kind", "spinlock"), ("lock", "fx_spin")))
         eventually(lambda: metrics(port).get(spin_key) == acquired,
                    f"fx_spin acquired {acquired} times in /metrics")
-        assert len(fixture_windows(status(port)["recent"], first)) == 3
         windows = sum(v for (name, labels), v in metrics(port).items()
                       if name == "irqlock_irqoff_duration_seconds_count" and ("source", "lock")
                       in labels)

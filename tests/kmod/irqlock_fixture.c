@@ -170,6 +170,14 @@ static const char *irqoff_api;
 static u64 irqoff_start[64], irqoff_end[64], irqoff_outer_start[64], irqoff_outer_end[64];
 static int irqoff_cpu[64];
 
+/*
+ * After a window only a sampler can see: stay on the CPU with interrupts on for a
+ * while, so its late tick lands in this task.  Under emulation the timer interrupt
+ * can come hundreds of microseconds after interrupts are back on; had the thread
+ * gone to sleep first, the switch would hide the window from a sampler.
+ */
+#define SAMPLER_GRACE_NS (3 * NSEC_PER_MSEC)
+
 static noinline void fx_irqoff_irq_disable(int i)
 {
 	irqoff_outer_start[i] = ktime_get_ns();
@@ -179,6 +187,7 @@ static noinline void fx_irqoff_irq_disable(int i)
 	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
 	local_irq_enable();
 	irqoff_outer_end[i] = ktime_get_ns();
+	spin_for(irqoff_outer_end[i], SAMPLER_GRACE_NS);
 }
 
 static noinline void fx_irqoff_irq_save(int i)
@@ -192,6 +201,7 @@ static noinline void fx_irqoff_irq_save(int i)
 	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
 	local_irq_restore(flags);
 	irqoff_outer_end[i] = ktime_get_ns();
+	spin_for(irqoff_outer_end[i], SAMPLER_GRACE_NS);
 }
 
 static noinline void fx_irqoff_spin_irqsave(int i)

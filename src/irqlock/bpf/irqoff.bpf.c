@@ -62,6 +62,7 @@ struct sample_state {
 	__u64 prev_tick_ns;	/* last tick, whatever it saw */
 	__u64 bh_last_ns;	/* last tick that saw softirqs off */
 	__u64 bh_start_error_ns;	/* half the tick interval the softirq-off window began in */
+	__u64 late_max_ns;	/* the latest a tick came after its due time, gaps aside */
 };
 
 struct {
@@ -443,6 +444,13 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 	irqs_are_on();	/* the tick fired, so interrupts are on */
 	if (sample_softirq)
 		sample_softirq_tick(ctx, s, now);
+	/* How late ticks come when nothing held them back for long: a short irqs-off
+	 * section, or a hypervisor that ran this CPU late.  A sampled window's end is
+	 * a tick, so it may be that late too: reported beside error_ns. */
+	if (s->prev_tick_ns && now - s->prev_tick_ns > sample_period_ns &&
+	    now - s->prev_tick_ns < 2 * sample_period_ns &&
+	    now - s->prev_tick_ns - sample_period_ns > s->late_max_ns)
+		s->late_max_ns = now - s->prev_tick_ns - sample_period_ns;
 	s->prev_tick_ns = now;
 	if (!sample_hardirq)
 		return 0;

@@ -100,6 +100,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "libbpf_get_error": (ctypes.c_long, [_P]),
     "libbpf_major_version": (ctypes.c_uint32, []),
     "libbpf_minor_version": (ctypes.c_uint32, []),
+    "libbpf_num_possible_cpus": (ctypes.c_int, []),
     "bpf_object__open_file": (_P, [ctypes.c_char_p, _P]),
     "bpf_object__load": (ctypes.c_int, [_P]),
     "bpf_object__close": (None, [_P]),

@@ -90,6 +90,16 @@ class Map:
         )
         return value.raw if ret == 0 else None
 
+    def lookup_per_cpu(self, key: bytes) -> list[bytes]:
+        """A per-CPU map's value on every possible CPU (empty if the key is not there)."""
+        cpus = int(self._lib.lib.libbpf_num_possible_cpus())
+        stride = (self.value_size + 7) // 8 * 8  # the kernel pads each CPU's copy to 8 bytes
+        values = ctypes.create_string_buffer(stride * cpus)
+        ret = self._lib.lib.bpf_map__lookup_elem(self._ptr, key, len(key), values, len(values), 0)
+        if ret:
+            return []
+        return [values.raw[i * stride:i * stride + self.value_size] for i in range(cpus)]
+
     def update(self, key: bytes, value: bytes) -> None:
         ret = self._lib.lib.bpf_map__update_elem(self._ptr, key, len(key), value, len(value), 0)
         if ret:

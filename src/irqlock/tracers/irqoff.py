@@ -48,6 +48,14 @@ PAGE_SIZE = 4096
 MIN_PERIOD_NS = 20_000  # shorter periods can keep a slow CPU in the sampler's interrupt
 
 
+class SampleState(ctypes.Structure):
+    """struct sample_state of irqoff.bpf.c: the sampler's per-CPU state."""
+
+    _fields_ = [("last_ns", ctypes.c_uint64), ("prev_tick_ns", ctypes.c_uint64),
+                ("bh_last_ns", ctypes.c_uint64), ("bh_start_error_ns", ctypes.c_uint64),
+                ("late_max_ns", ctypes.c_uint64)]
+
+
 class IrqoffEvent(ctypes.Structure):
     """struct irqoff_event (irqoff.h)."""
 
@@ -301,7 +309,20 @@ class IrqoffTracer:
                 "windows_seen": self.obj.read_global("windows_seen"),
                 # irqlock's own process, not reported (see irqoff.bpf.c)
                 "own_windows": self.obj.read_global("own_windows"),
+                "sampler_period_ns": self.config.period_ns if self.plan.sampler else 0,
+                "sampler_late_max_ns": self._sampler_late_max_ns(),
                 "not_attached": self.plan.not_attached}
+
+    def _sampler_late_max_ns(self) -> int:
+        """The latest a sampler tick came after it was due, on any CPU (0 without a sampler).
+
+        A sampled window ends at a tick, so its end may be that late on top of
+        error_ns: large under a hypervisor that runs a CPU late (steal time).
+        """
+        if not self.plan.sampler:
+            return 0
+        per_cpu = self.obj.map("samples").lookup_per_cpu(bytes(4))
+        return max((SampleState.from_buffer_copy(v).late_max_ns for v in per_cpu), default=0)
 
     def detach(self) -> None:
         self.obj.detach()
