@@ -40,7 +40,7 @@ def test_nothing_stays_attached_after_sigkill(tool: str, tmp_path: Path, fixture
         assert ours, "the tool attached no BPF program"
         fixture.run("hold spin 10 10")
         running.proc.send_signal(signal.SIGKILL)
-        running.proc.communicate(timeout=120)
+        running.wait(timeout=120)
         assert running.proc.returncode == -signal.SIGKILL
     assert not wait_until_gone(ours), f"{tool}: programs left after SIGKILL"
 

@@ -131,7 +131,7 @@ def test_killed_recording_still_reports_what_was_flushed(fixture: Fixture, tmp_p
         eventually(lambda: len(fixture_windows(reported(), truth)) == 2,
                    "the fixture's windows committed")
         tool.proc.send_signal(signal.SIGKILL)
-        tool.proc.communicate(timeout=60)
+        tool.wait(timeout=60)
     assert len(fixture_windows(reported(), truth)) == 2
     summary = irqlock("report", str(path))
     assert "cut short" in summary.stdout
@@ -203,7 +203,10 @@ def test_serve_metrics_config_and_clear(fixture: Fixture) -> None:
         long = fixture.run("irqoff spin_irqsave 5000 1")
         eventually(lambda: len(fixture_windows(status(port)["recent"], long)) == 1,
                    "the 5 ms window in /status")
-        assert fixture_windows(status(port)["recent"], short) == []
+        # An exact window lies inside the fixture's calls: one of 3 ms or more made of a
+        # 1 ms spin means the guest stalled in those calls, and it is over the threshold.
+        assert all(r["duration_ns"] >= 3_000_000
+                   for r in fixture_windows(status(port)["recent"], short))
         assert under_3ms() == shorter  # nothing under the new threshold, from any task
 
         before_clear = status(port)["counts"]["irqoff"]

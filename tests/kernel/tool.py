@@ -45,25 +45,37 @@ class Tool:
     def __init__(self, *args: str, ready_timeout: float = 120) -> None:
         self._dir = tempfile.TemporaryDirectory()
         ready = Path(self._dir.name) / "ready"
+        # Output goes to files, not pipes: nobody reads a pipe until the tool stops, and a
+        # full one would block the tool in the middle of its run.
+        self._stdout = Path(self._dir.name) / "stdout"
+        self._stderr = Path(self._dir.name) / "stderr"
         before = bpf_program_ids()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "irqlock", *args, "-j", "--ready-file", str(ready)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        with self._stdout.open("w") as out, self._stderr.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "irqlock", *args, "-j", "--ready-file", str(ready)],
+                stdout=out, stderr=err)
         deadline = time.monotonic() + ready_timeout
         while not ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                out, err = self.proc.communicate(timeout=30) if self.proc.poll() is not None \
-                    else ("", "")
                 self.proc.kill()
-                raise AssertionError(f"irqlock {' '.join(args)} did not get ready: {err}{out}")
+                self.proc.wait(timeout=30)
+                raise AssertionError(f"irqlock {' '.join(args)} did not get ready: "
+                                     f"{self._stderr.read_text()}{self._stdout.read_text()}")
             time.sleep(0.05)
         self.program_ids = bpf_program_ids() - before  # what this tool loaded
         self.records: list[dict[str, Any]] = []
         self.stderr = ""
 
+    def wait(self, timeout: float) -> str:
+        """Wait for the tool to end; returns what it wrote to stderr."""
+        self.proc.wait(timeout=timeout)
+        self.stderr = self._stderr.read_text()
+        return self.stderr
+
     def stop(self, sig: int = signal.SIGINT) -> list[dict[str, Any]]:
         self.proc.send_signal(sig)
-        out, self.stderr = self.proc.communicate(timeout=300)
+        self.wait(timeout=300)
+        out = self._stdout.read_text()
         assert self.proc.returncode == 0, f"exit {self.proc.returncode}: {self.stderr}"
         assert "Traceback" not in self.stderr
         self.records = [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -81,7 +93,7 @@ class Tool:
                  tb: TracebackType | None) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
         self._dir.cleanup()
 
 
