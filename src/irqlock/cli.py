@@ -19,6 +19,7 @@ from irqlock.defaults import (
     DEFAULT_MAX_EDGES,
     DEFAULT_MAX_LOCKS,
     LOCK_KINDS,
+    LOCK_PROBES,
 )
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import DEFAULT_BTF
@@ -219,7 +220,8 @@ def _cmd_locks(args: argparse.Namespace) -> int:
 
     if args.count is not None and args.interval is None:
         raise IrqlockError("a count needs an interval before it")
-    config = LocksConfig(kinds=args.kind, tgid=args.pid, max_locks=args.max_locks)
+    config = LocksConfig(kinds=args.kind, tgid=args.pid, max_locks=args.max_locks,
+                         probe=args.probe)
     output = locks_cmd.LocksOutput(as_json=args.json, sort=args.sort, top=args.top,
                                    stacks=args.stacks)
     return locks_cmd.run(config, args.lock, probe(args.btf), output, args.duration, args.interval,
@@ -232,7 +234,8 @@ def _cmd_deadlock(args: argparse.Namespace) -> int:
     from irqlock.tracers.deadlock import DeadlockOptions
 
     options = DeadlockOptions(hung_after_ns=round(args.hung_after * 1e9),
-                                           max_edges=args.max_edges, max_locks=args.max_locks)
+                              max_edges=args.max_edges, max_locks=args.max_locks,
+                              probe=args.probe)
     return deadlock_cmd.run(options, probe(args.btf), args.duration, args.ready_file, args.json)
 
 
@@ -409,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     locks.add_argument("--max-locks", type=_positive, default=DEFAULT_MAX_LOCKS, metavar="N",
                        help="distinct locks tracked at most; more are counted, not tracked "
                             f"(default: {DEFAULT_MAX_LOCKS}, about 2.3 KiB each)")
+    locks.add_argument("--probe", choices=LOCK_PROBES, default="auto",
+                     help="how lock functions are traced: fentry/fexit where the kernel has "
+                          "them (auto, the default), or kprobes")
     locks.set_defaults(handler=_cmd_locks)
 
     deadlock = sub.add_parser("deadlock", parents=[shared, _run_flags()],
@@ -423,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
                                f"(default: {DEFAULT_MAX_EDGES}, about 250 bytes each)")
     deadlock.add_argument("--max-locks", type=_positive, default=DEFAULT_MAX_LOCKS, metavar="N",
                           help=f"distinct locks tracked at most (default: {DEFAULT_MAX_LOCKS})")
+    deadlock.add_argument("--probe", choices=LOCK_PROBES, default="auto",
+                          help="how lock functions are traced: fentry/fexit where the kernel has "
+                               "them (auto, the default), or kprobes")
     deadlock.set_defaults(handler=_cmd_deadlock)
 
     tracers = _tracer_flags()

@@ -154,7 +154,7 @@ def run(options: DeadlockOptions, features: KernelFeatures, duration_s: float | 
         ready_file: Path | None, as_json: bool) -> int:
     validate(options, features)
     config = LocksConfig(max_locks=options.max_locks, order=True, irq_safety=True,
-                         blocked=True, max_edges=options.max_edges)
+                         blocked=True, max_edges=options.max_edges, probe=options.probe)
     plan = choose_functions(config, features)
     printer = DeadlockPrinter(as_json)
     with LocksTracer(config, plan) as tracer:

@@ -7,6 +7,8 @@ LOCK_KINDS = ("spinlock", "rwlock", "mutex", "rwsem")
 DEFAULT_MAX_LOCKS = 4096
 DEFAULT_MAX_EDGES = 16384
 DEFAULT_LISTEN = "127.0.0.1:9464"
+# How lock functions can be traced: fentry/fexit where the kernel has them (auto), or kprobes.
+LOCK_PROBES = ("auto", "fentry", "kprobe")
 # What `irqlock config` can change in a running `irqlock serve` session.
 CONFIG_KEYS = {
     "threshold": "IRQ-off threshold (TIME: 500us, 2ms)",

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.kernel.fixture import Fixture
 from tests.kernel.tool import Tool
 
@@ -38,8 +40,9 @@ def assert_edges_match(cycle: dict[str, Any], truth: dict[str, Any]) -> None:
         assert any(f.startswith(truth["function"] + "+") for f in edge["held_stack"][:3]), edge
 
 
-def test_abba_is_one_cycle_of_two_edges(fixture: Fixture) -> None:
-    with Tool("deadlock") as tool:
+@pytest.mark.parametrize("probe", ["auto", "kprobe"])
+def test_abba_is_one_cycle_of_two_edges(fixture: Fixture, probe: str) -> None:
+    with Tool("deadlock", "--probe", probe) as tool:
         truth = fixture.run("order abba")
         tool.stop()
     (cycle,) = fixture_cycles(tool)

@@ -108,6 +108,23 @@ def test_rwsem_read_and_write(fixture: Fixture) -> None:
     assert_hold_p50(record, truths)
 
 
+def test_every_kind_through_kprobes(fixture: Fixture) -> None:
+    """Where a kernel has no fentry/fexit: kprobe at each acquire's entry, kretprobe at its
+    return, kprobe at each release.  Forced here on a kernel that has both."""
+    with Tool("locks", "--probe", "kprobe") as tool:
+        truths = {name: fixture.run(command) for name, command in
+                  [("fx_spin", "hold spin 50 50"), ("fx_rwlock", "hold write 50 50"),
+                   ("fx_mutex", "hold mutex 100 50"), ("fx_rwsem", "hold rwsem_read 50 50")]}
+        tool.stop()
+    for name, truth in truths.items():
+        record = lock_named(tool, name)
+        assert_holders(record, [truth])
+        assert_hold_p50(record, [truth])
+    stats = tool.of_type("stats")[0]
+    assert stats["probe"] == "kprobe" and stats["returns_missed"] == 0, stats
+    assert stats["locks_dropped"] == 0 and stats["holders_dropped"] == 0, stats
+
+
 def test_one_lock_by_symbol(fixture: Fixture) -> None:
     with Tool("locks", "--lock", "fx_mutex") as tool:
         truth = fixture.run("hold mutex 50 20")

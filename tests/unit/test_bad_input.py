@@ -77,6 +77,8 @@ CASES = [
     ("no BTF", ["irqoff", "--btf", "/nonexistent/vmlinux"], "no kernel BTF"),
     ("no kprobes, no BPF (this kernel)", ["irq", "--all"], "cannot trace|forbids BPF"),
     ("deadlock on this kernel", ["deadlock", "-d", "1"], "cannot be traced|load BPF object locks"),
+    ("kprobes asked for, none here", ["locks", "--probe", "kprobe"], "--probe kprobe: "),
+    ("unknown probe", ["deadlock", "--probe", "uprobe"], "invalid choice"),
     ("missing recording", ["report", "/nonexistent/run.db"], "no recording /nonexistent/run.db"),
     ("corrupt recording", ["report", "{corrupt}"], "is not an irqlock recording"),
     ("not a recording", ["report", "{foreign}"], "is not an irqlock recording"),

@@ -4,7 +4,9 @@
  *
  * fexit on every acquiring function (the lock is held once it returns; a
  * trylock only if it says so) and fentry on every releasing one; the time
- * between is the hold.  lock:contention_begin/end time the waits of contended
+ * between is the hold.  Where the kernel has no fentry/fexit, kprobes: the
+ * acquire's entry notes the lock on the held stack it will go to, and its
+ * kretprobe finishes the acquisition.  lock:contention_begin/end time the waits of contended
  * acquisitions.  Everything is aggregated here, per lock (counts, totals,
  * maxima and log-linear histograms) and per (task, lock) (a count and the
  * first stack): nothing per acquisition goes to user space.
@@ -46,6 +48,9 @@ const volatile __u64 target_lock = 0;	/* 0: every lock */
 const volatile bool track_order = false;	/* lock-order edges (irqlock deadlock) */
 const volatile bool track_irq_safety = false;	/* hardirq use vs. held with irqs on */
 const volatile bool track_blocked = false;	/* D-state sleeps, stacks of sleeping waits */
+/* kprobe mode: each lock call of our own map updates is a miss of three programs
+ * (lock kprobe and kretprobe, unlock kprobe) when spinlocks are traced. */
+const volatile __u32 own_misses_per_lock_call = 0;
 
 /* Sizes set by user space before load. */
 struct {
@@ -207,6 +212,7 @@ __u64 self_skipped = 0;		/* lock calls made by our own map updates, ignored */
 __u64 edges_dropped = 0;	/* lock-order edges not kept: edges map full */
 __u64 irq_uses_dropped = 0;	/* hardirq / irqs-on uses not kept: map full */
 __u64 blocked_dropped = 0;	/* D-state sleeps not kept: blocked map full */
+__u64 returns_missed = 0;	/* kprobe mode: an acquire whose return was not seen */
 
 extern int __preempt_count __ksym;
 
@@ -257,16 +263,22 @@ static __always_inline long guarded_update(__u32 *flag, void *map, void *key, vo
 	err = bpf_map_update_elem(map, key, value, BPF_NOEXIST);
 	*flag = 0;
 	/* The bucket lock is always taken; the free list's only when an entry was made. */
-	if (reenters == REENTERS_IRQSAVE || (reenters == REENTERS_SPIN && !err))
+	if (own_misses_per_lock_call)
+		__sync_fetch_and_add(&own_recursion, own_misses_per_lock_call * (err ? 1 : 2));
+	else if (reenters == REENTERS_IRQSAVE || (reenters == REENTERS_SPIN && !err))
 		__sync_fetch_and_add(&own_recursion, 1);
 	return err;
 }
 
 static __always_inline void guarded_delete(__u32 *flag, void *map, void *key)
 {
+	long err;
+
 	*flag = 1;
-	bpf_map_delete_elem(map, key);
+	err = bpf_map_delete_elem(map, key);
 	*flag = 0;
+	if (own_misses_per_lock_call)	/* the bucket lock; the free list's if it was there */
+		__sync_fetch_and_add(&own_recursion, own_misses_per_lock_call * (err ? 1 : 2));
 }
 
 static __always_inline bool sleeping_kind(__u32 kind)
@@ -830,11 +842,63 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	return 0;
 }
 
+/* ---- kprobe mode: the lock at entry, the outcome at return ------------------- *
+ * The lock waits on the held stack it will go to: a context's for spinlocks and
+ * rwlocks, the task's for sleeping locks.  Nothing else of the same stack is called
+ * between an acquire's entry and return (a mutex's wait_lock is a spinlock, on the
+ * context's stack), so one slot is enough. */
+static __always_inline void acquire_called(void *lockp, __u32 kind)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct held_stack *st;
+	__u32 *flag;
+	int c;
+
+	flag = enter(&c);
+	if (!flag || filtered_out((__u64)lockp, id))
+		return;
+	st = held_stack(flag, c, kind, (__u32)id, true);
+	if (!st)
+		return;
+	if (st->pending)	/* the kretprobe ran out of instances (many sleepers) */
+		__sync_fetch_and_add(&returns_missed, 1);
+	st->pending = (__u64)lockp;
+}
+
+static __always_inline void *acquire_returned(__u32 kind)
+{
+	__u64 id = bpf_get_current_pid_tgid(), lock;
+	struct held_stack *st;
+	__u32 *flag;
+	int c;
+
+	flag = enter(&c);
+	if (!flag)
+		return NULL;
+	st = held_stack(flag, c, kind, (__u32)id, false);
+	if (!st)
+		return NULL;
+	lock = st->pending;
+	st->pending = 0;
+	return (void *)lock;
+}
+
 /* ---- acquire and release functions ----------------------------------------- */
 
 #define ACQUIRE_R(fn, kind, reenters)						\
 SEC("fexit/" #fn)								\
-int BPF_PROG(fn##_exit, void *lock) { acquired(ctx, lock, kind, reenters, true); return 0; }
+int BPF_PROG(fn##_exit, void *lock) { acquired(ctx, lock, kind, reenters, true); return 0; }	\
+SEC("kprobe/" #fn)								\
+int BPF_KPROBE(fn##_kprobe, void *lock) { acquire_called(lock, kind); return 0; }	\
+SEC("kretprobe/" #fn)								\
+int BPF_KRETPROBE(fn##_kretprobe)						\
+{										\
+	void *lock = acquire_returned(kind);					\
+										\
+	if (lock)								\
+		acquired(ctx, lock, kind, reenters, true);			\
+	return 0;								\
+}
 
 #define ACQUIRE(fn, kind) ACQUIRE_R(fn, kind, REENTERS_NONE)
 
@@ -842,7 +906,18 @@ int BPF_PROG(fn##_exit, void *lock) { acquired(ctx, lock, kind, reenters, true);
 #define ACQUIRE_IF_ORDER(fn, kind, success, order)				\
 SEC("fexit/" #fn)								\
 int BPF_PROG(fn##_exit, void *lock, int ret)					\
-{ if (success) acquired(ctx, lock, kind, REENTERS_NONE, order); return 0; }
+{ if (success) acquired(ctx, lock, kind, REENTERS_NONE, order); return 0; }	\
+SEC("kprobe/" #fn)								\
+int BPF_KPROBE(fn##_kprobe, void *lock) { acquire_called(lock, kind); return 0; }	\
+SEC("kretprobe/" #fn)								\
+int BPF_KRETPROBE(fn##_kretprobe, int ret)					\
+{										\
+	void *lock = acquire_returned(kind);					\
+										\
+	if (lock && (success))							\
+		acquired(ctx, lock, kind, REENTERS_NONE, order);		\
+	return 0;								\
+}
 
 #define ACQUIRE_IF(fn, kind, success) ACQUIRE_IF_ORDER(fn, kind, success, true)
 /* A trylock never waits, so it cannot deadlock: it is held but orders nothing. */
@@ -850,7 +925,9 @@ int BPF_PROG(fn##_exit, void *lock, int ret)					\
 
 #define RELEASE(fn, kind)							\
 SEC("fentry/" #fn)								\
-int BPF_PROG(fn##_entry, void *lock) { released(ctx, lock, kind); return 0; }
+int BPF_PROG(fn##_entry, void *lock) { released(ctx, lock, kind); return 0; }	\
+SEC("kprobe/" #fn)								\
+int BPF_KPROBE(fn##_kprobe, void *lock) { released(ctx, lock, kind); return 0; }
 
 ACQUIRE_R(_raw_spin_lock, LOCK_SPIN, REENTERS_SPIN)
 ACQUIRE(_raw_spin_lock_irq, LOCK_SPIN)

@@ -52,6 +52,7 @@ struct held_stack {
 	__u32 depth;
 	__u32 irqs_on;		/* bit i: a hardirq arrived while locks[i] was held */
 	struct held_lock locks[MAX_HELD];
+	__u64 pending;		/* kprobe mode: the lock an acquire was called with, until it returns */
 };
 
 /* A task inside a contended acquire (start_ns 0: not waiting now). */

@@ -71,7 +71,7 @@ class HeldStackStruct(ctypes.Structure):
     """struct held_stack (locks.h)."""
 
     _fields_ = [("depth", ctypes.c_uint32), ("irqs_on", ctypes.c_uint32),
-                ("locks", HeldLockStruct * MAX_HELD)]
+                ("locks", HeldLockStruct * MAX_HELD), ("pending", ctypes.c_uint64)]
 
 
 class WaitStateStruct(ctypes.Structure):
@@ -443,6 +443,7 @@ class DeadlockOptions:
     max_edges: int = DEFAULT_MAX_EDGES
     max_locks: int = DEFAULT_MAX_LOCKS
     cycle_limit: int = DEFAULT_CYCLE_LIMIT
+    probe: str = "auto"  # how lock functions are traced (LocksConfig.probe)
 
 
 Finding = LockCycle | IrqUnsafeLock | Deadlock | HungTask | KernelReport

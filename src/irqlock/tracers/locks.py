@@ -62,17 +62,26 @@ def is_release(function: str) -> bool:
     return any(part in function for part in RELEASES)
 
 
-def program_name(function: str) -> str:
-    return f"{function}_entry" if is_release(function) else f"{function}_exit"
+def program_names(function: str, method: str) -> list[str]:
+    """The programs that trace `function` by `method` ("fentry" or "kprobe")."""
+    if method == "kprobe":
+        return [f"{function}_kprobe"] if is_release(function) \
+            else [f"{function}_kprobe", f"{function}_kretprobe"]
+    return [f"{function}_entry" if is_release(function) else f"{function}_exit"]
 
 
 LOCK_FUNCTION_NAMES = frozenset(f for fns in KIND_FUNCTIONS.values() for f in fns)
 
 
+# What a kretprobe's stack may start with: the trampoline the function returned into.
+RETURN_TRAMPOLINES = ("arch_rethook_trampoline", "__kretprobe_trampoline", "kretprobe_trampoline")
+
+
 def caller_frames(stack: list[str]) -> list[str]:
     """A stack taken on return from a lock function starts inside it: start at its caller."""
     start = 0
-    while start < len(stack) and stack[start].split("+", 1)[0] in LOCK_FUNCTION_NAMES:
+    while start < len(stack) and (stack[start].split("+", 1)[0] in LOCK_FUNCTION_NAMES
+                                  or stack[start].startswith(RETURN_TRAMPOLINES)):
         start += 1
     return stack[start:]
 
@@ -182,6 +191,7 @@ class LocksConfig:
     irq_safety: bool = False  # locks taken in hardirq vs. held with interrupts on
     blocked: bool = False  # tasks in D state, stacks of sleeping waits
     max_edges: int = DEFAULT_MAX_EDGES
+    probe: str = "auto"  # auto (fentry/fexit where the kernel has them) | fentry | kprobe
 
 
 @dataclass
@@ -190,14 +200,29 @@ class LocksPlan:
     not_attached: list[str]
     contention: bool
     context_programs: list[str] = field(default_factory=list)  # the tracepoints this kernel has
+    method: str = "fentry"  # or "kprobe"
+
+
+def choose_method(probe: str, features: KernelFeatures) -> str:
+    """fentry/fexit where the kernel has them (or where asked), else kprobes; raises if neither."""
+    if probe in ("auto", "fentry") and features.fentry.available:
+        return "fentry"
+    if probe in ("auto", "kprobe") and features.kprobes.available:
+        return "kprobe"
+    if probe == "fentry":
+        raise IrqlockError(f"--probe fentry: {features.fentry.detail}")
+    if probe == "kprobe":
+        raise IrqlockError(f"--probe kprobe: {features.kprobes.detail}")
+    raise IrqlockError(f"locks needs fentry/fexit or kprobes: fentry: {features.fentry.detail}; "
+                       f"kprobes: {features.kprobes.detail}")
 
 
 def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan:
     """The lock functions to trace for the chosen kinds; raises if none can be."""
-    if not features.fentry.available:
-        raise IrqlockError(f"locks needs fentry/fexit: {features.fentry.detail}")
+    method = choose_method(config.probe, features)
     wanted = [f for kind in config.kinds for f in KIND_FUNCTIONS[kind] if f not in NOT_TRACED]
-    functions = [f for f in wanted if features.can_trace(f)]
+    functions = [f for f in wanted if (support := features.functions.get(f))
+                 and (support.fentry if method == "fentry" else support.kprobe)]
     if not functions:
         raise IrqlockError("no lock function of the chosen kinds can be traced: run 'irqlock check'")
     tracefs = Path(features.tracefs) if features.tracefs else None
@@ -208,7 +233,7 @@ def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan
     return LocksPlan(functions=functions,
                      not_attached=[f for f in wanted if f not in functions] + missing,
                      contention=features.lock_contention_tracepoints.available,
-                     context_programs=contexts)
+                     context_programs=contexts, method=method)
 
 
 class LocksTracer:
@@ -236,9 +261,12 @@ class LocksTracer:
 
     def _configure(self) -> None:
         c = self.config
+        kprobes = self.plan.method == "kprobe"
+        spin_traced = any(f in self.plan.functions for f in KIND_FUNCTIONS["spinlock"])
         self.obj.set_rodata(target_tgid=-1 if c.tgid is None else c.tgid,
                             target_lock=c.lock_addr or 0, track_order=int(c.order),
-                            track_irq_safety=int(c.irq_safety), track_blocked=int(c.blocked))
+                            track_irq_safety=int(c.irq_safety), track_blocked=int(c.blocked),
+                            own_misses_per_lock_call=3 if kprobes and spin_traced else 0)
         self.obj.set_max_entries("locks", c.max_locks)
         self.obj.set_max_entries("holders", c.max_locks * HOLDERS_PER_LOCK)
         self.obj.set_max_entries("task_held", MAX_TASKS)
@@ -248,8 +276,13 @@ class LocksTracer:
         for name, size in DEADLOCK_MAPS.items():
             entries = c.max_edges if size is None else size
             self.obj.set_max_entries(name, entries if used[name] else 1)
-        for function in LOCK_FUNCTION_NAMES - NOT_TRACED - set(self.plan.functions):
-            self.obj.disable(program_name(function))
+        unused = "fentry" if self.plan.method == "kprobe" else "kprobe"
+        for function in LOCK_FUNCTION_NAMES - NOT_TRACED:
+            for program in program_names(function, unused):
+                self.obj.disable(program)
+            if function not in self.plan.functions:
+                for program in program_names(function, self.plan.method):
+                    self.obj.disable(program)
         extra = self._extra_programs()
         for program in [*CONTEXT_START_PROGRAMS, *CONTENTION_PROGRAMS, *BLOCKED_PROGRAMS]:
             if program not in extra:
@@ -262,7 +295,8 @@ class LocksTracer:
             self.obj.attach(program)
         ordered = sorted(self.plan.functions, key=lambda f: not is_release(f))
         for function in ordered:
-            self.obj.attach(program_name(function))
+            for program in program_names(function, self.plan.method):
+                self.obj.attach(program)
 
     def _holders(self) -> dict[int, list[Holder]]:
         result: dict[int, list[Holder]] = {}
@@ -325,6 +359,7 @@ class LocksTracer:
                 "locks_dropped": g("locks_dropped"), "holders_dropped": g("holders_dropped"),
                 "tasks_dropped": g("tasks_dropped"), "held_overflow": g("held_overflow"),
                 "waits_dropped": g("waits_dropped"), "self_skipped": g("self_skipped"),
+                "probe": self.plan.method, "returns_missed": g("returns_missed"),
                 "max_locks": self.config.max_locks,
                 "map_bytes": self.map_bytes(),
                 "waits": "lock:contention_begin/end" if self.plan.contention
