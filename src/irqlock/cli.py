@@ -58,6 +58,7 @@ LOCKS_EXAMPLES = """examples:
   irqlock locks --kind mutex,rwsem -p 1234   # sleeping locks taken by process 1234
   irqlock locks --lock jiffies_lock --stacks # one static lock, with each task's first stack
   irqlock locks -d 30 -j > locks.jsonl       # JSON lines: one "lock" record per lock
+  irqlock locks --probe kprobe -d 10  # kprobes, not fentry/fexit (a kernel without them)
 """
 
 DEADLOCK_EXAMPLES = """examples:

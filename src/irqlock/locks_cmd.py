@@ -101,11 +101,16 @@ class LocksPrinter:
             f"{stats['max_locks']}), holders {stats['holders_dropped']} not tracked, "
             f"tasks {stats['tasks_dropped']} not tracked, stale held entries "
             f"{stats['held_overflow']}, recursion misses {stats['recursion_misses']}, "
-            f"maps {stats['map_bytes'] // 1024} KiB; waits: {stats['waits']}\n")
+            f"maps {stats['map_bytes'] // 1024} KiB; probes: {stats.get('probe', 'fentry')}; "
+            f"waits: {stats['waits']}\n")
         dropped = stats["locks_dropped"] + stats["holders_dropped"] + stats["tasks_dropped"]
         if dropped:
             self.out.write(f"WARNING: {dropped} acquisitions were not fully tracked: the maps "
                            "were full (raise --max-locks)\n")
+        if stats.get("returns_missed"):
+            self.out.write(f"WARNING: {stats['returns_missed']} acquisitions were not counted: "
+                           "their kretprobe ran out of instances (more tasks waiting at once "
+                           "than it has)\n")
 
 
 def validate(config: LocksConfig, lock_text: str | None, features: KernelFeatures) -> None:
