@@ -166,7 +166,8 @@ struct {
 	__type(value, struct wait_stack);
 } new_wait_stack SEC(".maps");
 
-/* control[0] != 0: user space is deleting entries (a new interval): do nothing.
+/* control[0] != 0: user space is deleting entries (a new interval), or putting the
+ * probes on or taking them off one by one: do nothing.
  * A delete holds the map's free-list lock while it calls _raw_spin_lock, which runs
  * our program, which must not then insert into the same map: it would spin on the
  * lock its own CPU holds.  An array update takes no lock, so setting this is safe. */

@@ -246,7 +246,11 @@ class LocksTracer:
         try:
             self._configure()
             self.obj.load()
+            # Paused while the probes go on one by one: a kprobe on an acquire's entry
+            # whose kretprobe is not on yet would look like a missed return.
+            self._pause(True)
             self._attach()
+            self._pause(False)
             self.kallsyms = Kallsyms.load()
         except BaseException:
             self.obj.close()
@@ -339,15 +343,14 @@ class LocksTracer:
         The programs pause meanwhile: a delete holds the map's own locks while it
         calls the lock functions we trace (see control in locks.bpf.c).
         """
-        control = self.obj.map("control")
-        control.update(bytes(4), (1).to_bytes(4, "little"))
+        self._pause(True)
         try:
             for name in ("locks", "holders"):
                 m = self.obj.map(name)
                 for key in list(m.keys()):
                     m.delete(key)
         finally:
-            control.update(bytes(4), bytes(4))
+            self._pause(False)
 
     def stats(self) -> dict[str, Any]:
         g = self.obj.read_global
@@ -374,7 +377,12 @@ class LocksTracer:
             total += m.max_entries * (m.key_size + m.value_size)
         return total
 
+    def _pause(self, paused: bool) -> None:
+        """While paused every lock program does nothing (control in locks.bpf.c)."""
+        self.obj.map("control").update(bytes(4), int(paused).to_bytes(4, "little"))
+
     def detach(self) -> None:
+        self._pause(True)  # the probes come off one by one, as they went on
         self.obj.detach()
 
     def close(self) -> None:
