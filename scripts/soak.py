@@ -32,7 +32,7 @@ def main() -> int:
         figures = soak(args.seconds, Path(tmp))
     print(json.dumps(figures, indent=1))
     ok = figures["answered"] == figures["queries"] and figures["rss_growth"] <= 0.10 \
-        and figures["rss_shrink"] <= 0.10 \
+        and abs(figures["rss_drift"]) <= 0.10 \
         and figures["map_bytes"] <= figures["map_cap_bytes"]
     print("soak: " + ("ok" if ok else "FAILED"), file=sys.stderr)
     return 0 if ok else 1
