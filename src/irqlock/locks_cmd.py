@@ -132,8 +132,6 @@ def run(config: LocksConfig, lock_text: str | None, features: KernelFeatures,
     validate(config, lock_text, features)
     plan = choose_functions(config, features)
     printer = LocksPrinter(output)
-    if interval_s is not None and count is not None and duration_s is None:
-        duration_s = interval_s * count
     with LocksTracer(config, plan) as tracer:
         if output.as_json:
             printer.out.write(json.dumps({"type": "locks_plan", "kinds": config.kinds,
@@ -146,20 +144,27 @@ def run(config: LocksConfig, lock_text: str | None, features: KernelFeatures,
                               "Ctrl-C to stop.\n")
         printer.out.flush()
         started = last = time.monotonic()
+        tables = 0
 
         def poll(timeout_ms: int) -> int:
-            nonlocal last
+            nonlocal last, tables
             time.sleep(timeout_ms / 1000)
             if interval_s is not None and time.monotonic() - last >= interval_s:
                 now = time.monotonic()
                 printer.table(tracer.snapshot(), now - last)
-                tracer.clear()
+                tables += 1
+                if count is None or tables < count:
+                    tracer.clear()
                 last = now
             return 0
 
-        session.run(poll, duration_s, ready_file, tracer.detach)
+        # With a count the run ends after that many tables, however long each took to make.
+        session.run(poll, duration_s, ready_file, tracer.detach,
+                    finished=lambda: count is not None and tables >= count)
         now = time.monotonic()
-        if interval_s is None or now - last > interval_s / 10:
+        # An interval cut short (by -d or Ctrl-C) is shown unless it is a mere sliver.
+        cut_short = count is None or tables < count
+        if interval_s is None or (cut_short and now - last > interval_s / 10):
             printer.table(tracer.snapshot(), now - (started if interval_s is None else last))
         printer.stats(tracer.stats())
     return 0

@@ -29,8 +29,9 @@ def stop_on_signals() -> Iterator[list[int]]:
 
 
 def run(poll: Callable[[int], int], duration_s: float | None, ready_file: Path | None,
-        detach: Callable[[], None]) -> None:
-    """Poll until the duration passes or a signal arrives; the ready file says probes are attached.
+        detach: Callable[[], None], finished: Callable[[], bool] = lambda: False) -> None:
+    """Poll until the duration passes, `finished` says so or a signal arrives; the ready file
+    says probes are attached.
 
     At the end the probes are detached first, then everything already recorded is read.
     """
@@ -38,7 +39,7 @@ def run(poll: Callable[[int], int], duration_s: float | None, ready_file: Path |
         if ready_file:
             ready_file.write_text("ready\n")
         deadline = None if duration_s is None else time.monotonic() + duration_s
-        while not received:
+        while not received and not finished():
             timeout = POLL_MS
             if deadline is not None:
                 left = deadline - time.monotonic()
