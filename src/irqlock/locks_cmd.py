@@ -149,7 +149,8 @@ def run(config: LocksConfig, lock_text: str | None, features: KernelFeatures,
         def poll(timeout_ms: int) -> int:
             nonlocal last, tables
             time.sleep(timeout_ms / 1000)
-            if interval_s is not None and time.monotonic() - last >= interval_s:
+            more = count is None or tables < count  # also polled once more after detaching
+            if interval_s is not None and more and time.monotonic() - last >= interval_s:
                 now = time.monotonic()
                 printer.table(tracer.snapshot(), now - last)
                 tables += 1
