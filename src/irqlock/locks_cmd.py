@@ -139,33 +139,36 @@ def run(config: LocksConfig, lock_text: str | None, features: KernelFeatures,
                                           "contention": plan.contention}) + "\n")
         else:
             printer.out.write(f"Tracing {', '.join(config.kinds)} locks: {len(plan.functions)} "
-                              f"functions via fentry/fexit"
+                              f"functions via {plan.method}"
                               f"{', waits from lock:contention' if plan.contention else ''}. "
                               "Ctrl-C to stop.\n")
         printer.out.flush()
         started = last = time.monotonic()
         tables = 0
 
+        def tables_to_come() -> bool:
+            return count is None or tables < count
+
         def poll(timeout_ms: int) -> int:
             nonlocal last, tables
             time.sleep(timeout_ms / 1000)
-            more = count is None or tables < count  # also polled once more after detaching
-            if interval_s is not None and more and time.monotonic() - last >= interval_s:
+            # (also polled once more after detaching: no table past the count then)
+            if interval_s is not None and tables_to_come() \
+                    and time.monotonic() - last >= interval_s:
                 now = time.monotonic()
                 printer.table(tracer.snapshot(), now - last)
                 tables += 1
-                if count is None or tables < count:
+                if tables_to_come():
                     tracer.clear()
                 last = now
             return 0
 
         # With a count the run ends after that many tables, however long each took to make.
         session.run(poll, duration_s, ready_file, tracer.detach,
-                    finished=lambda: count is not None and tables >= count)
+                    finished=lambda: not tables_to_come())
         now = time.monotonic()
         # An interval cut short (by -d or Ctrl-C) is shown unless it is a mere sliver.
-        cut_short = count is None or tables < count
-        if interval_s is None or (cut_short and now - last > interval_s / 10):
+        if interval_s is None or (tables_to_come() and now - last > interval_s / 10):
             printer.table(tracer.snapshot(), now - (started if interval_s is None else last))
         printer.stats(tracer.stats())
     return 0

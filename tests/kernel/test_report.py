@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from irqlock import serve_cmd
 from tests.helpers import free_port
 from tests.kernel.fixture import Fixture
 from tests.kernel.tool import Tool
@@ -149,9 +150,7 @@ def status(port: int) -> dict[str, Any]:
     """GET /status from this process: polling through `irqlock status` would start a Python
     for each look, whose reads of the 9p root take ~0.5 ms irqsave windows under TCG and
     crowd the fixture's windows out of the session's latest records."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=60) as response:
-        result: dict[str, Any] = json.loads(response.read())
-    return result
+    return serve_cmd.request(f"127.0.0.1:{port}", "GET", "/status")
 
 
 def status_client(port: int) -> dict[str, Any]:
