@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NoReturn
 from irqlock import __version__
 from irqlock.defaults import (
     CONFIG_KEYS,
+    DEFAULT_BTF,
     DEFAULT_LISTEN,
     DEFAULT_MAX_EDGES,
     DEFAULT_MAX_LOCKS,
@@ -22,7 +23,6 @@ from irqlock.defaults import (
     LOCK_PROBES,
 )
 from irqlock.errors import IrqlockError
-from irqlock.kernel.features import DEFAULT_BTF
 from irqlock.units import parse_duration_ns
 
 if TYPE_CHECKING:
@@ -313,25 +313,24 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from irqlock import serve_cmd
+    from irqlock import client
 
-    serve_cmd.print_status(serve_cmd.request(args.connect, "GET", "/status"), args.json)
+    client.print_status(client.request(args.connect, "GET", "/status"), args.json)
     return 0
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from irqlock import serve_cmd
+    from irqlock import client
 
-    status = serve_cmd.request(args.connect, "POST", "/config",
-                               serve_cmd.parse_settings(args.settings))
-    serve_cmd.print_status(status, args.json)
+    status = client.request(args.connect, "POST", "/config", client.parse_settings(args.settings))
+    client.print_status(status, args.json)
     return 0
 
 
 def _cmd_clear(args: argparse.Namespace) -> int:
-    from irqlock import serve_cmd
+    from irqlock import client
 
-    serve_cmd.request(args.connect, "POST", "/clear", {})
+    client.request(args.connect, "POST", "/clear", {})
     if not args.json:
         sys.stdout.write("cleared\n")
     return 0

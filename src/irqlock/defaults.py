@@ -3,6 +3,10 @@ them so that parsing arguments imports no BPF loader, no HTTP client, no tracer.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+DEFAULT_BTF = Path("/sys/kernel/btf/vmlinux")
+
 LOCK_KINDS = ("spinlock", "rwlock", "mutex", "rwsem")
 DEFAULT_MAX_LOCKS = 4096
 DEFAULT_MAX_EDGES = 16384

@@ -22,17 +22,15 @@ import queue
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from irqlock import session
-from irqlock.defaults import CONFIG_KEYS, DEFAULT_LISTEN
+from irqlock.client import COMMAND_TIMEOUT_S, parse_listen
+from irqlock.defaults import CONFIG_KEYS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.report.prometheus import Metrics
@@ -42,14 +40,6 @@ from irqlock.units import parse_duration_ns
 
 RECENT = 1000  # latest records kept for /status
 REFRESH_S = 1.0  # how often the main loop refreshes what /metrics and /status show
-COMMAND_TIMEOUT_S = 300.0  # a reconfiguration reloads BPF objects: slow under emulation
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise IrqlockError(f"bad address {text!r}: use HOST:PORT, e.g. {DEFAULT_LISTEN}")
-    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def is_loopback(host: str) -> bool:
@@ -281,53 +271,3 @@ def run(selection: Selection, listen: str, features: KernelFeatures, duration_s:
     finally:
         server.server_close()
     return 0
-
-
-# ---- clients -----------------------------------------------------------------
-
-def request(connect: str, method: str, path: str, body: dict[str, Any] | None = None,
-            opener: Callable[..., Any] = urllib.request.urlopen) -> dict[str, Any]:
-    """One request to a running session; IrqlockError with its message on failure."""
-    host, port = parse_listen(connect)
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{host}:{port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with opener(req, timeout=COMMAND_TIMEOUT_S + 10) as response:
-            answer: dict[str, Any] = json.loads(response.read())
-            return answer
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", exc.reason)
-        except (json.JSONDecodeError, AttributeError):
-            message = exc.reason
-        raise IrqlockError(str(message)) from None
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise IrqlockError(f"no irqlock serve session at {host}:{port} ({reason})") from None
-
-
-def parse_settings(pairs: list[str]) -> dict[str, str]:
-    settings = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key or not value:
-            raise IrqlockError(f"bad setting {pair!r}: use KEY=VALUE, e.g. threshold=2ms")
-        settings[key] = value
-    return settings
-
-
-def print_status(status: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(status) + "\n")
-        return
-    settings = status["settings"]
-    sys.stdout.write(f"session up {status['uptime_s']:.0f} s, tracing {', '.join(settings['tools'])}\n")
-    for key, value in settings.items():
-        if key != "tools" and value is not None:
-            sys.stdout.write(f"  {key}: {value}\n")
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(status["counts"].items())) or "nothing yet"
-    sys.stdout.write(f"seen: {counts}\n")
-    for stats in status["stats"]:
-        sys.stdout.write(f"  {stats['tool']}: lost {stats.get('lost_events', 0)}, recursion "
-                         f"misses {stats.get('recursion_misses', 0)}\n")

@@ -169,6 +169,10 @@ class Libbpf:
         self.lib.libbpf_set_print(self._print_cb)
 
     def _on_print(self, level: int, fmt: bytes, va_list: int) -> int:
+        # libbpf's debug lines run to thousands per load: formatting them through ctypes
+        # costs seconds under emulation, so only what is kept gets formatted.
+        if level > _PRINT_INFO and not self._verbose:
+            return 0
         # On x86-64 a va_list argument decays to a pointer to a 24-byte struct; copying
         # the struct is va_copy.  A first pass on a copy measures the message (a verifier
         # log can run to megabytes), the second formats it whole.
@@ -177,10 +181,8 @@ class Libbpf:
         size = self._vsnprintf(None, 0, fmt, ctypes.addressof(copy))
         buf = ctypes.create_string_buffer(max(size, 0) + 1)
         self._vsnprintf(buf, len(buf), fmt, va_list)
-        line = buf.value.decode(errors="replace")
-        if level <= _PRINT_INFO or self._verbose:
-            with self._log_lock:
-                self._log.append(line)
+        with self._log_lock:
+            self._log.append(buf.value.decode(errors="replace"))
         return 0
 
     def set_verbose(self, verbose: bool) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from irqlock.defaults import DEFAULT_BTF
 from irqlock.kernel import perf
 
 SPIN_FUNCTIONS = [
@@ -42,7 +43,6 @@ LOCK_FUNCTIONS = SPIN_FUNCTIONS + RWLOCK_FUNCTIONS + MUTEX_FUNCTIONS + RWSEM_FUN
 # The function `irqlock check` attaches to for a moment to prove the attach path.
 PROOF_FUNCTION = "_raw_spin_lock_irqsave"
 
-DEFAULT_BTF = Path("/sys/kernel/btf/vmlinux")
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe/type")
 KPROBE_BLACKLIST = Path("/sys/kernel/debug/kprobes/blacklist")
@@ -144,7 +144,10 @@ def _function_support(names: list[str], btf_path: Path | None, tracefs: Path | N
     # One line per function, "name" or "name [module]": a set of whole lines answers
     # for kernel functions without splitting ~50,000 lines (slow under emulation).
     traceable = set(_read_lines(tracefs / "available_filter_functions")) if tracefs else set()
-    text_symbols = _text_symbols(names)
+    # A function ftrace can trace is a kernel text symbol: only the others need the
+    # pass over /proc/kallsyms (seconds under emulation).
+    untraced = [n for n in names if n not in traceable]
+    text_symbols = set(names) - set(untraced) | (_text_symbols(untraced) if untraced else set())
     blacklisted = set()
     for line in _read_lines(KPROBE_BLACKLIST):
         parts = line.split()

@@ -40,10 +40,12 @@ class Symbol:
 BPF_FRAME_PREFIXES = ("bpf_prog_", "bpf_trampoline_")
 
 
-# One symbol we can name: address, type letter, name, optional module.  A regular
-# expression over the whole file is several times faster than splitting ~150,000
-# lines in Python, which matters: every tool loads kallsyms at start.
-_SYMBOL_LINE = re.compile(r"^([0-9a-f]+) ([tTwWdDbBrRgGsSvV]) (\S+)(?:\t\[(\S+)\])?$", re.M)
+# One symbol we can name: address (not zero: kptr_restrict hides addresses as zeros),
+# type letter, name, optional module.  One regular expression over the whole file is
+# several times faster than looking at ~150,000 lines in Python, which matters: every
+# tool loads kallsyms at start, and under emulation each pass over them costs seconds.
+_SYMBOL_LINE = re.compile(
+    r"^(?!0+ )([0-9a-f]+) ([tTwWdDbBrRgGsSvV]) (\S+)(?:\t\[(\S+)\])?$", re.M)
 
 
 class Kallsyms:
@@ -52,7 +54,7 @@ class Kallsyms:
     def __init__(self, text: str) -> None:
         # Addresses stay 16-digit hex strings: sorted as strings they are sorted as numbers,
         # and no int() is paid for the ~150,000 symbols a lookup never visits.
-        rows = [row for row in _SYMBOL_LINE.findall(text) if row[0].strip("0")]
+        rows = _SYMBOL_LINE.findall(text)
         if not rows:
             raise IrqlockError(
                 f"{KALLSYMS} shows no addresses: run as root (kernel.kptr_restrict hides them)"
