@@ -10,16 +10,16 @@ tests/kernel/test_reliability.py runs a minute of it; scripts/soak.py the long o
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import statistics
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from irqlock import client
+from irqlock.errors import IrqlockError
 from tests.helpers import free_port
 from tests.kernel.fixture import Fixture
 from tests.kernel.tool import Tool, bpf_maps_of
@@ -57,7 +57,8 @@ def memory_trend(samples: list[int]) -> dict[str, float]:
 def soak(seconds: float, results: Path) -> dict[str, Any]:
     fixture = Fixture()
     port = free_port()
-    figures: dict[str, Any] = {"seconds": seconds, "queries": 0, "answered": 0, "rss_kib": []}
+    figures: dict[str, Any] = {"seconds": seconds, "queries": 0, "answered": 0, "unanswered": [],
+                               "rss_kib": []}
     stress: subprocess.Popen[bytes] | None = None
     try:
         # Attached first: under TCG, attaching every tracer beside stress-ng's workers can
@@ -77,13 +78,15 @@ def soak(seconds: float, results: Path) -> dict[str, Any]:
                 step += 1
                 if time.monotonic() >= next_query:
                     figures["queries"] += 1
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status",
-                                                timeout=60) as response:
-                        status = json.loads(response.read())
-                    figures["answered"] += status["type"] == "status"
+                    try:
+                        status = client.request(f"127.0.0.1:{port}", "GET", "/status")
+                    except IrqlockError as exc:
+                        figures["unanswered"].append(str(exc))
+                    else:
+                        figures["answered"] += status["type"] == "status"
+                        figures["stats"] = status["stats"]  # the last the session published
                     figures["rss_kib"].append((round(time.monotonic() - start, 1),
                                                *_memory_kib(tool.proc.pid)))
-                    figures["stats"] = status["stats"]  # the last the session published
                     next_query += QUERY_EVERY_S
                 time.sleep(0.5)
             maps_at_end = bpf_maps_of(tool.program_ids)

@@ -447,10 +447,13 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 	/* How late ticks come when nothing held them back for long: a short irqs-off
 	 * section, or a hypervisor that ran this CPU late.  A sampled window's end is
 	 * a tick, so it may be that late too: reported beside error_ns. */
-	if (s->prev_tick_ns && now - s->prev_tick_ns > sample_period_ns &&
-	    now - s->prev_tick_ns < 2 * sample_period_ns &&
-	    now - s->prev_tick_ns - sample_period_ns > s->late_max_ns)
-		s->late_max_ns = now - s->prev_tick_ns - sample_period_ns;
+	if (s->prev_tick_ns) {
+		__u64 since = now - s->prev_tick_ns;
+
+		if (since > sample_period_ns && since < 2 * sample_period_ns &&
+		    since - sample_period_ns > s->late_max_ns)
+			s->late_max_ns = since - sample_period_ns;
+	}
 	s->prev_tick_ns = now;
 	if (!sample_hardirq)
 		return 0;

@@ -886,28 +886,9 @@ static __always_inline void *acquire_returned(__u32 kind)
 
 /* ---- acquire and release functions ----------------------------------------- */
 
-#define ACQUIRE_R(fn, kind, reenters)						\
-SEC("fexit/" #fn)								\
-int BPF_PROG(fn##_exit, void *lock) { acquired(ctx, lock, kind, reenters, true); return 0; }	\
-SEC("kprobe/" #fn)								\
-int BPF_KPROBE(fn##_kprobe, void *lock) { acquire_called(lock, kind); return 0; }	\
-SEC("kretprobe/" #fn)								\
-int BPF_KRETPROBE(fn##_kretprobe)						\
-{										\
-	void *lock = acquire_returned(kind);					\
-										\
-	if (lock)								\
-		acquired(ctx, lock, kind, reenters, true);			\
-	return 0;								\
-}
-
-#define ACQUIRE(fn, kind) ACQUIRE_R(fn, kind, REENTERS_NONE)
-
-/* Killable/interruptible locks: acquired only if ret says so. */
-#define ACQUIRE_IF_ORDER(fn, kind, success, order)				\
-SEC("fexit/" #fn)								\
-int BPF_PROG(fn##_exit, void *lock, int ret)					\
-{ if (success) acquired(ctx, lock, kind, REENTERS_NONE, order); return 0; }	\
+/* Where there is no fexit: the entry kprobe sets the lock aside, the kretprobe counts
+ * it acquired if `success` holds (it may look at ret, the function's return value). */
+#define KPROBES_ACQUIRE(fn, kind, reenters, success, order)			\
 SEC("kprobe/" #fn)								\
 int BPF_KPROBE(fn##_kprobe, void *lock) { acquire_called(lock, kind); return 0; }	\
 SEC("kretprobe/" #fn)								\
@@ -916,9 +897,26 @@ int BPF_KRETPROBE(fn##_kretprobe, int ret)					\
 	void *lock = acquire_returned(kind);					\
 										\
 	if (lock && (success))							\
-		acquired(ctx, lock, kind, REENTERS_NONE, order);		\
+		acquired(ctx, lock, kind, reenters, order);			\
 	return 0;								\
 }
+
+/* For acquires that return nothing: ret is there, and meaningless. */
+#define ALWAYS ((void)ret, 1)
+
+#define ACQUIRE_R(fn, kind, reenters)						\
+SEC("fexit/" #fn)								\
+int BPF_PROG(fn##_exit, void *lock) { acquired(ctx, lock, kind, reenters, true); return 0; }	\
+KPROBES_ACQUIRE(fn, kind, reenters, ALWAYS, true)
+
+#define ACQUIRE(fn, kind) ACQUIRE_R(fn, kind, REENTERS_NONE)
+
+/* Killable/interruptible locks: acquired only if ret says so. */
+#define ACQUIRE_IF_ORDER(fn, kind, success, order)				\
+SEC("fexit/" #fn)								\
+int BPF_PROG(fn##_exit, void *lock, int ret)					\
+{ if (success) acquired(ctx, lock, kind, REENTERS_NONE, order); return 0; }	\
+KPROBES_ACQUIRE(fn, kind, REENTERS_NONE, success, order)
 
 #define ACQUIRE_IF(fn, kind, success) ACQUIRE_IF_ORDER(fn, kind, success, true)
 /* A trylock never waits, so it cannot deadlock: it is held but orders nothing. */
