@@ -17,6 +17,7 @@ from irqlock import deadlock_cmd, irqline_cmd, irqoff_cmd, locks_cmd
 from irqlock.defaults import DEFAULT_MAX_LOCKS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
+from irqlock.kernel.kallsyms import Symbols
 from irqlock.tracers.deadlock import DeadlockOptions, DeadlockWatch
 from irqlock.tracers.irqline import IrqlineConfig, IrqlineTracer
 from irqlock.tracers.irqoff import IrqoffConfig, IrqoffTracer
@@ -63,19 +64,21 @@ class TracerSet:
         self.irq: IrqlineTracer | None = None
         self.locks: LocksTracer | None = None
         self.watch: DeadlockWatch | None = None
+        self.symbols = Symbols()  # one kallsyms snapshot for all, once all are attached
         try:
             self._start()
+            self.symbols.refresh()
         except BaseException:
             self.close()
             raise
 
     def _start_irqoff(self, config: IrqoffConfig) -> IrqoffTracer:
         plan = irqoff_cmd.validate(config, self.features)
-        return IrqoffTracer(config, plan, lambda w: self.emit(w.to_json()))
+        return IrqoffTracer(config, plan, lambda w: self.emit(w.to_json()), self.symbols)
 
     def _start_irq(self, config: IrqlineConfig) -> IrqlineTracer:
         method = irqline_cmd.validate(config, self.features)
-        return IrqlineTracer(config, method, lambda w: self.emit(w.to_json()))
+        return IrqlineTracer(config, method, lambda w: self.emit(w.to_json()), self.symbols)
 
     def _start(self) -> None:
         s, f = self.selection, self.features
@@ -89,7 +92,7 @@ class TracerSet:
                                  blocked=deadlock,
                                  max_edges=s.deadlock.max_edges if s.deadlock else 1)
             locks_cmd.validate(config, None, f)
-            self.locks = LocksTracer(config, choose_functions(config, f))
+            self.locks = LocksTracer(config, choose_functions(config, f), self.symbols)
             if s.deadlock:
                 deadlock_cmd.validate(s.deadlock, f)
                 self.watch = DeadlockWatch(self.locks, s.deadlock)
@@ -166,6 +169,8 @@ class TracerSet:
             self._replace("irqoff", irqoff)
         if selection.irq != old.irq:
             self._replace("irq", irq)
+        if irqoff or irq:
+            self.symbols.refresh()  # the new programs' names
         if self.watch and selection.deadlock:
             self.watch.set_hung_after(selection.deadlock.hung_after_ns)
         self.selection = selection

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from irqlock.errors import IrqlockError
-from irqlock.kernel.kallsyms import Kallsyms
+from irqlock.kernel.kallsyms import Kallsyms, Symbols
 
 TEXT = """\
 0000000000000000 A fixed_percpu_data
@@ -61,3 +61,21 @@ def test_stack_leaves_out_the_bpf_program_and_trampoline_taking_it(syms: Kallsym
 def test_hidden_addresses_are_one_clear_error() -> None:
     with pytest.raises(IrqlockError, match="kptr_restrict"):
         Kallsyms("0000000000000000 T _stext\n0000000000000000 t helper\n")
+
+
+def test_shared_symbols_are_read_once_until_refreshed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracers sharing a Symbols read /proc/kallsyms once; a refresh (new programs) reads again."""
+    snapshots: list[Kallsyms] = []
+
+    def load(cls: type[Kallsyms]) -> Kallsyms:
+        snapshots.append(Kallsyms(TEXT))
+        return snapshots[-1]
+
+    monkeypatch.setattr(Kallsyms, "load", classmethod(load))
+    symbols = Symbols()
+    assert not snapshots  # nothing read before it is needed
+    first = symbols.current
+    assert symbols.current is first and len(snapshots) == 1
+    symbols.refresh()
+    assert symbols.current is snapshots[1] is not first
+

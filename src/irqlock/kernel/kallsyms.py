@@ -132,3 +132,24 @@ class Kallsyms:
                 continue
             frames.append(frame)
         return frames
+
+
+class Symbols:
+    """The snapshot a tracer names addresses with, taken after its programs are attached
+    (their frames are dropped from stacks by name).  A tracer alone takes its own; the
+    tracers of one run (record, serve) share one, which their owner takes again once
+    they are all attached and after any of them is restarted: reading /proc/kallsyms
+    costs seconds under emulation."""
+
+    def __init__(self) -> None:
+        self._snapshot: Kallsyms | None = None
+
+    def refresh(self) -> None:
+        self._snapshot = Kallsyms.load()
+
+    @property
+    def current(self) -> Kallsyms:
+        if self._snapshot is None:
+            self.refresh()
+        assert self._snapshot is not None
+        return self._snapshot

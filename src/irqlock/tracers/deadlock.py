@@ -28,7 +28,6 @@ from typing import Any
 from irqlock.analysis.graphs import DEFAULT_CYCLE_LIMIT, simple_cycles
 from irqlock.bpf.loader import Map
 from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS
-from irqlock.kernel.kallsyms import Kallsyms
 from irqlock.kernel.kmsg import KernelLog, KernelReport
 from irqlock.tracers.locks import (
     MAX_STACK,
@@ -266,10 +265,8 @@ class DeadlockState:
 class DeadlockFinder:
     """Reads the lock tracer's maps and turns them into findings not reported before."""
 
-    def __init__(self, tracer: LocksTracer, kallsyms: Kallsyms, hung_after_ns: int,
-                 cycle_limit: int) -> None:
+    def __init__(self, tracer: LocksTracer, hung_after_ns: int, cycle_limit: int) -> None:
         self.tracer = tracer
-        self.kallsyms = kallsyms
         self.hung_after_ns = hung_after_ns
         self.cycle_limit = cycle_limit
         self.seen = DeadlockState()
@@ -280,10 +277,10 @@ class DeadlockFinder:
         return self.tracer.obj.map(name)
 
     def lock(self, addr: int) -> LockRef:
-        return LockRef(addr, self.kallsyms.data_name(addr))
+        return LockRef(addr, self.tracer.kallsyms.data_name(addr))
 
     def _stack(self, raw: ctypes.Array[ctypes.c_uint64], size: int) -> list[str]:
-        return caller_frames(self.kallsyms.stack(list(raw[: max(size, 0) // 8])))
+        return caller_frames(self.tracer.kallsyms.stack(list(raw[: max(size, 0) // 8])))
 
     def _wait_stack(self, pid: int) -> list[str]:
         """Where `pid` went to sleep for its lock (empty if not captured)."""
@@ -462,8 +459,7 @@ class DeadlockWatch:
     def __init__(self, tracer: LocksTracer, options: DeadlockOptions) -> None:
         self.tracer = tracer
         self.options = options
-        self.finder = DeadlockFinder(tracer, tracer.kallsyms, options.hung_after_ns,
-                                     options.cycle_limit)
+        self.finder = DeadlockFinder(tracer, options.hung_after_ns, options.cycle_limit)
         self.kernel_log = KernelLog()
         self.blocked_before_start = self.finder.seed_blocked()
         self._next_live = self._next_order = time.monotonic()

@@ -20,7 +20,7 @@ from irqlock.bpf.loader import BpfObject
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import IRQ_LINE_FUNCTIONS, KernelFeatures
 from irqlock.kernel.irqs import irq_name
-from irqlock.kernel.kallsyms import Kallsyms
+from irqlock.kernel.kallsyms import Symbols
 
 TASK_COMM_LEN = 16
 MAX_STACK = 32
@@ -148,7 +148,7 @@ class IrqlineTracer:
     """Loads and attaches irqline.bpf.c; delivers IrqDisabled records."""
 
     def __init__(self, config: IrqlineConfig, method: str,
-                 on_window: Callable[[IrqDisabled], None]) -> None:
+                 on_window: Callable[[IrqDisabled], None], symbols: Symbols | None = None) -> None:
         self.config = config
         self.method = method
         self._on_window = on_window
@@ -156,7 +156,10 @@ class IrqlineTracer:
         self.obj = self._load(method == "fentry")
         try:
             self._attach()
-            self._kallsyms = Kallsyms.load()
+            # After attaching, so that our own programs and trampolines have names too.
+            self._symbols = symbols or Symbols()
+            if symbols is None:
+                self._symbols.refresh()
             self._ringbuf = self.obj.open_ringbuf("events", self._on_record)
         except BaseException:
             self.obj.close()
@@ -203,7 +206,7 @@ class IrqlineTracer:
         return self._names[irq]
 
     def _stack(self, raw: ctypes.Array[ctypes.c_uint64], size: int) -> list[str]:
-        return self._kallsyms.stack(list(raw[: max(size, 0) // 8]))
+        return self._symbols.current.stack(list(raw[: max(size, 0) // 8]))
 
     def _on_record(self, data: bytes) -> None:
         e = IrqDisabledEvent.from_buffer_copy(data)

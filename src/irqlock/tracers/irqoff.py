@@ -24,7 +24,7 @@ from irqlock.bpf.loader import BpfObject
 from irqlock.errors import IrqlockError
 from irqlock.kernel import perf
 from irqlock.kernel.features import KernelFeatures
-from irqlock.kernel.kallsyms import Kallsyms
+from irqlock.kernel.kallsyms import Symbols
 
 TASK_COMM_LEN = 16
 MAX_STACK = 32
@@ -199,7 +199,7 @@ class IrqoffTracer:
     """Loads and attaches irqoff.bpf.c for a SourcePlan; delivers IrqoffWindow records."""
 
     def __init__(self, config: IrqoffConfig, plan: SourcePlan,
-                 on_window: Callable[[IrqoffWindow], None]) -> None:
+                 on_window: Callable[[IrqoffWindow], None], symbols: Symbols | None = None) -> None:
         self.config = config
         self.plan = plan
         self._on_window = on_window
@@ -208,7 +208,9 @@ class IrqoffTracer:
         try:
             self._attach()
             # After attaching, so that our own programs and trampolines have names too.
-            self._kallsyms = Kallsyms.load()
+            self._symbols = symbols or Symbols()
+            if symbols is None:
+                self._symbols.refresh()
             self._ringbuf = self.obj.open_ringbuf("events", self._on_record)
         except BaseException:
             self.obj.close()
@@ -283,7 +285,7 @@ class IrqoffTracer:
 
     def _on_record(self, data: bytes) -> None:
         e = IrqoffEvent.from_buffer_copy(data)
-        ks = self._kallsyms
+        ks = self._symbols.current
 
         def frames(stack: ctypes.Array[ctypes.c_uint64], size: int) -> list[str]:
             return ks.stack(list(stack[: max(size, 0) // 8]))

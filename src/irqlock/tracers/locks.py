@@ -25,7 +25,7 @@ from irqlock.kernel.features import (
     SPIN_FUNCTIONS,
     KernelFeatures,
 )
-from irqlock.kernel.kallsyms import Kallsyms
+from irqlock.kernel.kallsyms import Kallsyms, Symbols
 
 TASK_COMM_LEN = 16
 MAX_STACK = 24
@@ -239,7 +239,7 @@ def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan
 class LocksTracer:
     """Loads and attaches locks.bpf.c; snapshot() reads what it has aggregated."""
 
-    def __init__(self, config: LocksConfig, plan: LocksPlan) -> None:
+    def __init__(self, config: LocksConfig, plan: LocksPlan, symbols: Symbols | None = None) -> None:
         self.config = config
         self.plan = plan
         self.obj = BpfObject.open("locks")
@@ -251,10 +251,17 @@ class LocksTracer:
             self._pause(True)
             self._attach()
             self._pause(False)
-            self.kallsyms = Kallsyms.load()
+            # After attaching, so that our own programs and trampolines have names too.
+            self.symbols = symbols or Symbols()
+            if symbols is None:
+                self.symbols.refresh()
         except BaseException:
             self.obj.close()
             raise
+
+    @property
+    def kallsyms(self) -> Kallsyms:
+        return self.symbols.current
 
     def _extra_programs(self) -> list[str]:
         """The programs beyond acquire and release this run needs."""
