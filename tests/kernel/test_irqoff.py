@@ -130,9 +130,14 @@ def test_softirq_off_is_sampled_within_bound(fixture: Fixture) -> None:
         tool.stop()
     for truth in truths:
         tw = truth["windows"][0]
+        # The one window over the fixture's calls.  The same kthread can have other, real
+        # softirq-off windows: serving softirqs on its way out of an interrupt, which a
+        # busy TCG host stretches past the threshold.
         found = [w for w in tool.of_type("irqoff") if w["kind"] == "softirq"
-                 and w["pid"] == truth["task"]["pid"]]
-        assert len(found) == 1, (truth, of_task(tool, truth))
+                 and w["pid"] == truth["task"]["pid"]
+                 and w["start_ns"] < tw["outer_end_ns"] and w["end_ns"] > tw["outer_start_ns"]]
+        assert len(found) == 1, (tw, [(w["kind"], w["start_ns"], w["end_ns"], w["error_ns"])
+                                      for w in of_task(tool, truth)])
         w = found[0]
         assert not w["exact"] and w["source"] == "sample" and w["error_ns"] > 0
         # local_bh_enable() serves pending softirqs before it returns: the window may
