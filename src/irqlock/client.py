@@ -38,11 +38,9 @@ def request(connect: str, method: str, path: str,
     try:
         with socket.create_connection((host, port), timeout=COMMAND_TIMEOUT_S + 10) as sock:
             sock.sendall(head.encode() + payload)
-            answer = _read_all(sock)
+            status_line, content = _read_response(sock)
     except OSError as exc:
         raise IrqlockError(f"no irqlock serve session at {host}:{port} ({exc})") from None
-    status_line, _, rest = answer.partition(b"\r\n")
-    _, _, content = rest.partition(b"\r\n\r\n")
     code = status_line.split(b" ", 2)[1:2]
     try:
         result = json.loads(content)
@@ -56,12 +54,22 @@ def request(connect: str, method: str, path: str,
     return result
 
 
-def _read_all(sock: socket.socket) -> bytes:
-    """Everything until the server closes the connection (HTTP/1.0)."""
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _read_response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The status line and the body: Content-Length bytes of it when the server says how
+    many (a server that keeps the connection open), else all until it closes."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *headers = head.split(b"\r\n")
+    length = None
+    for header in headers:
+        name, _, value = header.partition(b":")
+        if name.strip().lower() == b"content-length" and value.strip().isdigit():
+            length = int(value)
+    while (length is None or len(body) < length) and (chunk := sock.recv(65536)):
+        body += chunk
+    return status_line, body if length is None else body[:length]
 
 
 def parse_settings(pairs: list[str]) -> dict[str, str]:

@@ -42,9 +42,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(name="server")
-def _server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+class _KeepAliveHandler(_Handler):
+    """A server that keeps the connection open after answering."""
+
+    protocol_version = "HTTP/1.1"
+
+
+@pytest.fixture(name="server", params=[_Handler, _KeepAliveHandler], ids=["closes", "keep-alive"])
+def _server(request: pytest.FixtureRequest) -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), request.param)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"127.0.0.1:{httpd.server_address[1]}"
