@@ -78,4 +78,8 @@ def test_shared_symbols_are_read_once_until_refreshed(monkeypatch: pytest.Monkey
     assert symbols.current is first and len(snapshots) == 1
     symbols.refresh()
     assert symbols.current is snapshots[1] is not first
+    # A tracer given the run's Symbols leaves the reading to its owner; alone, it reads now.
+    assert Symbols.after_attach(symbols) is symbols and len(snapshots) == 2
+    own = Symbols.after_attach(None)
+    assert len(snapshots) == 3 and own.current is snapshots[2]
 

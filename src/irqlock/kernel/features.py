@@ -147,7 +147,7 @@ def _function_support(names: list[str], btf_path: Path | None, tracefs: Path | N
     # A function ftrace can trace is a kernel text symbol: only the others need the
     # pass over /proc/kallsyms (seconds under emulation).
     untraced = [n for n in names if n not in traceable]
-    text_symbols = set(names) - set(untraced) | (_text_symbols(untraced) if untraced else set())
+    text_symbols = (set(names) & traceable) | (_text_symbols(untraced) if untraced else set())
     blacklisted = set()
     for line in _read_lines(KPROBE_BLACKLIST):
         parts = line.split()

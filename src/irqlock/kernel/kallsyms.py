@@ -144,6 +144,16 @@ class Symbols:
     def __init__(self) -> None:
         self._snapshot: Kallsyms | None = None
 
+    @classmethod
+    def after_attach(cls, shared: Symbols | None) -> Symbols:
+        """For a tracer whose programs are now attached: the run's shared snapshot (its
+        owner takes it), or one of its own, taken now."""
+        if shared is not None:
+            return shared
+        own = cls()
+        own.refresh()
+        return own
+
     def refresh(self) -> None:
         self._snapshot = Kallsyms.load()
 

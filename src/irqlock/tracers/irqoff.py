@@ -208,9 +208,7 @@ class IrqoffTracer:
         try:
             self._attach()
             # After attaching, so that our own programs and trampolines have names too.
-            self._symbols = symbols or Symbols()
-            if symbols is None:
-                self._symbols.refresh()
+            self._symbols = Symbols.after_attach(symbols)
             self._ringbuf = self.obj.open_ringbuf("events", self._on_record)
         except BaseException:
             self.obj.close()

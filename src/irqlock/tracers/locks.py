@@ -252,9 +252,7 @@ class LocksTracer:
             self._attach()
             self._pause(False)
             # After attaching, so that our own programs and trampolines have names too.
-            self.symbols = symbols or Symbols()
-            if symbols is None:
-                self.symbols.refresh()
+            self.symbols = Symbols.after_attach(symbols)
         except BaseException:
             self.obj.close()
             raise
