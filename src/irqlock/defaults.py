@@ -8,7 +8,9 @@ from pathlib import Path
 DEFAULT_BTF = Path("/sys/kernel/btf/vmlinux")
 
 LOCK_KINDS = ("spinlock", "rwlock", "mutex", "rwsem")
-DEFAULT_MAX_LOCKS = 4096
+# Per-lock statistics kept (LRU under fentry): with their holders and the other maps, the
+# lock tracer's BPF memory stays under 64 MiB by default (stats.map_bytes says how much).
+DEFAULT_MAX_LOCKS = 16384
 DEFAULT_MAX_EDGES = 16384
 DEFAULT_LISTEN = "127.0.0.1:9464"
 # How lock functions can be traced: fentry/fexit where the kernel has them (auto), or kprobes.

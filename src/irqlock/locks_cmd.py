@@ -25,6 +25,7 @@ SORT_KEYS = {
 }
 CONSOLE_TOP = 20
 HOLDERS_SHOWN = 3
+COVERAGE_WARNING = 0.99  # below this share of acquisitions in the locks shown, say so
 MAX_LOCKS_LIMIT = 1_000_000
 
 
@@ -101,12 +102,20 @@ class LocksPrinter:
             f"{stats['max_locks']}), holders {stats['holders_dropped']} not tracked, "
             f"tasks {stats['tasks_dropped']} not tracked, stale held entries "
             f"{stats['held_overflow']}, recursion misses {stats['recursion_misses']}, "
+            f"acquisitions {stats.get('acquisitions_seen', 0)} "
+            f"({stats.get('covered_share', 1.0):.2%} in the locks kept), "
             f"maps {stats['map_bytes'] // 1024} KiB; probes: {stats.get('probe', 'fentry')}; "
             f"waits: {stats['waits']}\n")
         dropped = stats["locks_dropped"] + stats["holders_dropped"] + stats["tasks_dropped"]
         if dropped:
             self.out.write(f"WARNING: {dropped} acquisitions were not fully tracked: the maps "
                            "were full (raise --max-locks)\n")
+        share = stats.get("covered_share")
+        if share is not None and share < COVERAGE_WARNING:
+            self.out.write(f"WARNING: the locks shown cover {share:.1%} of the "
+                           f"{stats['acquisitions_seen']} acquisitions seen: the others' locks "
+                           f"did not fit in {stats['max_locks']} (the least recently used gave "
+                           "way; raise --max-locks)\n")
         if stats.get("returns_missed"):
             self.out.write(f"WARNING: {stats['returns_missed']} acquisitions were not counted: "
                            "their kretprobe ran out of instances (more tasks waiting at once "

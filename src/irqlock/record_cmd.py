@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,14 @@ class Progress:
 
 def run(selection: Selection, output: Path, features: KernelFeatures, duration_s: float | None,
         ready_file: Path | None, as_json: bool) -> int:
+    try:
+        return _record(selection, output, features, duration_s, ready_file, as_json)
+    except sqlite3.Error as exc:  # the disk filled, the file system went away
+        raise IrqlockError(f"writing {output} failed: {exc}") from None
+
+
+def _record(selection: Selection, output: Path, features: KernelFeatures,
+            duration_s: float | None, ready_file: Path | None, as_json: bool) -> int:
     if output.exists():  # before anything is attached
         raise IrqlockError(f"{output} exists: give a new file (a recording is never overwritten)")
     writer: RecordingWriter | None = None

@@ -1,7 +1,7 @@
 """Every tracer at once under load, with the figures a soak is judged by.
 
 `irqlock serve` runs irqoff, every IRQ line, locks and deadlock together while
-stress-ng and the fixture keep the kernel busy; the session is asked for its
+stress-ng's mix (tests/kernel/load.py) and the fixture keep the kernel busy; the session is asked for its
 status every few seconds.  Returned: how many queries it answered, its memory over
 time (VmRSS and RssAnon; after warm-up RssAnon may not grow nor drift over 10 %), the
 memory its BPF maps hold at the start and the end, and what it counted as lost.
@@ -10,10 +10,7 @@ tests/kernel/test_reliability.py runs a minute of it; scripts/soak.py the long o
 
 from __future__ import annotations
 
-import os
-import signal
 import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from irqlock import client
 from irqlock.errors import IrqlockError
 from tests.helpers import free_port
 from tests.kernel.fixture import Fixture
+from tests.kernel.load import stress_ng
 from tests.kernel.tool import Tool, bpf_maps_of
 
 FIXTURE_LOAD = ["irqoff spin_irqsave 500 3", "hold spin 50 20", "irqline disable 500",
@@ -59,42 +57,33 @@ def soak(seconds: float, results: Path) -> dict[str, Any]:
     port = free_port()
     figures: dict[str, Any] = {"seconds": seconds, "queries": 0, "answered": 0, "unanswered": [],
                                "rss_kib": []}
-    stress: subprocess.Popen[bytes] | None = None
-    try:
-        # Attached first: under TCG, attaching every tracer beside stress-ng's workers can
-        # take longer than any sane ready timeout, and the load is what the soak is about.
-        with Tool("serve", "--irqoff", "-t", "1ms", "--irq", "all", "--locks", "--deadlock",
-                  "--listen", f"127.0.0.1:{port}", ready_timeout=300) as tool:
-            stress = subprocess.Popen(
-                ["stress-ng", "--cpu", "1", "--switch", "1", "--pipe", "1", "--fork", "1",
-                 "--hdd", "1", "--temp-path", str(results), "--timeout", str(int(seconds) + 30)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            maps_at_start = bpf_maps_of(tool.program_ids)
-            start = time.monotonic()
-            step = 0
-            next_query = start
-            while time.monotonic() - start < seconds:
-                fixture.run(FIXTURE_LOAD[step % len(FIXTURE_LOAD)])
-                step += 1
-                if time.monotonic() >= next_query:
-                    figures["queries"] += 1
-                    try:
-                        status = client.request(f"127.0.0.1:{port}", "GET", "/status")
-                    except IrqlockError as exc:
-                        figures["unanswered"].append(str(exc))
-                    else:
-                        figures["answered"] += status["type"] == "status"
-                        figures["stats"] = status["stats"]  # the last the session published
-                    figures["rss_kib"].append((round(time.monotonic() - start, 1),
-                                               *_memory_kib(tool.proc.pid)))
-                    next_query += QUERY_EVERY_S
-                time.sleep(0.5)
-            maps_at_end = bpf_maps_of(tool.program_ids)
-            tool.stop()
-    finally:
-        if stress is not None:
-            os.killpg(stress.pid, signal.SIGKILL)  # its workers too: the next test wants quiet
-            stress.wait()
+    # Attached first: under TCG, attaching every tracer beside stress-ng's workers can
+    # take longer than any sane ready timeout, and the load is what the soak is about.
+    with Tool("serve", "--irqoff", "-t", "1ms", "--irq", "all", "--locks", "--deadlock",
+              "--listen", f"127.0.0.1:{port}", ready_timeout=300) as tool, \
+            stress_ng(seconds + 30, results):
+        maps_at_start = bpf_maps_of(tool.program_ids)
+        start = time.monotonic()
+        step = 0
+        next_query = start
+        while time.monotonic() - start < seconds:
+            fixture.run(FIXTURE_LOAD[step % len(FIXTURE_LOAD)])
+            step += 1
+            if time.monotonic() >= next_query:
+                figures["queries"] += 1
+                try:
+                    status = client.request(f"127.0.0.1:{port}", "GET", "/status")
+                except IrqlockError as exc:
+                    figures["unanswered"].append(str(exc))
+                else:
+                    figures["answered"] += status["type"] == "status"
+                    figures["stats"] = status["stats"]  # the last the session published
+                figures["rss_kib"].append((round(time.monotonic() - start, 1),
+                                           *_memory_kib(tool.proc.pid)))
+                next_query += QUERY_EVERY_S
+            time.sleep(0.5)
+        maps_at_end = bpf_maps_of(tool.program_ids)
+        tool.stop()
     figures.update(memory_trend(
         [anon for t, _rss, anon in figures["rss_kib"] if t >= seconds * WARM_UP_SHARE]))
     figures["map_bytes"] = sum(maps_at_end.values())

@@ -120,6 +120,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_link__destroy": (ctypes.c_int, [_P]),
     "bpf_map__fd": (ctypes.c_int, [_P]),
     "bpf_map__set_max_entries": (ctypes.c_int, [_P, ctypes.c_uint32]),
+    "bpf_map__set_type": (ctypes.c_int, [_P, ctypes.c_int]),
     "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(ctypes.c_size_t)]),
     "bpf_map__key_size": (ctypes.c_uint32, [_P]),
     "bpf_map__value_size": (ctypes.c_uint32, [_P]),

@@ -41,6 +41,7 @@ from irqlock.errors import IrqlockError
 DETACH_WAVE = 8  # links destroyed at once (see BpfObject.detach)
 POLL_BATCH = 1024  # records per poll() at most, so a flood cannot keep it from returning
 BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_LRU_HASH = 9
 READ_BATCH = 4096  # hash map entries per lookup-batch call
 _BATCH_FULL = -7  # what the sample callback returns to end a poll early (not an errno used)
 
@@ -72,8 +73,8 @@ class Map:
         self._lib = lib
         self._ptr = ptr
         self.name = name
-        self.key_size = lib.lib.bpf_map__key_size(ptr)
-        self.value_size = lib.lib.bpf_map__value_size(ptr)
+        self.key_size = int(lib.lib.bpf_map__key_size(ptr))
+        self.value_size = int(lib.lib.bpf_map__value_size(ptr))
 
     @property
     def max_entries(self) -> int:
@@ -82,6 +83,17 @@ class Map:
     @property
     def fd(self) -> int:
         return int(self._lib.lib.bpf_map__fd(self._ptr))
+
+    def memlock_bytes(self) -> int:
+        """The memory the kernel charges for this map (fdinfo's memlock); if it cannot be
+        read, its entries' keys and values."""
+        try:
+            for line in Path(f"/proc/self/fdinfo/{self.fd}").read_text().splitlines():
+                if line.startswith("memlock:"):
+                    return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return self.max_entries * (self.key_size + self.value_size)
 
     def lookup(self, key: bytes) -> bytes | None:
         value = ctypes.create_string_buffer(self.value_size)
@@ -122,7 +134,7 @@ class Map:
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every entry; a hash map is read a batch at a time (a syscall per entry is slow)."""
-        if self._lib.lib.bpf_map__type(self._ptr) == BPF_MAP_TYPE_HASH:
+        if self._lib.lib.bpf_map__type(self._ptr) in (BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH):
             batched = self._batched_items()
             if batched is not None:
                 yield from batched
@@ -280,6 +292,11 @@ class BpfObject:
     def set_max_entries(self, map_name: str, entries: int) -> None:
         self._lib.call(f"{self.name}: resize map {map_name}", self._lib.lib.bpf_map__set_max_entries,
                        self._map_ptr(map_name), entries)
+
+    def set_type(self, map_name: str, map_type: int) -> None:
+        """Change a map's type before load (e.g. BPF_MAP_TYPE_HASH to LRU_HASH)."""
+        self._lib.call(f"{self.name}: set type of map {map_name}", self._lib.lib.bpf_map__set_type,
+                       self._map_ptr(map_name), map_type)
 
     def plan_function(self, base: str, function: str, use_fentry: bool,
                       ret: bool = False) -> Attachment:

@@ -13,14 +13,25 @@
  *
  * Held locks are kept on small stacks: per CPU and context (task, softirq,
  * hardirq) for spinlocks and rwlocks, which cannot migrate while held, and per
- * task for mutexes and rw-semaphores, which can sleep.
+ * task for mutexes and rw-semaphores, which can sleep.  A release we did not see
+ * (the kernel skips a program already running on this CPU: an interrupt nested
+ * over one of ours, or on a preemptible kernel another task run while ours was
+ * preempted) leaves a stale entry.  Before a held entry orders anything or is
+ * marked as held with interrupts on, it is checked against the lock itself: a
+ * spinlock's locked byte and our stamp of its latest acquisition, a rwlock's
+ * counts, a mutex's or a writer rwsem's owner being this task, a reader rwsem's
+ * reader count.
  *
- * Our own map updates take the maps' bucket spinlocks; a per-CPU, per-context
- * flag makes every program ignore the lock calls made on its behalf, so
- * irqlock never reports (or recurses into) itself.
+ * Our own map updates take the maps' internal spinlocks; a per-CPU, per-context
+ * flag tagged with the updating task makes every program ignore the lock calls
+ * made on its behalf, so irqlock never reports (or recurses into) itself.  The
+ * per-CPU templates new entries are made from are never written: a program that
+ * is preempted (preemptible kernels) cannot have them changed under it.
  *
- * Memory is fixed at load: the maps' sizes come from user space (--max-locks);
- * whatever does not fit is counted, never silently dropped.
+ * Memory is fixed at load: the maps' sizes come from user space (--max-locks).
+ * With fentry the per-lock maps are LRU: the locks in use stay, and user space
+ * says which share of all acquisitions the locks it shows cover.  Whatever does
+ * not fit is counted, never silently dropped.
  *
  * irqlock deadlock loads the same object with three more duties switched on:
  * lock-order edges (held -> newly acquired, first task and stack of each),
@@ -51,6 +62,12 @@ const volatile bool track_blocked = false;	/* D-state sleeps, stacks of sleeping
 /* kprobe mode: each lock call of our own map updates is a miss of three programs
  * (lock kprobe and kretprobe, unlock kprobe) when spinlocks are traced. */
 const volatile __u32 own_misses_per_lock_call = 0;
+
+/* Which pair of lock functions a program traces, where our map updates call that pair:
+ * the kernel then skips the program that made the update (it runs once per CPU at a
+ * time), and each call of its partner that we see in the update is one such skip. */
+enum pair { PAIR_NONE = 0, PAIR_IRQSAVE = 1, PAIR_PLAIN = 2 };
+#define PAIR_BITS 4
 
 /* Sizes set by user space before load. */
 struct {
@@ -95,6 +112,9 @@ struct {
 	__type(value, struct wait_state);	/* a spinning wait */
 } cpu_wait SEC(".maps");
 
+/* busy[c]: a program of ours in context c is updating a map.  The value is its tag:
+ * (pid + 1) << PAIR_BITS | pair.  The pid tells our update's lock calls from another
+ * task's (that task may run on this CPU while our program is preempted). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CONTEXTS);
@@ -102,16 +122,14 @@ struct {
 	__type(value, __u32);
 } busy SEC(".maps");
 
-/* running[c]: an acquire or release program of ours is at work in context c.  An
- * interrupt nested above it then has that program skipped by the kernel (a program
- * runs once per CPU at a time): releases there go unseen, and what that context seems
- * to hold is stale -- not to be trusted for order edges or IRQ safety. */
+/* Acquisitions seen (every lock, whether its statistics are kept or not), per CPU: the
+ * share that the locks user space shows cover. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, CONTEXTS);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
-} running SEC(".maps");
+	__type(value, __u64);
+} acquisitions_seen SEC(".maps");
 
 /* held -> acquired, with who made the edge first and the acquiring stack */
 struct {
@@ -204,6 +222,7 @@ __u64 locks_dropped = 0;	/* a lock not tracked: the locks map was full */
 __u64 holders_dropped = 0;	/* a (task, lock) not tracked: holders map full */
 __u64 tasks_dropped = 0;	/* a task's sleeping locks not tracked: task map full */
 __u64 held_overflow = 0;	/* stale held entries (missed releases) replaced or forgotten */
+__u64 stale_dropped = 0;	/* held entries found released when checked against the lock */
 /* Our own map updates re-enter the program that made them (the bucket lock of a hash
  * map is taken with _raw_spin_lock_irqsave, its free list's with _raw_spin_lock): the
  * kernel counts those as recursion misses, though no lock call of anyone else was lost. */
@@ -231,53 +250,61 @@ static __always_inline int context(void)
 	return 0;
 }
 
-/* The context's busy flag, or NULL if this call is our own (or in NMI): ignore it. */
-static __always_inline __u32 *enter(int *ctx_out)
+/* A program's guard: the context's busy flag and the tag it sets there while it updates. */
+struct guard {
+	__u32 *flag;
+	__u32 tag;
+};
+
+/* Whether to handle this call (else it is our own, or in NMI, or paused: ignore it);
+ * fills the guard for the map updates the program makes. */
+static __always_inline bool enter(struct guard *g, int *ctx_out, __u32 pair)
 {
 	int c = context();
-	__u32 key = 0;
+	__u32 key = 0, tag = (((__u32)bpf_get_current_pid_tgid() + 1) << PAIR_BITS) | pair;
 	__u32 *flag, *paused = bpf_map_lookup_elem(&control, &key);
 
 	if (c < 0 || !paused || *paused)
-		return NULL;
+		return false;
 	key = c;
 	flag = bpf_map_lookup_elem(&busy, &key);
 	if (!flag)
-		return NULL;
-	if (*flag) {
+		return false;
+	if (*flag && (*flag >> PAIR_BITS) == (tag >> PAIR_BITS)) {
 		__sync_fetch_and_add(&self_skipped, 1);
-		return NULL;
+		if (pair && (*flag & ((1U << PAIR_BITS) - 1)) == pair)
+			__sync_fetch_and_add(&own_recursion, 1);
+		return false;
 	}
+	g->flag = flag;
+	g->tag = tag;
 	*ctx_out = c;
-	return flag;
+	return true;
 }
 
-/* Which lock function the running program traces, when our map updates re-enter it. */
-enum reentered { REENTERS_NONE, REENTERS_IRQSAVE, REENTERS_SPIN };
-
-static __always_inline long guarded_update(__u32 *flag, void *map, void *key, void *value,
-					   __u32 reenters)
+/* Another task's tag is put back: its update may have been preempted, not finished. */
+static __always_inline long guarded_update(struct guard *g, void *map, void *key, void *value)
 {
+	__u32 before = *g->flag;
 	long err;
 
-	*flag = 1;
+	*g->flag = g->tag;
 	err = bpf_map_update_elem(map, key, value, BPF_NOEXIST);
-	*flag = 0;
+	*g->flag = before;
 	/* The bucket lock is always taken; the free list's only when an entry was made. */
 	if (own_misses_per_lock_call)
 		__sync_fetch_and_add(&own_recursion, own_misses_per_lock_call * (err ? 1 : 2));
-	else if (reenters == REENTERS_IRQSAVE || (reenters == REENTERS_SPIN && !err))
-		__sync_fetch_and_add(&own_recursion, 1);
 	return err;
 }
 
-static __always_inline void guarded_delete(__u32 *flag, void *map, void *key)
+static __always_inline void guarded_delete(struct guard *g, void *map, void *key)
 {
+	__u32 before = *g->flag;
 	long err;
 
-	*flag = 1;
+	*g->flag = g->tag;
 	err = bpf_map_delete_elem(map, key);
-	*flag = 0;
+	*g->flag = before;
 	if (own_misses_per_lock_call)	/* the bucket lock; the free list's if it was there */
 		__sync_fetch_and_add(&own_recursion, own_misses_per_lock_call * (err ? 1 : 2));
 }
@@ -305,13 +332,25 @@ static __always_inline __u32 hist_bucket(__u64 v)
 	return (e - 2) * 8 + ((v >> (e - HIST_SUB_BITS)) & 7);
 }
 
+/* *max = max(*max, v), exactly, however many CPUs record at once. */
+static __always_inline void raise_max(__u64 *max, __u64 v)
+{
+	__u64 seen, cur = *max;
+
+	for (int i = 0; i < 8 && v > cur; i++) {
+		seen = __sync_val_compare_and_swap(max, cur, v);
+		if (seen == cur)
+			break;
+		cur = seen;
+	}
+}
+
 static __always_inline void record(__u64 *total, __u64 *max, __u32 *hist, __u64 ns)
 {
 	__u32 b = hist_bucket(ns);
 
 	__sync_fetch_and_add(total, ns);
-	if (ns > *max)
-		*max = ns;	/* a race may keep a smaller maximum of another CPU: rare, harmless */
+	raise_max(max, ns);
 	if (b < HIST_BUCKETS)
 		__sync_fetch_and_add(&hist[b], 1);
 }
@@ -323,30 +362,32 @@ static __always_inline bool filtered_out(__u64 lock, __u64 id)
 	return target_tgid >= 0 && (id >> 32) != target_tgid;
 }
 
-static __always_inline struct lock_stats *get_stats(__u32 *flag, __u64 lock, __u32 kind, __u32 pid,
-						    __u32 reenters)
+static __always_inline struct lock_stats *get_stats(struct guard *g, __u64 lock, __u32 kind,
+						    __u32 pid)
 {
-	struct lock_stats *s = bpf_map_lookup_elem(&locks, &lock), *tmpl;
+	struct lock_stats *s = bpf_map_lookup_elem(&locks, &lock), *zeros;
 	__u32 zero = 0;
 	long err;
 
 	if (s)
 		return s;
-	tmpl = bpf_map_lookup_elem(&new_stats, &zero);
-	if (!tmpl)
+	zeros = bpf_map_lookup_elem(&new_stats, &zero);
+	if (!zeros)
 		return NULL;
-	tmpl->kind = kind;
-	tmpl->first_pid = pid;
-	err = guarded_update(flag, &locks, &lock, tmpl, reenters);
+	err = guarded_update(g, &locks, &lock, zeros);
 	if (err && err != -17 /* EEXIST: another CPU was first */) {
 		__sync_fetch_and_add(&locks_dropped, 1);
 		return NULL;
 	}
-	return bpf_map_lookup_elem(&locks, &lock);
+	s = bpf_map_lookup_elem(&locks, &lock);
+	if (s && !err) {
+		s->kind = kind;
+		s->first_pid = pid;
+	}
+	return s;
 }
 
-static __always_inline void count_holder(void *ctx, __u32 *flag, __u64 lock, __u64 id,
-					 __u32 reenters)
+static __always_inline void count_holder(void *ctx, struct guard *g, __u64 lock, __u64 id)
 {
 	struct holder_key key = { .lock = lock, .pid = (__u32)id };
 	struct holder *h = bpf_map_lookup_elem(&holders, &key);
@@ -357,11 +398,7 @@ static __always_inline void count_holder(void *ctx, __u32 *flag, __u64 lock, __u
 		h = bpf_map_lookup_elem(&new_holder, &zero);
 		if (!h)
 			return;
-		h->acquisitions = 0;
-		h->tgid = id >> 32;
-		bpf_get_current_comm(h->comm, sizeof(h->comm));
-		h->stack_bytes = bpf_get_stack(ctx, h->stack, STACK_BYTES, 0);
-		err = guarded_update(flag, &holders, &key, h, reenters);
+		err = guarded_update(g, &holders, &key, h);
 		if (err && err != -17) {
 			__sync_fetch_and_add(&holders_dropped, 1);
 			return;
@@ -369,12 +406,17 @@ static __always_inline void count_holder(void *ctx, __u32 *flag, __u64 lock, __u
 		h = bpf_map_lookup_elem(&holders, &key);
 		if (!h)
 			return;
+		if (!err) {	/* ours to fill, in place */
+			h->tgid = id >> 32;
+			bpf_get_current_comm(h->comm, sizeof(h->comm));
+			h->stack_bytes = bpf_get_stack(ctx, h->stack, STACK_BYTES, 0);
+		}
 	}
 	__sync_fetch_and_add(&h->acquisitions, 1);
 }
 
-static __always_inline struct held_stack *held_stack(__u32 *flag, int c, __u32 kind, __u32 pid,
-						     bool create)
+static __always_inline struct held_stack *held_stack(struct guard *g, int c, __u32 kind,
+						     __u32 pid, bool create)
 {
 	struct held_stack *st;
 	__u32 key = c, zero = 0;
@@ -387,16 +429,28 @@ static __always_inline struct held_stack *held_stack(__u32 *flag, int c, __u32 k
 	st = bpf_map_lookup_elem(&new_stack, &zero);
 	if (!st)
 		return NULL;
-	if (guarded_update(flag, &task_held, &pid, st, REENTERS_NONE)) {
+	if (guarded_update(g, &task_held, &pid, st)) {
 		__sync_fetch_and_add(&tasks_dropped, 1);
 		return NULL;
 	}
 	return bpf_map_lookup_elem(&task_held, &pid);
 }
 
+static __always_inline void set_held(struct held_stack *st, __u32 i, __u64 lock, __u64 now,
+				     __u32 kind, __u32 mode)
+{
+	i &= MAX_HELD - 1;
+	st->locks[i].lock = lock;
+	st->locks[i].acquired_ns = now;
+	st->locks[i].kind = kind;
+	st->locks[i].mode = mode;
+	st->irqs_on &= ~(1U << i);
+}
+
 /* A full stack means releases we did not see (locks freed through an untraced
  * path): the oldest entry makes room, and the stale count says so. */
-static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 now)
+static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 now, __u32 kind,
+				      __u32 mode)
 {
 	__u32 d = st->depth, oldest = 0;
 
@@ -405,8 +459,7 @@ static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 n
 	for (__u32 i = 0; i < MAX_HELD; i++) {
 		if (i < d && st->locks[i].lock == lock) {
 			__sync_fetch_and_add(&held_overflow, 1);
-			st->locks[i].acquired_ns = now;
-			st->irqs_on &= ~(1U << i);
+			set_held(st, i, lock, now, kind, mode);
 			return;
 		}
 	}
@@ -415,20 +468,90 @@ static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 n
 		for (__u32 i = 1; i < MAX_HELD; i++)
 			if (st->locks[i].acquired_ns < st->locks[oldest].acquired_ns)
 				oldest = i;
-		st->locks[oldest].lock = lock;
-		st->locks[oldest].acquired_ns = now;
-		st->irqs_on &= ~(1U << oldest);
+		set_held(st, oldest, lock, now, kind, mode);
 		return;
 	}
-	st->locks[d & (MAX_HELD - 1)].lock = lock;
-	st->locks[d & (MAX_HELD - 1)].acquired_ns = now;
-	st->irqs_on &= ~(1U << (d & (MAX_HELD - 1)));
+	set_held(st, d, lock, now, kind, mode);
 	st->depth = d + 1;
 }
 
+/* Entry i of a stack `d` deep goes; the last entry (and its irqs_on bit) fills its slot. */
+static __always_inline void remove_held(struct held_stack *st, __u32 i, __u32 d)
+{
+	__u32 last = d - 1;
+
+	barrier_var(last);	/* keep the compiler from dropping the mask the verifier needs */
+	last &= MAX_HELD - 1;
+	i &= MAX_HELD - 1;
+	st->locks[i] = st->locks[last];
+	if (st->irqs_on & (1U << last))
+		st->irqs_on |= 1U << i;
+	else
+		st->irqs_on &= ~(1U << i);
+	st->irqs_on &= ~(1U << last);
+	st->depth = d - 1;
+}
+
+#define QRW_LOCKED 0xffU	/* qrwlock: a writer holds it (the low byte) */
+#define QR_SHIFT 9		/* qrwlock: readers counted from bit 9 */
+#define RWSEM_WRITER_LOCKED 1L
+#define RWSEM_READER_SHIFT 8	/* rwsem count: readers in bits 8..62 */
+#define RWSEM_READERS ((1UL << 55) - 1)
+#define OWNER_FLAGS 0x7L	/* mutex and rwsem owner words: flags in the low bits */
+
+/* Whether the task running now owns the mutex or rwsem whose owner word is `owner`. */
+static __always_inline bool owned_by_current(long owner)
+{
+	return (owner & ~OWNER_FLAGS) == (long)bpf_get_current_task();
+}
+
+/* Whether a held entry still holds its lock, asked of the lock itself.  A spinlock or
+ * write-held rwlock must also have had no acquisition since ours (another CPU may hold
+ * it now, after a release of ours we did not see); a sleeping lock held exclusively must
+ * name this task as its owner.  Readers of a rwlock or rwsem are only counted: held by
+ * someone, maybe not by this task. */
+static __always_inline bool still_held(struct held_lock *h)
+{
+	void *lockp = (void *)h->lock;
+	struct lock_stats *s;
+	__u32 word = 0;
+	__u64 count;
+
+	if (h->kind == LOCK_MUTEX)
+		return owned_by_current(BPF_CORE_READ((struct mutex *)lockp, owner.counter));
+	if (h->kind == LOCK_RWSEM) {
+		count = BPF_CORE_READ((struct rw_semaphore *)lockp, count.counter);
+		if (h->mode == MODE_SHARED)
+			return (count >> RWSEM_READER_SHIFT) & RWSEM_READERS;
+		return (count & RWSEM_WRITER_LOCKED) &&
+		       owned_by_current(BPF_CORE_READ((struct rw_semaphore *)lockp, owner.counter));
+	}
+	if (bpf_probe_read_kernel(&word, sizeof(word), lockp))
+		return false;
+	if (h->kind == LOCK_RW && h->mode == MODE_SHARED)
+		return word >> QR_SHIFT;
+	if (h->kind == LOCK_RW ? (word & QRW_LOCKED) != QRW_LOCKED : !(word & 0xff))
+		return false;	/* the spinlock's locked byte, the rwlock's writer byte */
+	s = bpf_map_lookup_elem(&locks, &h->lock);
+	return !s || s->last_acquired_ns == h->acquired_ns;
+}
+
+/* Drop from `st` what its locks say is no longer held (releases we did not see). */
+static __always_inline void drop_released(struct held_stack *st)
+{
+	for (int i = MAX_HELD - 1; i >= 0; i--) {
+		__u32 d = st->depth;
+
+		if (i >= d || d > MAX_HELD || still_held(&st->locks[i]))
+			continue;
+		remove_held(st, i, d);
+		__sync_fetch_and_add(&stale_dropped, 1);
+	}
+}
+
 /* The first use of `key` in `map` (hardirq use, irqs-on hold, order edge), with a stack. */
-static __always_inline void note_use(void *ctx, __u32 *flag, void *map, void *key, __u64 id,
-				     __u32 reenters, __u64 *dropped)
+static __always_inline void note_use(void *ctx, struct guard *g, void *map, void *key, __u64 id,
+				     __u64 *dropped)
 {
 	struct lock_use *u;
 	__u32 zero = 0;
@@ -439,49 +562,48 @@ static __always_inline void note_use(void *ctx, __u32 *flag, void *map, void *ke
 	u = bpf_map_lookup_elem(&new_use, &zero);
 	if (!u)
 		return;
+	err = guarded_update(g, map, key, u);
+	if (err) {
+		if (err != -17)
+			__sync_fetch_and_add(dropped, 1);
+		return;
+	}
+	u = bpf_map_lookup_elem(map, key);
+	if (!u)
+		return;
 	u->pid = (__u32)id;
 	u->tgid = id >> 32;
 	bpf_get_current_comm(u->comm, sizeof(u->comm));
 	u->stack_bytes = bpf_get_stack(ctx, u->stack, STACK_BYTES, 0);
-	err = guarded_update(flag, map, key, u, reenters);
-	if (err && err != -17)
-		__sync_fetch_and_add(dropped, 1);
 }
 
-/* An edge from every lock this context already holds to the one just taken. */
-static __always_inline void edges_from(void *ctx, __u32 *flag, struct held_stack *st, __u64 lock,
-				       __u64 id, __u32 reenters)
+/* An edge from every lock this context still holds to the one just taken. */
+static __always_inline void edges_from(void *ctx, struct guard *g, struct held_stack *st,
+				       __u64 lock, __u64 id)
 {
 	struct edge_key key = { .to = lock };
 
+	drop_released(st);
 	for (__u32 i = 0; i < MAX_HELD; i++) {
 		if (i >= st->depth)
 			break;
 		key.from = st->locks[i].lock;
 		if (key.from != lock)
-			note_use(ctx, flag, &edges, &key, id, reenters, &edges_dropped);
+			note_use(ctx, g, &edges, &key, id, &edges_dropped);
 	}
 }
 
-static __always_inline __u32 *running_flag(int c)
+static __always_inline void count_seen(void)
 {
-	__u32 key = c;
+	__u32 zero = 0;
+	__u64 *seen = bpf_map_lookup_elem(&acquisitions_seen, &zero);
 
-	return bpf_map_lookup_elem(&running, &key);
+	if (seen)
+		*seen += 1;	/* this CPU's own slot: no other writer */
 }
 
-/* Whether a context below c (the one this interrupt interrupted) is inside our program. */
-static __always_inline bool outer_running(int c)
-{
-	__u32 *r;
-
-	if (c >= 1 && (r = running_flag(0)) && *r)
-		return true;
-	return c >= 2 && (r = running_flag(1)) && *r;
-}
-
-static __always_inline void acquired_in(void *ctx, __u32 *flag, int c, __u64 lock, __u64 id,
-					__u32 kind, __u32 reenters, bool order)
+static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64 lock, __u64 id,
+					__u32 kind, __u32 mode, bool order)
 {
 	struct lock_stats *s;
 	struct held_stack *st;
@@ -494,76 +616,64 @@ static __always_inline void acquired_in(void *ctx, __u32 *flag, int c, __u64 loc
 		struct held_stack *held = bpf_map_lookup_elem(&cpu_held, &key);
 
 		if (held)
-			edges_from(ctx, flag, held, lock, id, reenters);
+			edges_from(ctx, g, held, lock, id);
 		held = c == 0 ? bpf_map_lookup_elem(&task_held, &pid) : NULL;
 		if (held)
-			edges_from(ctx, flag, held, lock, id, reenters);
+			edges_from(ctx, g, held, lock, id);
 	}
-	st = held_stack(flag, c, kind, (__u32)id, true);
+	st = held_stack(g, c, kind, (__u32)id, true);
 	if (st)
-		push_held(st, lock, now);
+		push_held(st, lock, now, kind, mode);
 	if (track_irq_safety && c == 2)
-		note_use(ctx, flag, &hardirq_locks, &lock, id, reenters, &irq_uses_dropped);
-	s = get_stats(flag, lock, kind, (__u32)id, reenters);
-	if (s)
+		note_use(ctx, g, &hardirq_locks, &lock, id, &irq_uses_dropped);
+	count_seen();
+	s = get_stats(g, lock, kind, (__u32)id);
+	if (s) {
 		__sync_fetch_and_add(&s->acquisitions, 1);
+		if (mode == MODE_EXCLUSIVE)
+			s->last_acquired_ns = now;
+	}
 	/* Lock-order edges name where the held lock was taken from here, even when the
 	 * statistics of that lock did not fit. */
 	if (s || track_order)
-		count_holder(ctx, flag, lock, id, reenters);
+		count_holder(ctx, g, lock, id);
 }
 
 /* order: whether this acquisition can wait (a trylock cannot, so it orders nothing). */
-static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 reenters,
+static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 mode, __u32 pair,
 				     bool order)
 {
 	__u64 lock = (__u64)lockp, id = bpf_get_current_pid_tgid();
-	__u32 *flag, *run;
+	struct guard g;
 	int c;
 
-	flag = enter(&c);
-	if (!flag || filtered_out(lock, id))
+	if (!enter(&g, &c, pair) || filtered_out(lock, id))
 		return;
-	run = running_flag(c);
-	if (run)
-		*run = 1;
-	acquired_in(ctx, flag, c, lock, id, kind, reenters, order && !outer_running(c));
-	if (run)
-		*run = 0;
+	acquired_in(ctx, &g, c, lock, id, kind, mode, order);
 }
 
-static __always_inline void released_in(void *ctx, __u32 *flag, int c, __u64 lock, __u64 id,
-					__u32 kind, bool trusted)
+static __always_inline void released_in(void *ctx, struct guard *g, int c, __u64 lock, __u64 id,
+					__u32 kind)
 {
 	__u64 now = bpf_ktime_get_ns(), acquired_ns = 0;
-	__u32 d, last;
 	bool irqs_were_on = false;
 	struct held_stack *st;
 	struct lock_stats *s;
+	__u32 d;
 
-	st = held_stack(flag, c, kind, (__u32)id, false);
+	st = held_stack(g, c, kind, (__u32)id, false);
 	if (!st)
 		return;
 	d = st->depth;
 	if (d == 0 || d > MAX_HELD)
 		return;
-	/* The most recent acquisition of this lock; the last entry fills its slot. */
+	/* The most recent acquisition of this lock. */
 	for (int i = MAX_HELD - 1; i >= 0; i--) {
 		if (i >= d || st->locks[i].lock != lock)
 			continue;
 		acquired_ns = st->locks[i].acquired_ns;
 		irqs_were_on = st->irqs_on & (1U << i);
-		last = d - 1;
-		barrier_var(last);	/* keep the compiler from dropping the mask the verifier needs */
-		last &= MAX_HELD - 1;
-		st->locks[i] = st->locks[last];
-		/* the last entry's bit moves with it into slot i */
-		if (st->irqs_on & (1U << last))
-			st->irqs_on |= 1U << i;
-		else
-			st->irqs_on &= ~(1U << i);
-		st->irqs_on &= ~(1U << last);
-		st->depth = d - 1;
+		remove_held(st, i, d);
 		break;
 	}
 	if (!acquired_ns)
@@ -571,25 +681,18 @@ static __always_inline void released_in(void *ctx, __u32 *flag, int c, __u64 loc
 	s = bpf_map_lookup_elem(&locks, &lock);
 	if (s)
 		record(&s->hold_total_ns, &s->hold_max_ns, s->hold_hist, now - acquired_ns);
-	if (track_irq_safety && irqs_were_on && trusted)
-		note_use(ctx, flag, &irqs_on_locks, &lock, id, REENTERS_NONE, &irq_uses_dropped);
+	if (track_irq_safety && irqs_were_on)
+		note_use(ctx, g, &irqs_on_locks, &lock, id, &irq_uses_dropped);
 }
 
-static __always_inline void released(void *ctx, void *lockp, __u32 kind)
+static __always_inline void released(void *ctx, void *lockp, __u32 kind, __u32 pair)
 {
-	__u64 lock = (__u64)lockp, id = bpf_get_current_pid_tgid();
-	__u32 *flag, *run;
+	__u64 id = bpf_get_current_pid_tgid();
+	struct guard g;
 	int c;
 
-	flag = enter(&c);
-	if (!flag)
-		return;
-	run = running_flag(c);
-	if (run)
-		*run = 1;
-	released_in(ctx, flag, c, lock, id, kind, !outer_running(c));
-	if (run)
-		*run = 0;
+	if (enter(&g, &c, pair))
+		released_in(ctx, &g, c, (__u64)lockp, id, kind);
 }
 
 /* A hardirq arrived: whatever the interrupted context holds, it holds with interrupts
@@ -600,8 +703,16 @@ static __always_inline void mark_irqs_on(__u32 context)
 {
 	struct held_stack *st = bpf_map_lookup_elem(&cpu_held, &context);
 
-	if (st && st->depth && st->depth <= MAX_HELD)
-		st->irqs_on = (1U << st->depth) - 1;
+	if (!st)
+		return;
+	/* Only what the locks say is held: the interrupted program may be ours, in the
+	 * middle of changing this stack, so stale entries are left for it to drop. */
+	for (__u32 i = 0; i < MAX_HELD; i++) {
+		if (i >= st->depth)
+			break;
+		if (still_held(&st->locks[i]))
+			st->irqs_on |= 1U << i;
+	}
 }
 
 static __always_inline void interrupts_arrived(void)
@@ -694,35 +805,40 @@ static __always_inline __u32 owner_pid(void *lockp, __u32 flags)
 
 /* Where a task goes to sleep for a lock: only for irqlock deadlock, and only for
  * sleeping waits (a stack walk per contended spin would cost more than the wait). */
-static __always_inline void note_wait_stack(void *ctx, __u32 *flag, __u32 pid)
+static __always_inline void note_wait_stack(void *ctx, struct guard *g, __u32 pid)
 {
 	struct wait_stack *ws = bpf_map_lookup_elem(&wait_stacks, &pid);
 	__u32 zero = 0;
+	long err;
 
-	if (ws) {
-		ws->stack_bytes = bpf_get_stack(ctx, ws->stack, STACK_BYTES, 0);
-		return;
+	if (!ws) {
+		ws = bpf_map_lookup_elem(&new_wait_stack, &zero);
+		if (!ws)
+			return;
+		err = guarded_update(g, &wait_stacks, &pid, ws);
+		if (err && err != -17) {
+			__sync_fetch_and_add(&waits_dropped, 1);
+			return;
+		}
+		ws = bpf_map_lookup_elem(&wait_stacks, &pid);
+		if (!ws)
+			return;
 	}
-	ws = bpf_map_lookup_elem(&new_wait_stack, &zero);
-	if (!ws)
-		return;
 	ws->stack_bytes = bpf_get_stack(ctx, ws->stack, STACK_BYTES, 0);
-	if (guarded_update(flag, &wait_stacks, &pid, ws, REENTERS_NONE))
-		__sync_fetch_and_add(&waits_dropped, 1);
 }
 
 SEC("tp_btf/contention_begin")
 int BPF_PROG(contention_begin, void *lockp, unsigned int flags)
 {
 	__u64 lock = (__u64)lockp, id = bpf_get_current_pid_tgid();
-	__u32 pid = (__u32)id, *flag, key;
+	__u32 pid = (__u32)id, key;
 	struct wait_state *w, fresh = {};
+	struct guard g;
 	int c;
 
 	if (flags & (LCB_F_RT | LCB_F_PERCPU))
 		return 0;	/* rt_mutex and percpu-rwsem: kinds we do not trace */
-	flag = enter(&c);
-	if (!flag || filtered_out(lock, id))
+	if (!enter(&g, &c, PAIR_NONE) || filtered_out(lock, id))
 		return 0;
 	if (!sleeping_wait(flags)) {
 		key = c;
@@ -740,7 +856,7 @@ int BPF_PROG(contention_begin, void *lockp, unsigned int flags)
 	if (w && w->lock == lock && w->start_ns)
 		return 0;
 	if (track_blocked)
-		note_wait_stack(ctx, flag, pid);
+		note_wait_stack(ctx, &g, pid);
 	if (w) {
 		w->lock = lock;
 		w->flags = flags;
@@ -752,7 +868,7 @@ int BPF_PROG(contention_begin, void *lockp, unsigned int flags)
 	fresh.flags = flags;
 	fresh.owner_pid = owner_pid(lockp, flags);
 	fresh.start_ns = bpf_ktime_get_ns();
-	if (guarded_update(flag, &task_wait, &pid, &fresh, REENTERS_NONE))
+	if (guarded_update(&g, &task_wait, &pid, &fresh))
 		__sync_fetch_and_add(&waits_dropped, 1);
 	return 0;
 }
@@ -761,13 +877,13 @@ SEC("tp_btf/contention_end")
 int BPF_PROG(contention_end, void *lockp, int ret)
 {
 	__u64 lock = (__u64)lockp, now = bpf_ktime_get_ns(), start = 0;
-	__u32 pid = (__u32)bpf_get_current_pid_tgid(), *flag, key, flags = 0;
+	__u32 pid = (__u32)bpf_get_current_pid_tgid(), key, flags = 0;
 	struct wait_state *w;
 	struct lock_stats *s;
+	struct guard g;
 	int c;
 
-	flag = enter(&c);
-	if (!flag)
+	if (!enter(&g, &c, PAIR_NONE))
 		return 0;
 	key = c;
 	w = bpf_map_lookup_elem(&cpu_wait, &key);
@@ -785,7 +901,7 @@ int BPF_PROG(contention_end, void *lockp, int ret)
 	}
 	if (!start || ret)
 		return 0;	/* not seen begin, or the wait was interrupted (no lock taken) */
-	s = get_stats(flag, lock, kind_of_wait(flags), pid, REENTERS_NONE);
+	s = get_stats(&g, lock, kind_of_wait(flags), pid);
 	if (!s)
 		return 0;
 	__sync_fetch_and_add(&s->contended, 1);
@@ -797,17 +913,17 @@ int BPF_PROG(contention_end, void *lockp, int ret)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(task_exit, struct task_struct *task)
 {
-	__u32 pid = task->pid, *flag;
+	__u32 pid = task->pid;
+	struct guard g;
 	int c;
 
-	flag = enter(&c);
-	if (!flag)
+	if (!enter(&g, &c, PAIR_NONE))
 		return 0;
-	guarded_delete(flag, &task_held, &pid);
-	guarded_delete(flag, &task_wait, &pid);
+	guarded_delete(&g, &task_held, &pid);
+	guarded_delete(&g, &task_wait, &pid);
 	if (track_blocked) {
-		guarded_delete(flag, &blocked, &pid);
-		guarded_delete(flag, &wait_stacks, &pid);
+		guarded_delete(&g, &blocked, &pid);
+		guarded_delete(&g, &wait_stacks, &pid);
 	}
 	return 0;
 }
@@ -822,22 +938,22 @@ SEC("tp_btf/sched_switch")
 int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	struct blocked_task entry = {};
-	__u32 state = BPF_CORE_READ(prev, __state), pid, *flag;
+	__u32 state = BPF_CORE_READ(prev, __state), pid;
+	struct guard g;
 	long err;
 	int c;
 
-	flag = enter(&c);
-	if (!flag)
+	if (!enter(&g, &c, PAIR_NONE))
 		return 0;
 	pid = BPF_CORE_READ(next, pid);
 	if (bpf_map_lookup_elem(&blocked, &pid))
-		guarded_delete(flag, &blocked, &pid);
+		guarded_delete(&g, &blocked, &pid);
 	if (preempt || !(state & TASK_UNINTERRUPTIBLE) || (state & TASK_NOLOAD))
 		return 0;
 	pid = BPF_CORE_READ(prev, pid);
 	entry.since_ns = bpf_ktime_get_ns();
 	entry.tgid = BPF_CORE_READ(prev, tgid);
-	err = guarded_update(flag, &blocked, &pid, &entry, REENTERS_NONE);
+	err = guarded_update(&g, &blocked, &pid, &entry);
 	if (err && err != -17)
 		__sync_fetch_and_add(&blocked_dropped, 1);
 	return 0;
@@ -852,13 +968,12 @@ static __always_inline void acquire_called(void *lockp, __u32 kind)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct held_stack *st;
-	__u32 *flag;
+	struct guard g;
 	int c;
 
-	flag = enter(&c);
-	if (!flag || filtered_out((__u64)lockp, id))
+	if (!enter(&g, &c, PAIR_NONE) || filtered_out((__u64)lockp, id))
 		return;
-	st = held_stack(flag, c, kind, (__u32)id, true);
+	st = held_stack(&g, c, kind, (__u32)id, true);
 	if (!st)
 		return;
 	if (st->pending)	/* the kretprobe ran out of instances (many sleepers) */
@@ -870,13 +985,12 @@ static __always_inline void *acquire_returned(__u32 kind)
 {
 	__u64 id = bpf_get_current_pid_tgid(), lock;
 	struct held_stack *st;
-	__u32 *flag;
+	struct guard g;
 	int c;
 
-	flag = enter(&c);
-	if (!flag)
+	if (!enter(&g, &c, PAIR_NONE))
 		return NULL;
-	st = held_stack(flag, c, kind, (__u32)id, false);
+	st = held_stack(&g, c, kind, (__u32)id, false);
 	if (!st)
 		return NULL;
 	lock = st->pending;
@@ -888,7 +1002,7 @@ static __always_inline void *acquire_returned(__u32 kind)
 
 /* Where there is no fexit: the entry kprobe sets the lock aside, the kretprobe counts
  * it acquired if `success` holds (it may look at ret, the function's return value). */
-#define KPROBES_ACQUIRE(fn, kind, reenters, success, order)			\
+#define KPROBES_ACQUIRE(fn, kind, mode, pair, success, order)			\
 SEC("kprobe/" #fn)								\
 int BPF_KPROBE(fn##_kprobe, void *lock) { acquire_called(lock, kind); return 0; }	\
 SEC("kretprobe/" #fn)								\
@@ -897,58 +1011,64 @@ int BPF_KRETPROBE(fn##_kretprobe, int ret)					\
 	void *lock = acquire_returned(kind);					\
 										\
 	if (lock && (success))							\
-		acquired(ctx, lock, kind, reenters, order);			\
+		acquired(ctx, lock, kind, mode, pair, order);			\
 	return 0;								\
 }
 
 /* For acquires that return nothing: ret is there, and meaningless. */
 #define ALWAYS ((void)ret, 1)
 
-#define ACQUIRE_R(fn, kind, reenters)						\
+#define ACQUIRE_P(fn, kind, mode, pair)						\
 SEC("fexit/" #fn)								\
-int BPF_PROG(fn##_exit, void *lock) { acquired(ctx, lock, kind, reenters, true); return 0; }	\
-KPROBES_ACQUIRE(fn, kind, reenters, ALWAYS, true)
+int BPF_PROG(fn##_exit, void *lock) { acquired(ctx, lock, kind, mode, pair, true); return 0; }	\
+KPROBES_ACQUIRE(fn, kind, mode, pair, ALWAYS, true)
 
-#define ACQUIRE(fn, kind) ACQUIRE_R(fn, kind, REENTERS_NONE)
+#define ACQUIRE(fn, kind, mode) ACQUIRE_P(fn, kind, mode, PAIR_NONE)
 
 /* Killable/interruptible locks: acquired only if ret says so. */
-#define ACQUIRE_IF_ORDER(fn, kind, success, order)				\
+#define ACQUIRE_IF_ORDER(fn, kind, mode, success, order)			\
 SEC("fexit/" #fn)								\
 int BPF_PROG(fn##_exit, void *lock, int ret)					\
-{ if (success) acquired(ctx, lock, kind, REENTERS_NONE, order); return 0; }	\
-KPROBES_ACQUIRE(fn, kind, REENTERS_NONE, success, order)
+{ if (success) acquired(ctx, lock, kind, mode, PAIR_NONE, order); return 0; }	\
+KPROBES_ACQUIRE(fn, kind, mode, PAIR_NONE, success, order)
 
-#define ACQUIRE_IF(fn, kind, success) ACQUIRE_IF_ORDER(fn, kind, success, true)
+#define ACQUIRE_IF(fn, kind, mode, success) ACQUIRE_IF_ORDER(fn, kind, mode, success, true)
 /* A trylock never waits, so it cannot deadlock: it is held but orders nothing. */
-#define TRYLOCK(fn, kind, success) ACQUIRE_IF_ORDER(fn, kind, success, false)
+#define TRYLOCK(fn, kind, mode, success) ACQUIRE_IF_ORDER(fn, kind, mode, success, false)
 
-#define RELEASE(fn, kind)							\
+#define RELEASE_P(fn, kind, pair)						\
 SEC("fentry/" #fn)								\
-int BPF_PROG(fn##_entry, void *lock) { released(ctx, lock, kind); return 0; }	\
+int BPF_PROG(fn##_entry, void *lock) { released(ctx, lock, kind, pair); return 0; }	\
 SEC("kprobe/" #fn)								\
-int BPF_KPROBE(fn##_kprobe, void *lock) { released(ctx, lock, kind); return 0; }
+int BPF_KPROBE(fn##_kprobe, void *lock) { released(ctx, lock, kind, pair); return 0; }
 
-ACQUIRE_R(_raw_spin_lock, LOCK_SPIN, REENTERS_SPIN)
-ACQUIRE(_raw_spin_lock_irq, LOCK_SPIN)
-ACQUIRE_R(_raw_spin_lock_irqsave, LOCK_SPIN, REENTERS_IRQSAVE)
-ACQUIRE(_raw_spin_lock_bh, LOCK_SPIN)
-TRYLOCK(_raw_spin_trylock, LOCK_SPIN, ret)
-TRYLOCK(_raw_spin_trylock_bh, LOCK_SPIN, ret)
-RELEASE(_raw_spin_unlock, LOCK_SPIN)
+#define RELEASE(fn, kind) RELEASE_P(fn, kind, PAIR_NONE)
+
+#define EXCL MODE_EXCLUSIVE
+#define SHARED MODE_SHARED
+
+/* Our map updates lock and unlock with the first two pairs (bucket and LRU list locks). */
+ACQUIRE_P(_raw_spin_lock, LOCK_SPIN, EXCL, PAIR_PLAIN)
+ACQUIRE(_raw_spin_lock_irq, LOCK_SPIN, EXCL)
+ACQUIRE_P(_raw_spin_lock_irqsave, LOCK_SPIN, EXCL, PAIR_IRQSAVE)
+ACQUIRE(_raw_spin_lock_bh, LOCK_SPIN, EXCL)
+TRYLOCK(_raw_spin_trylock, LOCK_SPIN, EXCL, ret)
+TRYLOCK(_raw_spin_trylock_bh, LOCK_SPIN, EXCL, ret)
+RELEASE_P(_raw_spin_unlock, LOCK_SPIN, PAIR_PLAIN)
 RELEASE(_raw_spin_unlock_irq, LOCK_SPIN)
-RELEASE(_raw_spin_unlock_irqrestore, LOCK_SPIN)
+RELEASE_P(_raw_spin_unlock_irqrestore, LOCK_SPIN, PAIR_IRQSAVE)
 RELEASE(_raw_spin_unlock_bh, LOCK_SPIN)
 
-ACQUIRE(_raw_read_lock, LOCK_RW)
-ACQUIRE(_raw_read_lock_irq, LOCK_RW)
-ACQUIRE(_raw_read_lock_irqsave, LOCK_RW)
-ACQUIRE(_raw_read_lock_bh, LOCK_RW)
-TRYLOCK(_raw_read_trylock, LOCK_RW, ret)
-ACQUIRE(_raw_write_lock, LOCK_RW)
-ACQUIRE(_raw_write_lock_irq, LOCK_RW)
-ACQUIRE(_raw_write_lock_irqsave, LOCK_RW)
-ACQUIRE(_raw_write_lock_bh, LOCK_RW)
-TRYLOCK(_raw_write_trylock, LOCK_RW, ret)
+ACQUIRE(_raw_read_lock, LOCK_RW, SHARED)
+ACQUIRE(_raw_read_lock_irq, LOCK_RW, SHARED)
+ACQUIRE(_raw_read_lock_irqsave, LOCK_RW, SHARED)
+ACQUIRE(_raw_read_lock_bh, LOCK_RW, SHARED)
+TRYLOCK(_raw_read_trylock, LOCK_RW, SHARED, ret)
+ACQUIRE(_raw_write_lock, LOCK_RW, EXCL)
+ACQUIRE(_raw_write_lock_irq, LOCK_RW, EXCL)
+ACQUIRE(_raw_write_lock_irqsave, LOCK_RW, EXCL)
+ACQUIRE(_raw_write_lock_bh, LOCK_RW, EXCL)
+TRYLOCK(_raw_write_trylock, LOCK_RW, EXCL, ret)
 RELEASE(_raw_read_unlock, LOCK_RW)
 RELEASE(_raw_read_unlock_irq, LOCK_RW)
 RELEASE(_raw_read_unlock_irqrestore, LOCK_RW)
@@ -958,20 +1078,20 @@ RELEASE(_raw_write_unlock_irq, LOCK_RW)
 RELEASE(_raw_write_unlock_irqrestore, LOCK_RW)
 RELEASE(_raw_write_unlock_bh, LOCK_RW)
 
-ACQUIRE(mutex_lock, LOCK_MUTEX)
-ACQUIRE(mutex_lock_io, LOCK_MUTEX)
-ACQUIRE_IF(mutex_lock_interruptible, LOCK_MUTEX, ret == 0)
-ACQUIRE_IF(mutex_lock_killable, LOCK_MUTEX, ret == 0)
-TRYLOCK(mutex_trylock, LOCK_MUTEX, ret == 1)
+ACQUIRE(mutex_lock, LOCK_MUTEX, EXCL)
+ACQUIRE(mutex_lock_io, LOCK_MUTEX, EXCL)
+ACQUIRE_IF(mutex_lock_interruptible, LOCK_MUTEX, EXCL, ret == 0)
+ACQUIRE_IF(mutex_lock_killable, LOCK_MUTEX, EXCL, ret == 0)
+TRYLOCK(mutex_trylock, LOCK_MUTEX, EXCL, ret == 1)
 RELEASE(mutex_unlock, LOCK_MUTEX)
 
-ACQUIRE(down_read, LOCK_RWSEM)
-ACQUIRE_IF(down_read_interruptible, LOCK_RWSEM, ret == 0)
-ACQUIRE_IF(down_read_killable, LOCK_RWSEM, ret == 0)
-TRYLOCK(down_read_trylock, LOCK_RWSEM, ret == 1)
-ACQUIRE(down_write, LOCK_RWSEM)
-ACQUIRE_IF(down_write_killable, LOCK_RWSEM, ret == 0)
-TRYLOCK(down_write_trylock, LOCK_RWSEM, ret == 1)
+ACQUIRE(down_read, LOCK_RWSEM, SHARED)
+ACQUIRE_IF(down_read_interruptible, LOCK_RWSEM, SHARED, ret == 0)
+ACQUIRE_IF(down_read_killable, LOCK_RWSEM, SHARED, ret == 0)
+TRYLOCK(down_read_trylock, LOCK_RWSEM, SHARED, ret == 1)
+ACQUIRE(down_write, LOCK_RWSEM, EXCL)
+ACQUIRE_IF(down_write_killable, LOCK_RWSEM, EXCL, ret == 0)
+TRYLOCK(down_write_trylock, LOCK_RWSEM, EXCL, ret == 1)
 RELEASE(up_read, LOCK_RWSEM)
 RELEASE(up_write, LOCK_RWSEM)
 

@@ -15,6 +15,9 @@
 
 enum lock_kind { LOCK_SPIN = 0, LOCK_RW = 1, LOCK_MUTEX = 2, LOCK_RWSEM = 3 };
 
+/* How a held lock was taken (held_lock.mode): shared holders do not own the lock alone. */
+enum lock_mode { MODE_EXCLUSIVE = 0, MODE_SHARED = 1 };
+
 struct lock_stats {
 	__u32 kind;
 	__u32 first_pid;	/* who took it first while we watched: names a dynamic lock */
@@ -24,6 +27,7 @@ struct lock_stats {
 	__u64 hold_max_ns;
 	__u64 wait_total_ns;
 	__u64 wait_max_ns;
+	__u64 last_acquired_ns;	/* the latest exclusive acquisition seen: checks held entries */
 	__u32 hold_hist[HIST_BUCKETS];
 	__u32 wait_hist[HIST_BUCKETS];
 };
@@ -46,6 +50,8 @@ struct holder {
 struct held_lock {
 	__u64 lock;
 	__u64 acquired_ns;
+	__u32 kind;
+	__u32 mode;
 };
 
 struct held_stack {

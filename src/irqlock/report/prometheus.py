@@ -127,11 +127,12 @@ class Metrics:
         for r in ranked:
             labels = (("lock", r["name"] or f"{r['kind']}@{r['site'] or r['addr']}"),
                       ("kind", r["kind"]))
-            for name, key in (("irqlock_lock_hold_seconds", "hold_histogram"),
-                              ("irqlock_lock_wait_seconds", "wait_histogram")):
+            for name, key, timing in (("irqlock_lock_hold_seconds", "hold_histogram", "hold_ns"),
+                                      ("irqlock_lock_wait_seconds", "wait_histogram", "wait_ns")):
                 hist = Histogram()
                 for low, count in r.get(key, []):
                     hist.observe(low / 1e9, count)
+                hist.total = r[timing]["total"] / 1e9  # the true sum, not the buckets' bounds
                 self.lock_histograms[name][labels] = hist
             self.lock_counters[labels] = r["acquisitions"]
 

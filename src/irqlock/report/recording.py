@@ -1,7 +1,9 @@
 """A recording: every record of a run in one SQLite file, to be reported on later.
 
-The file is written in WAL mode and committed every second, so a run cut short
-(SIGKILL, power loss) still opens with everything up to its last commit.  The
+The file is written in WAL mode (a rollback journal on file systems without the
+shared memory WAL needs, such as 9p and NFS) and committed every second, so a run
+cut short (SIGKILL, power loss) still opens with everything up to its last commit.
+A finished recording is left in rollback mode: one file, readable anywhere.  The
 records are the JSON lines of DESIGN.md §4, stored as they were printed, except
 that stacks are kept once in their own table and referred to by id (the same
 stack comes back thousands of times).  Aggregates that change while the run
@@ -27,6 +29,9 @@ from irqlock.errors import IrqlockError
 
 SCHEMA_VERSION = 1
 COMMIT_EVERY_S = 1.0
+# WAL first (readers never block the writer, a killed run keeps what was committed), then
+# a rollback journal where the file system cannot share memory.
+JOURNAL_MODES = ("WAL", "DELETE")
 # Records that are snapshots of aggregates: a new snapshot replaces the last one.
 SNAPSHOT_TYPES = ("lock",)
 
@@ -62,20 +67,38 @@ class RecordingWriter:
     def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         if path.exists():
             raise IrqlockError(f"{path} exists: give a new file (a recording is never overwritten)")
-        try:
-            self.db = sqlite3.connect(path)
-        except sqlite3.Error as exc:
-            raise IrqlockError(f"cannot create {path}: {exc}") from None
         self.path = path
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        self.db = self._create(path)
         self._stack_ids: dict[str, int] = {}
         self._last_commit = time.monotonic()
         self.counts: dict[str, int] = {}
         self.set_meta(schema_version=SCHEMA_VERSION, started_ns=time.monotonic_ns(),
                       started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), finished=0, **meta)
         self.db.commit()
+
+    @staticmethod
+    def _create(path: Path) -> sqlite3.Connection:
+        """The new file, in WAL mode where the file system allows it: network file systems
+        (9p, NFS) lack the shared memory WAL needs, and get a rollback journal instead."""
+        failure = None
+        for journal in JOURNAL_MODES:
+            db = None
+            try:
+                db = sqlite3.connect(path)
+                db.execute(f"PRAGMA journal_mode={journal}")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                db.commit()
+                return db
+            except sqlite3.Error as exc:
+                failure = exc
+                if db is not None:
+                    db.close()
+                for leftover in (path, path.with_name(path.name + "-wal"),
+                                 path.with_name(path.name + "-shm"),
+                                 path.with_name(path.name + "-journal")):
+                    leftover.unlink(missing_ok=True)
+        raise IrqlockError(f"cannot create a recording at {path}: {failure}")
 
     def set_meta(self, **values: Any) -> None:
         self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
@@ -127,7 +150,9 @@ class RecordingWriter:
     def close(self, finished: bool = True) -> None:
         self.set_meta(finished=int(finished), finished_ns=time.monotonic_ns())
         self.db.commit()
-        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # A finished recording needs no -wal or -shm beside it: it can be copied as one
+        # file and read where WAL cannot work.
+        self.db.execute("PRAGMA journal_mode=DELETE")
         self.db.close()
 
 

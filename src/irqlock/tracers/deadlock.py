@@ -19,8 +19,10 @@ these very locks.  A trylock orders nothing (it cannot wait).
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,8 @@ class EdgeKey(ctypes.Structure):
 
 
 class HeldLockStruct(ctypes.Structure):
-    _fields_ = [("lock", ctypes.c_uint64), ("acquired_ns", ctypes.c_uint64)]
+    _fields_ = [("lock", ctypes.c_uint64), ("acquired_ns", ctypes.c_uint64),
+                ("kind", ctypes.c_uint32), ("mode", ctypes.c_uint32)]
 
 
 class HeldStackStruct(ctypes.Structure):
@@ -299,7 +302,8 @@ class DeadlockFinder:
 
     # ---- lock-order cycles --------------------------------------------------
 
-    def lock_cycles(self) -> list[LockCycle]:
+    def lock_cycles(self) -> Iterator[LockCycle]:
+        """Cycles not reported before, each made (symbolized) only when asked for."""
         edges: dict[tuple[int, int], LockUseStruct] = {}
         for raw_key, value in self._map("edges").items():
             k = EdgeKey.from_buffer_copy(raw_key)
@@ -309,17 +313,14 @@ class DeadlockFinder:
             graph.setdefault(held, []).append(acquired)
         found = simple_cycles(graph, self.cycle_limit)
         self.seen.cycles_truncated |= found.truncated
-        result = []
         for cycle in found.cycles:
             if tuple(cycle) in self.seen.cycles:
                 continue
             self.seen.cycles.add(tuple(cycle))
             pairs = [(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle))]
-            result.append(LockCycle(
-                locks=[self.lock(addr) for addr in cycle],
-                edges=[self._edge(held, acquired, edges[(held, acquired)])
-                       for held, acquired in pairs]))
-        return result
+            yield LockCycle(locks=[self.lock(addr) for addr in cycle],
+                            edges=[self._edge(held, acquired, edges[(held, acquired)])
+                                   for held, acquired in pairs])
 
     def _edge(self, held: int, acquired: int, use: LockUseStruct) -> OrderEdge:
         return OrderEdge(held=self.lock(held), acquired=self.lock(acquired), pid=use.pid,
@@ -450,11 +451,14 @@ class DeadlockWatch:
     """The finder on a schedule: live findings every second, the order graph every 5 s.
 
     A deadlock forms and is reported within about two seconds; the lock-order graph
-    can be large, so it is read less often (and once more at the end).
+    can be large, so it is read less often (and once more at the end), and its findings
+    are made a share of a second per poll at most: however many there are, the live
+    findings keep their delay.
     """
 
     LIVE_EVERY_S = 1.0
     ORDER_EVERY_S = 5.0
+    ORDER_BUDGET_S = 0.3
 
     def __init__(self, tracer: LocksTracer, options: DeadlockOptions) -> None:
         self.tracer = tracer
@@ -463,6 +467,7 @@ class DeadlockWatch:
         self.kernel_log = KernelLog()
         self.blocked_before_start = self.finder.seed_blocked()
         self._next_live = self._next_order = time.monotonic()
+        self._order_pending: Iterator[Finding] | None = None
 
     def _live(self) -> list[Finding]:
         now = time.monotonic_ns()
@@ -471,8 +476,20 @@ class DeadlockWatch:
                                 *self.finder.hung_tasks(now, waits, held)]
         return found + list(self.kernel_log.reports())
 
-    def _order(self) -> list[Finding]:
-        return [*self.finder.lock_cycles(), *self.finder.irq_unsafe_locks()]
+    def _order(self) -> Iterator[Finding]:
+        yield from self.finder.lock_cycles()
+        yield from self.finder.irq_unsafe_locks()
+
+    def _drain_order(self, deadline: float) -> list[Finding]:
+        """The pending order findings made before `deadline` (all of them if it is inf)."""
+        found: list[Finding] = []
+        while self._order_pending is not None and time.monotonic() < deadline:
+            finding = next(self._order_pending, None)
+            if finding is None:
+                self._order_pending = None
+            else:
+                found.append(finding)
+        return found
 
     def poll(self) -> list[Finding]:
         """What is new, when its time has come (call often)."""
@@ -480,10 +497,10 @@ class DeadlockWatch:
         if now >= self._next_live:
             found += self._live()
             self._next_live = now + self.LIVE_EVERY_S
-        if now >= self._next_order:
-            found += self._order()
+        if now >= self._next_order and self._order_pending is None:
+            self._order_pending = self._order()
             self._next_order = now + self.ORDER_EVERY_S
-        return found
+        return found + self._drain_order(time.monotonic() + self.ORDER_BUDGET_S)
 
     def before_detach(self) -> list[Finding]:
         """Blocked tasks are judged while the probes run (detached, we miss wake-ups)."""
@@ -491,7 +508,9 @@ class DeadlockWatch:
 
     def final(self) -> list[Finding]:
         """The order graph is complete once the probes are detached."""
-        return self._order()
+        found = self._drain_order(math.inf)
+        self._order_pending = self._order()
+        return found + self._drain_order(math.inf)
 
     def set_hung_after(self, hung_after_ns: int) -> None:
         self.options = replace(self.options, hung_after_ns=hung_after_ns)
@@ -499,6 +518,7 @@ class DeadlockWatch:
 
     def forget_reported(self) -> None:
         self.finder.seen = DeadlockState()
+        self._order_pending = None
 
     def stats(self) -> dict[str, Any]:
         g = self.tracer.obj.read_global

@@ -9,13 +9,14 @@ kallsyms (a static lock's symbol), percentiles from the histograms.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from irqlock.analysis.histograms import LOGLIN_BUCKETS, loglinear_bounds, loglinear_percentile
-from irqlock.bpf.loader import BpfObject
+from irqlock.bpf.loader import BPF_MAP_TYPE_LRU_HASH, BpfObject
 from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import (
@@ -48,7 +49,11 @@ CONTEXT_START_PROGRAMS = {
     "on_irq_work_entry": "irq_vectors/irq_work_entry",
 }
 BLOCKED_PROGRAMS = ["on_sched_switch"]
-HOLDERS_PER_LOCK = 4  # holders map size = this x --max-locks
+HOLDERS_PER_LOCK = 2  # holders map size = this x --max-locks
+# Per-lock maps that are LRU where fentry traces the lock functions: the locks in use
+# stay.  (kprobe mode counts the lock calls our own map updates make, which an LRU
+# map's eviction makes uncountable: there they stay plain hash maps, full is full.)
+LRU_MAPS = ("locks", "holders")
 MAX_TASKS = 8192
 IRQ_USES = 4096  # locks taken in hardirq / held with interrupts on, each
 # Maps only irqlock deadlock fills, and the entries each gets then (None: --max-edges);
@@ -98,6 +103,7 @@ class LockStatsStruct(ctypes.Structure):
         ("hold_max_ns", ctypes.c_uint64),
         ("wait_total_ns", ctypes.c_uint64),
         ("wait_max_ns", ctypes.c_uint64),
+        ("last_acquired_ns", ctypes.c_uint64),
         ("hold_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
         ("wait_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
     ]
@@ -121,6 +127,9 @@ class HolderStruct(ctypes.Structure):
 
 @dataclass(frozen=True)
 class Timing:
+    """Completed holds (or contended waits) of a lock: count, total, max and percentiles,
+    all from one reading of its in-kernel aggregates, so that p50 <= p99 <= max."""
+
     total: int
     max: int
     p50: int
@@ -128,17 +137,39 @@ class Timing:
     # (bucket's lower bound in ns, count) of each non-empty log-linear bucket, ascending
     histogram: list[tuple[int, int]] = field(default_factory=list)
 
+    @property
+    def count(self) -> int:
+        return sum(n for _low, n in self.histogram)
+
     @classmethod
-    def of(cls, total: int, max_ns: int, hist: ctypes.Array[ctypes.c_uint32]) -> Timing:
-        if not total and not max_ns:
-            return cls(0, 0, 0, 0)  # never held (or waited for) while we watched
+    def of(cls, total: int, max_ns: int, hist: Sequence[int]) -> Timing:
         counts = list(hist)
+        if not any(counts):
+            return cls(0, 0, 0, 0)  # never held (or waited for) while we watched
         return cls(total=total, max=max_ns, p50=loglinear_percentile(counts, 0.50, max_ns),
                    p99=loglinear_percentile(counts, 0.99, max_ns),
                    histogram=[(loglinear_bounds(i)[0], n) for i, n in enumerate(counts) if n])
 
     def to_json(self) -> dict[str, int]:
-        return {"total": self.total, "max": self.max, "p50": self.p50, "p99": self.p99}
+        return {"count": self.count, "total": self.total, "max": self.max, "p50": self.p50,
+                "p99": self.p99}
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How many of all acquisitions the locks in a snapshot account for: the per-lock
+    maps keep the locks in use (LRU) or stop taking new ones when full (kprobe mode)."""
+
+    shown: int  # acquisitions counted in the locks of the snapshot
+    seen: int  # acquisitions of every lock in the same time
+
+    @property
+    def share(self) -> float:
+        return min(1.0, self.shown / self.seen) if self.seen else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"acquisitions_seen": self.seen, "acquisitions_covered": self.shown,
+                "covered_share": round(self.share, 6)}
 
 
 @dataclass(frozen=True)
@@ -243,6 +274,7 @@ class LocksTracer:
         self.config = config
         self.plan = plan
         self.obj = BpfObject.open("locks")
+        self.covered: Coverage | None = None  # as of the latest snapshot
         try:
             self._configure()
             self.obj.load()
@@ -276,6 +308,9 @@ class LocksTracer:
                             target_lock=c.lock_addr or 0, track_order=int(c.order),
                             track_irq_safety=int(c.irq_safety), track_blocked=int(c.blocked),
                             own_misses_per_lock_call=3 if kprobes and spin_traced else 0)
+        if not kprobes:
+            for name in LRU_MAPS:
+                self.obj.set_type(name, BPF_MAP_TYPE_LRU_HASH)
         self.obj.set_max_entries("locks", c.max_locks)
         self.obj.set_max_entries("holders", c.max_locks * HOLDERS_PER_LOCK)
         self.obj.set_max_entries("task_held", MAX_TASKS)
@@ -326,7 +361,7 @@ class LocksTracer:
         lock) it is much cheaper: what a metrics refresh every second needs.
         """
         holders = self._holders() if with_holders else {}
-        records = []
+        records: list[LockRecord] = []
         for key, value in self.obj.map("locks").items():
             addr = int.from_bytes(key, "little")
             s = LockStatsStruct.from_buffer_copy(value)
@@ -340,7 +375,14 @@ class LocksTracer:
                 hold=Timing.of(s.hold_total_ns, s.hold_max_ns, s.hold_hist),
                 wait=Timing.of(s.wait_total_ns, s.wait_max_ns, s.wait_hist),
                 holders=lock_holders))
+        self.covered = Coverage(shown=sum(r.acquisitions for r in records),
+                                seen=self.acquisitions_seen())
         return records
+
+    def acquisitions_seen(self) -> int:
+        """Acquisitions of every lock since the start or the last clear (kept or not)."""
+        return sum(int.from_bytes(v[:8], "little")
+                   for v in self.obj.map("acquisitions_seen").lookup_per_cpu(bytes(4)))
 
     def clear(self) -> None:
         """Start the next interval from zero (holds in progress end uncounted).
@@ -354,6 +396,9 @@ class LocksTracer:
                 m = self.obj.map(name)
                 for key in list(m.keys()):
                     m.delete(key)
+            seen = self.obj.map("acquisitions_seen")
+            seen.update(bytes(4), bytes(8 * len(seen.lookup_per_cpu(bytes(4)))))
+            self.covered = None
         finally:
             self._pause(False)
 
@@ -366,6 +411,8 @@ class LocksTracer:
                 "recursion_misses_kernel": kernel_misses,
                 "locks_dropped": g("locks_dropped"), "holders_dropped": g("holders_dropped"),
                 "tasks_dropped": g("tasks_dropped"), "held_overflow": g("held_overflow"),
+                "stale_dropped": g("stale_dropped"),
+                **(self.covered.to_json() if self.covered else {}),
                 "waits_dropped": g("waits_dropped"), "self_skipped": g("self_skipped"),
                 "probe": self.plan.method, "returns_missed": g("returns_missed"),
                 "max_locks": self.config.max_locks,
@@ -375,12 +422,9 @@ class LocksTracer:
                 "not_attached": self.plan.not_attached}
 
     def map_bytes(self) -> int:
-        """Memory the tracer's maps reserve (hash maps are preallocated: this is the cap)."""
-        total = 0
-        for name in ("locks", "holders", "task_held", "task_wait", *DEADLOCK_MAPS):
-            m = self.obj.map(name)
-            total += m.max_entries * (m.key_size + m.value_size)
-        return total
+        """Memory the kernel charges for the tracer's big maps (preallocated: this is the cap)."""
+        return sum(self.obj.map(name).memlock_bytes()
+                   for name in ("locks", "holders", "task_held", "task_wait", *DEADLOCK_MAPS))
 
     def _pause(self, paused: bool) -> None:
         """While paused every lock program does nothing (control in locks.bpf.c)."""

@@ -1,0 +1,64 @@
+"""Ordinary load for the kernel tests: the soak's stress-ng mix, and the kernel's preemption
+model switched for a while (Debian's stock kernel is PREEMPT_DYNAMIC)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+# What the soak and the no-false-findings tests run: CPU, context switches, pipes, forks,
+# file I/O, file locks and SysV semaphores, one worker each.
+STRESS_MIX = ["--cpu", "1", "--switch", "1", "--pipe", "1", "--fork", "1", "--hdd", "1",
+              "--flock", "1", "--sem-sysv", "1"]
+PREEMPT_CONTROL = Path("/sys/kernel/debug/sched/preempt")
+
+
+@contextmanager
+def stress_ng(seconds: float, temp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """stress-ng's mix for `seconds` at most; killed with all its workers on leaving."""
+    stress = subprocess.Popen(
+        ["stress-ng", *STRESS_MIX, "--temp-path", str(temp_path), "--timeout", str(int(seconds))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield stress
+    finally:
+        os.killpg(stress.pid, signal.SIGKILL)  # its workers too: the next test wants quiet
+        stress.wait()
+
+
+def _fixed_model() -> str:
+    """The preemption model of a kernel built without PREEMPT_DYNAMIC (from uname -v)."""
+    version = platform.uname().version
+    if "PREEMPT_RT" in version:
+        return "rt"
+    return "full" if "PREEMPT " in version + " " else "voluntary"
+
+
+@contextmanager
+def preemption(model: str) -> Iterator[None]:
+    """The kernel's preemption model set to `model` (none, voluntary, full) meanwhile.
+
+    A kernel built with one fixed model has nothing to switch: the test is skipped
+    there unless it asks for that very model."""
+    if not PREEMPT_CONTROL.parent.is_dir():
+        subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"], check=False)
+    if not PREEMPT_CONTROL.exists():
+        fixed = _fixed_model()
+        if fixed != model:
+            pytest.skip(f"this kernel's preemption model is fixed at {fixed}")
+        yield
+        return
+    # The file lists every model with the current one in parentheses.
+    before = next(w.strip("()") for w in PREEMPT_CONTROL.read_text().split() if w.startswith("("))
+    PREEMPT_CONTROL.write_text(model)
+    try:
+        yield
+    finally:
+        PREEMPT_CONTROL.write_text(before)
