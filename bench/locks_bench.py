@@ -12,7 +12,10 @@ linux-perf installed by `scripts/setup.sh --bench`):
 (b) mixed: `perf bench sched messaging` (pipes, wakeups, every lock kind),
     untraced and under `irqlock locks`;
 (c) the cost added to one spinlock acquire/release pair, in ns, from the
-    fixture's spin_lock/spin_unlock micro-loop.
+    fixture's spin_lock/spin_unlock micro-loop;
+(d) the same pair taken while a mutex is held, untraced, under `irqlock locks`
+    and under `irqlock deadlock`, whose every such acquisition checks the held
+    mutex against its owner word before it draws (here: finds) the order edge.
 
 Figures are medians of REPEAT runs; under TCG only the ratios mean anything.
 """
@@ -55,6 +58,10 @@ def per_pair_ns() -> float:
     return lockloop("spin", SPIN_PAIRS) * 1e9 / SPIN_PAIRS
 
 
+def nested_pair_ns() -> float:
+    return lockloop("nested", SPIN_PAIRS) * 1e9 / SPIN_PAIRS
+
+
 def row(label: str, attach_s: float | None, seconds: float, base: float) -> str:
     attach = f"{attach_s:8.1f}" if attach_s is not None else f"{'-':>8}"
     return f"  {label:<34}{attach}{seconds:>10.3f}s{seconds / base:>8.2f}x"
@@ -90,6 +97,16 @@ def main() -> None:
         traced = median(per_pair_ns)
     print(f"  untraced {untraced:.0f} ns, traced {traced:.0f} ns: +{traced - untraced:.0f} ns "
           f"per pair ({traced / untraced:.1f}x)")
+
+    print(f"(d) cost per spin pair taken while a mutex is held: fixture loop, {SPIN_PAIRS} pairs")
+    untraced = median(nested_pair_ns)
+    print(f"  {'untraced':<34}{untraced:>8.0f} ns")
+    for label, args in (("irqlock locks", ["locks"]),
+                        ("irqlock deadlock (edge + held check)", ["deadlock"])):
+        with irqlock(*args):
+            traced = median(nested_pair_ns)
+        print(f"  {label:<34}{traced:>8.0f} ns  +{traced - untraced:.0f} ns "
+              f"({traced / untraced:.1f}x)")
 
 
 if __name__ == "__main__":

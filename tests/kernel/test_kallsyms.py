@@ -26,3 +26,13 @@ def test_static_lock_names_match_fixture_addresses(fixture: Fixture, kallsyms: K
     for edge in truth["edges"]:
         assert kallsyms.data_name(int(edge["held_addr"], 16)) == edge["held"]
         assert kallsyms.data_name(int(edge["acquired_addr"], 16)) == edge["acquired"]
+
+
+def test_per_cpu_copies_are_named_by_variable_and_cpu(fixture: Fixture, kallsyms: Kallsyms) -> None:
+    """The kernel's own per_cpu_ptr() says where each CPU's copy is (runqueues[1] in a
+    lock table is the same arithmetic)."""
+    truth = fixture.run("percpu")
+    assert len(truth["addrs"]) >= 2
+    for cpu, addr in truth["addrs"].items():
+        assert kallsyms.data_name(int(addr, 16)) == f"{truth['symbol']}[{cpu}]"
+        assert kallsyms.data_name(int(addr, 16) + 2) == f"{truth['symbol']}[{cpu}]+0x2"

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from irqlock.analysis.histograms import LOGLIN_BUCKETS, loglinear_index, loglinear_percentile
 from tests.kernel.fixture import Fixture
+from tests.kernel.load import stress_ng
 from tests.kernel.tool import Tool
 
 
@@ -43,22 +46,50 @@ def assert_holders(record: dict[str, Any], truths: list[dict[str, Any]]) -> None
     assert record["acquisitions"] == sum(expected.values())
 
 
-def assert_hold_p50(record: dict[str, Any], truths: list[dict[str, Any]]) -> None:
-    """Within 5 us + 2 % of the fixture's own median hold (measured inside the section)."""
-    truth = fixture_hold_p50(truths)
-    assert abs(record["hold_ns"]["p50"] - truth) <= 5_000 + 0.02 * truth, (record["hold_ns"], truth)
+# Holds of the fixture's empty sections (0 us) lie below this, its 50 and 100 us ones above.
+EMPTY_BELOW_NS = 25_000
+
+
+def histogram_p50(buckets: list[list[int]]) -> int:
+    """The median of a lock record's hold or wait histogram ([bucket low, count] pairs)."""
+    counts = [0] * LOGLIN_BUCKETS
+    for low, count in buckets:
+        counts[loglinear_index(low)] += count
+    return loglinear_percentile(counts, 0.5, max_value=1 << 62)
+
+
+def hold_twice(fixture: Fixture, kind: str, us: int, times: int) -> list[dict[str, Any]]:
+    """The fixture's `us` holds, then as many empty ones: [held, empty]."""
+    return [fixture.run(f"hold {kind} {us} {times}"), fixture.run(f"hold {kind} 0 {times}")]
+
+
+def assert_hold_p50(record: dict[str, Any], held: list[dict[str, Any]],
+                    empty: list[dict[str, Any]]) -> None:
+    """The median hold within 5 us + 2 % of the fixture's own (measured inside the section),
+    once what the lock calls and our probes on them cost is taken off.
+
+    A hold runs from the acquire's return to the release's entry: it includes their
+    probes and the calls' own return and entry, microseconds under emulation and more
+    on a busy host.  The same lock's empty holds in the same run measure that cost.  A
+    median read from the histogram is its bucket's middle: within 1/16 of the value."""
+    buckets = record["hold_histogram"]
+    calls_cost = histogram_p50([b for b in buckets if b[0] < EMPTY_BELOW_NS]) \
+        - fixture_hold_p50(empty)
+    measured = histogram_p50([b for b in buckets if b[0] >= EMPTY_BELOW_NS]) - calls_cost
+    truth = fixture_hold_p50(held)
+    assert abs(measured - truth) <= 5_000 + 0.02 * truth, (buckets, calls_cost, truth)
 
 
 @pytest.mark.parametrize("kind,fixture_kind", [("spin", "spin"), ("spin", "spin_irqsave"),
                                                ("spin", "spin_bh")])
 def test_spinlock_holders_and_hold_time(fixture: Fixture, kind: str, fixture_kind: str) -> None:
     with Tool("locks", "--kind", kind) as tool:
-        truth = fixture.run(f"hold {fixture_kind} 50 100")
+        truth, empty = hold_twice(fixture, fixture_kind, 50, 100)
         tool.stop()
     record = lock_named(tool, "fx_spin")
     assert record["kind"] == "spinlock"
-    assert_holders(record, [truth])
-    assert_hold_p50(record, [truth])
+    assert_holders(record, [truth, empty])
+    assert_hold_p50(record, [truth], [empty])
     assert record["hold_ns"]["max"] >= max(t["hold_ns"]["max"] for t in truth["threads"])
     assert record["site"] and record["site"].startswith(f"fx_hold_{fixture_kind}+")
     stats = tool.of_type("stats")[0]
@@ -67,12 +98,13 @@ def test_spinlock_holders_and_hold_time(fixture: Fixture, kind: str, fixture_kin
 
 def test_rwlock_read_and_write(fixture: Fixture) -> None:
     with Tool("locks", "--kind", "rw") as tool:
-        truths = [fixture.run("hold read 50 50"), fixture.run("hold write 50 50")]
+        (read, read_empty), (write, write_empty) = (hold_twice(fixture, "read", 50, 50),
+                                                    hold_twice(fixture, "write", 50, 50))
         tool.stop(signal.SIGTERM)  # the same clean end as Ctrl-C
     record = lock_named(tool, "fx_rwlock")
     assert record["kind"] == "rwlock"
-    assert_holders(record, truths)
-    assert_hold_p50(record, truths)
+    assert_holders(record, [read, read_empty, write, write_empty])
+    assert_hold_p50(record, [read, write], [read_empty, write_empty])
 
 
 def test_mutex_contended_wait_matches_the_other_holder(fixture: Fixture) -> None:
@@ -85,13 +117,13 @@ def test_mutex_contended_wait_matches_the_other_holder(fixture: Fixture) -> None
     other vCPU's time slice, not just the other thread's 100 us hold.
     """
     with Tool("locks", "--kind", "mutex") as tool:
-        truth = fixture.run("hold mutex 100 200")
+        truth, empty = hold_twice(fixture, "mutex", 100, 200)
         tool.stop()
     record = lock_named(tool, "fx_mutex")
     assert record["kind"] == "mutex"
-    assert_holders(record, [truth])
-    assert_hold_p50(record, [truth])
-    threads = truth["threads"]
+    assert_holders(record, [truth, empty])
+    assert_hold_p50(record, [truth], [empty])
+    threads = truth["threads"] + empty["threads"]
     outside_holds = sum(t["call_ns"]["total"] - t["hold_ns"]["total"] for t in threads)
     wait = record["wait_ns"]
     assert 0 < record["contended"] < record["acquisitions"]
@@ -101,20 +133,13 @@ def test_mutex_contended_wait_matches_the_other_holder(fixture: Fixture) -> None
 
 def test_rwsem_read_and_write(fixture: Fixture) -> None:
     with Tool("locks", "--kind", "rwsem") as tool:
-        truths = [fixture.run("hold rwsem_read 50 50"), fixture.run("hold rwsem_write 50 50")]
+        (read, read_empty), (write, write_empty) = (hold_twice(fixture, "rwsem_read", 50, 50),
+                                                    hold_twice(fixture, "rwsem_write", 50, 50))
         tool.stop()
     record = lock_named(tool, "fx_rwsem")
     assert record["kind"] == "rwsem"
-    assert_holders(record, truths)
-    assert_hold_p50(record, truths)
-
-
-def histogram_p50(buckets: list[list[int]]) -> int:
-    """The median of a lock record's hold or wait histogram ([bucket low, count] pairs)."""
-    counts = [0] * LOGLIN_BUCKETS
-    for low, count in buckets:
-        counts[loglinear_index(low)] += count
-    return loglinear_percentile(counts, 0.5, max_value=1 << 62)
+    assert_holders(record, [read, read_empty, write, write_empty])
+    assert_hold_p50(record, [read, write], [read_empty, write_empty])
 
 
 def test_every_kind_through_kprobes(fixture: Fixture) -> None:
@@ -127,18 +152,12 @@ def test_every_kind_through_kprobes(fixture: Fixture) -> None:
     come within 5 us + 2 % of the fixture's figure once it is taken off."""
     kinds = {"fx_spin": "spin", "fx_rwlock": "write", "fx_mutex": "mutex", "fx_rwsem": "rwsem_read"}
     with Tool("locks", "--probe", "kprobe") as tool:
-        runs = {name: (fixture.run(f"hold {kind} 50 50"), fixture.run(f"hold {kind} 0 50"))
-                for name, kind in kinds.items()}
+        runs = {name: hold_twice(fixture, kind, 50, 50) for name, kind in kinds.items()}
         tool.stop()
     for name, (held, empty) in runs.items():
         record = lock_named(tool, name)
         assert_holders(record, [held, empty])
-        buckets = record["hold_histogram"]
-        probes_cost = histogram_p50([b for b in buckets if b[0] < 25_000]) \
-            - fixture_hold_p50([empty])
-        measured = histogram_p50([b for b in buckets if b[0] >= 25_000]) - probes_cost
-        truth = fixture_hold_p50([held])
-        assert abs(measured - truth) <= 5_000 + 0.02 * truth, (name, buckets, probes_cost, truth)
+        assert_hold_p50(record, [held], [empty])
     stats = tool.of_type("stats")[0]
     assert stats["probe"] == "kprobe" and stats["returns_missed"] == 0, stats
     assert stats["locks_dropped"] == 0 and stats["holders_dropped"] == 0, stats
@@ -166,15 +185,24 @@ def test_pid_filter_keeps_only_that_process(fixture: Fixture) -> None:
     assert "ctl_lock" in {r["name"] for r in records}
 
 
-def test_max_locks_caps_the_maps_and_counts_the_rest(fixture: Fixture) -> None:
-    with Tool("locks", "--max-locks", "16") as tool:
+@pytest.mark.parametrize("probe", ["fentry", "kprobe"])
+def test_max_locks_caps_the_maps_and_counts_the_rest(fixture: Fixture, probe: str) -> None:
+    """fentry: the locks in use stay (LRU), and the share of acquisitions they cover is
+    said; kprobe: a full map takes no new lock, and what it turned away is counted."""
+    with Tool("locks", "--max-locks", "16", "--probe", probe) as tool:
         fixture.run("hold mutex 50 10")
         tool.stop()
     assert 0 < len(tool.of_type("lock")) <= 16
     stats = tool.of_type("stats")[0]
-    assert stats["locks_dropped"] > 0 and stats["max_locks"] == 16
-    # 16 locks and 64 holders, plus the fixed per-task state (8192 tasks): under 3 MiB
-    assert stats["map_bytes"] < 3 << 20
+    assert stats["max_locks"] == 16
+    assert stats["acquisitions_covered"] == sum(r["acquisitions"] for r in tool.of_type("lock"))
+    assert stats["acquisitions_covered"] < stats["acquisitions_seen"]
+    assert stats["covered_share"] < 1
+    if probe == "kprobe":
+        assert stats["locks_dropped"] > 0
+    # 16 locks and 32 holders, plus the fixed per-task state (8192 tasks' held locks and
+    # waits, ~4 MiB with the kernel's own per-entry overhead): under 6 MiB
+    assert stats["map_bytes"] < 6 << 20
 
 
 def test_interval_and_count_print_that_many_tables(fixture: Fixture) -> None:
@@ -192,3 +220,55 @@ def test_bad_lock_is_one_line_exit_2(fixture: Fixture, lock: str, message: str) 
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr
     assert len(done.stderr.splitlines()) == 1
+
+
+def inconsistencies(record: dict[str, Any]) -> list[str]:
+    """What in one lock record contradicts the rest of it."""
+    found = []
+    for timing, histogram in (("hold_ns", "hold_histogram"), ("wait_ns", "wait_histogram")):
+        t = record[timing]
+        if not t["p50"] <= t["p99"] <= t["max"]:
+            found.append(f"{timing}: p50 {t['p50']} p99 {t['p99']} max {t['max']}")
+        if t["count"] != sum(n for _low, n in record[histogram]):
+            found.append(f"{timing}: count {t['count']} is not the histogram's")
+        if t["total"] > t["count"] * t["max"]:
+            found.append(f"{timing}: total {t['total']} over count x max")
+    if record["hold_ns"]["count"] > record["acquisitions"]:
+        found.append(f"{record['hold_ns']['count']} holds of {record['acquisitions']} acquisitions")
+    if record["wait_ns"]["count"] != record["contended"]:
+        found.append(f"{record['wait_ns']['count']} waits timed of {record['contended']} contended")
+    return found
+
+
+def locks_under_load(how: str, tmp_path: Path) -> list[dict[str, Any]]:
+    """A minute of `irqlock locks` (or of a recording of locks, as its report prints it)
+    under stress-ng's mix, with the default settings: its lock and stats records."""
+    recording = tmp_path / "run.db"
+    command = {"locks": ["locks", "-d", "60", "-j"],
+               "record": ["record", "--locks", "-o", str(recording), "-d", "60"]}[how]
+    with stress_ng(120, tmp_path):
+        done = subprocess.run([sys.executable, "-m", "irqlock", *command], capture_output=True,
+                              text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    if how == "record":
+        done = subprocess.run([sys.executable, "-m", "irqlock", "report", str(recording), "-j"],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("how", ["locks", "record"])
+def test_every_lock_counted_and_consistent_under_load(fixture: Fixture, tmp_path: Path,
+                                                       how: str) -> None:
+    """The locks kept cover 99 % of all acquisitions, every record agrees with itself, and
+    nearly every one has its holders."""
+    lines = locks_under_load(how, tmp_path)
+    records = [r for r in lines if r["type"] == "lock"]
+    (stats,) = [r for r in lines if r["type"] == "stats" and r["tool"] == "locks"]
+    assert records and stats["covered_share"] >= 0.99, stats
+    bad = {r["addr"]: problems for r in records if (problems := inconsistencies(r))}
+    assert not bad, bad
+    without_holders = [r for r in records if not r["holders"]]
+    assert len(without_holders) <= 0.01 * len(records), (len(without_holders), len(records))
+    print(json.dumps({k: stats[k] for k in ("acquisitions_seen", "covered_share", "map_bytes",
+                                            "locks_dropped", "holders_dropped", "stale_dropped")}))

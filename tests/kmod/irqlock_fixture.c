@@ -24,8 +24,10 @@
  *   deadlock                two kthreads deadlock on two mutexes (killable)
  *   hung                    one kthread holds a mutex, another blocks on it
  *   release                 end the deadlock / hung scenario
+ *   percpu                  each CPU's address of the per-CPU variable cpu_number
  *   lockloop KIND N         take and release a fixture lock N times in a row
- *                           (KIND: spin spin_irqsave mutex) and report the
+ *                           (KIND: spin spin_irqsave mutex, or nested: spin while
+ *                           a mutex is held, an order edge each time) and report the
  *                           time per pair: what a tracer adds to each one
  *
  * Every blocking wait is killable or completes, so the module always unloads.
@@ -895,6 +897,16 @@ static int cmd_lockloop(const char *kind, u64 n)
 			if ((i & 1023) == 1023)
 				cond_resched();
 		}
+	} else if (!strcmp(kind, "nested")) {
+		/* each pair taken while another lock is held: an order edge each time */
+		mutex_lock(&fx_loop_mutex);
+		for (i = 0; i < n; i++) {
+			spin_lock(&fx_loop_lock);
+			spin_unlock(&fx_loop_lock);
+			if ((i & 1023) == 1023)
+				cond_resched();
+		}
+		mutex_unlock(&fx_loop_mutex);
 	} else {
 		return -EINVAL;
 	}
@@ -962,6 +974,20 @@ static int cmd_release(void)
 	return 0;
 }
 
+/* --- percpu: where each CPU's copy of a per-CPU variable is -------------- */
+
+static int cmd_percpu(void)
+{
+	int cpu;
+
+	out("{\"cmd\":\"percpu\",\"symbol\":\"cpu_number\",\"addrs\":{");
+	for_each_possible_cpu(cpu)
+		out("%s\"%d\":\"0x%lx\"", cpu ? "," : "", cpu,
+		    (unsigned long)per_cpu_ptr(&cpu_number, cpu));
+	out("}}\n");
+	return 0;
+}
+
 /* --- control file ------------------------------------------------------- */
 
 static int run_command(char *line)
@@ -992,6 +1018,8 @@ static int run_command(char *line)
 		return cmd_lockloop(arg, a);
 	if (n == 1 && !strcmp(cmd, "release"))
 		return cmd_release();
+	if (n == 1 && !strcmp(cmd, "percpu"))
+		return cmd_percpu();
 	return -EINVAL;
 }
 

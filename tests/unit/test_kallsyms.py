@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
 import pytest
 
 from irqlock.errors import IrqlockError
+from irqlock.kernel import kallsyms
 from irqlock.kernel.kallsyms import Kallsyms, Symbols
+from irqlock.kernel.percpu import per_cpu_bases
 
 TEXT = """\
 0000000000000000 A fixed_percpu_data
@@ -83,3 +88,43 @@ def test_shared_symbols_are_read_once_until_refreshed(monkeypatch: pytest.Monkey
     own = Symbols.after_attach(None)
     assert len(snapshots) == 3 and own.current is snapshots[2]
 
+
+
+PER_CPU_TEXT = TEXT + """\
+0000000000001000 D irq_stack_backing_store
+0000000000029e40 D runqueues
+000000000002b000 D cpu_tss_rw
+000000000002d000 D __per_cpu_end
+ffffffff82400000 D __per_cpu_offset
+"""
+
+
+def fake_kcore(path: Path, vaddr: int, data: bytes) -> None:
+    """An ELF core with one PT_LOAD segment holding `data` at `vaddr`, as /proc/kcore is."""
+    phoff, phentsize = 64, 56
+    header = struct.pack("<16sHHIQQQIHHHHHH", b"\x7fELF\x02\x01\x01" + bytes(9), 4, 62, 1, 0,
+                         phoff, 0, 0, 64, phentsize, 1, 0, 0, 0)
+    segment = struct.pack("<IIQQQQQQ", 1, 4, phoff + phentsize, vaddr, 0, len(data), len(data), 0)
+    path.write_bytes(header + segment + data)
+
+
+def test_per_cpu_bases_read_from_kcore(tmp_path: Path) -> None:
+    kcore = tmp_path / "kcore"
+    bases = [0xff11_0000_7dc0_0000, 0xff11_0000_7de0_0000]
+    fake_kcore(kcore, 0xffffffff82400000, struct.pack("<2Q", *bases))
+    assert per_cpu_bases(0xffffffff82400000, 2, kcore) == bases
+    assert per_cpu_bases(0xffffffff82500000, 2, kcore) == [], "outside every segment"
+    assert per_cpu_bases(0xffffffff82400000, 2, tmp_path / "none") == []
+
+
+def test_per_cpu_lock_names_the_variable_and_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    bases = [0xff11_0000_7dc0_0000, 0xff11_0000_7de0_0000]
+    monkeypatch.setattr(kallsyms, "possible_cpus", lambda: 2)
+    monkeypatch.setattr(kallsyms, "per_cpu_bases",
+                        lambda at, cpus: bases if at == 0xffffffff82400000 else [])
+    syms = Kallsyms(PER_CPU_TEXT)
+    assert syms.data_name(bases[1] + 0x29e40) == "runqueues[1]"
+    assert syms.data_name(bases[0] + 0x29e48) == "runqueues[0]+0x8"
+    assert syms.data_name(bases[0] + 0x2d000) is None, "past the static per-CPU area"
+    assert syms.data_name(0xff11_0000_1234_5678) is None, "an ordinary dynamic lock"
+    assert syms.data_name(0xffffffff82000000) == "jiffies_lock"

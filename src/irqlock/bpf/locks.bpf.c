@@ -362,8 +362,9 @@ static __always_inline bool filtered_out(__u64 lock, __u64 id)
 	return target_tgid >= 0 && (id >> 32) != target_tgid;
 }
 
+/* The lock's statistics, made if new: `now` is when the event that needs them happened. */
 static __always_inline struct lock_stats *get_stats(struct guard *g, __u64 lock, __u32 kind,
-						    __u32 pid)
+						    __u32 pid, __u64 now)
 {
 	struct lock_stats *s = bpf_map_lookup_elem(&locks, &lock), *zeros;
 	__u32 zero = 0;
@@ -383,6 +384,7 @@ static __always_inline struct lock_stats *get_stats(struct guard *g, __u64 lock,
 	if (s && !err) {
 		s->kind = kind;
 		s->first_pid = pid;
+		s->created_ns = now;
 	}
 	return s;
 }
@@ -627,7 +629,7 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 	if (track_irq_safety && c == 2)
 		note_use(ctx, g, &hardirq_locks, &lock, id, &irq_uses_dropped);
 	count_seen();
-	s = get_stats(g, lock, kind, (__u32)id);
+	s = get_stats(g, lock, kind, (__u32)id, now);
 	if (s) {
 		__sync_fetch_and_add(&s->acquisitions, 1);
 		if (mode == MODE_EXCLUSIVE)
@@ -679,7 +681,7 @@ static __always_inline void released_in(void *ctx, struct guard *g, int c, __u64
 	if (!acquired_ns)
 		return;	/* taken before we attached, or by a task we do not watch */
 	s = bpf_map_lookup_elem(&locks, &lock);
-	if (s)
+	if (s && s->created_ns <= acquired_ns)	/* else its acquisition was counted elsewhere */
 		record(&s->hold_total_ns, &s->hold_max_ns, s->hold_hist, now - acquired_ns);
 	if (track_irq_safety && irqs_were_on)
 		note_use(ctx, g, &irqs_on_locks, &lock, id, &irq_uses_dropped);
@@ -901,7 +903,7 @@ int BPF_PROG(contention_end, void *lockp, int ret)
 	}
 	if (!start || ret)
 		return 0;	/* not seen begin, or the wait was interrupted (no lock taken) */
-	s = get_stats(&g, lock, kind_of_wait(flags), pid);
+	s = get_stats(&g, lock, kind_of_wait(flags), pid, now);
 	if (!s)
 		return 0;
 	__sync_fetch_and_add(&s->contended, 1);

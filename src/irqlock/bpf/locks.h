@@ -28,6 +28,7 @@ struct lock_stats {
 	__u64 wait_total_ns;
 	__u64 wait_max_ns;
 	__u64 last_acquired_ns;	/* the latest exclusive acquisition seen: checks held entries */
+	__u64 created_ns;	/* holds that began before are not this entry's (LRU reuse) */
 	__u32 hold_hist[HIST_BUCKETS];
 	__u32 wait_hist[HIST_BUCKETS];
 };

@@ -15,6 +15,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from irqlock.errors import IrqlockError
+from irqlock.kernel.percpu import per_cpu_bases, possible_cpus
 
 KALLSYMS = Path("/proc/kallsyms")
 # Symbol types that are code or data we can name ('a'/'A' are absolute values,
@@ -48,6 +49,12 @@ _SYMBOL_LINE = re.compile(
     r"^(?!0+ )([0-9a-f]+) ([tTwWdDbBrRgGsSvV]) (\S+)(?:\t\[(\S+)\])?$", re.M)
 
 
+def _member(symbol: Symbol, address: int, copy: str = "") -> str:
+    """``name``, ``name[cpu]`` or ``name[cpu]+0x10``: where in the variable ``address`` is."""
+    offset = address - symbol.address
+    return f"{symbol.name}{copy}" + (f"+{offset:#x}" if offset else "")
+
+
 class Kallsyms:
     """Address → symbol lookups over a snapshot of /proc/kallsyms."""
 
@@ -64,6 +71,8 @@ class Kallsyms:
         self._rows = rows
         self._by_name: dict[str, int] | None = None  # name -> index, built when first asked
         self._frames: dict[int, str] = {}  # symbolize()'s answers: stacks repeat a lot
+        # (size of the per-CPU area, each CPU's base), read when first needed
+        self._per_cpu: tuple[int, list[int]] | None = None
 
     @classmethod
     def load(cls, path: Path = KALLSYMS) -> Kallsyms:
@@ -98,11 +107,26 @@ class Kallsyms:
         return frame
 
     def data_name(self, address: int) -> str | None:
-        """Name of the data object starting exactly at ``address`` (a static lock), or None."""
+        """Name of the data object at ``address`` (a static lock: ``jiffies_lock``, a
+        member: ``ptype_lock+0x8``, a CPU's copy of a per-CPU one: ``runqueues[1]``), or None."""
         symbol = self.lookup(address)
-        if symbol is None or symbol.is_text:
+        if symbol is None:
+            return self._per_cpu_name(address)
+        if symbol.is_text:
             return None
-        return symbol.name if symbol.address == address else f"{symbol.name}+{address - symbol.address:#x}"
+        return _member(symbol, address)
+
+    def _per_cpu_name(self, address: int) -> str | None:
+        if self._per_cpu is None:
+            end, offsets = self.address_of("__per_cpu_end"), self.address_of("__per_cpu_offset")
+            self._per_cpu = (end or 0, per_cpu_bases(offsets, possible_cpus()) if offsets else [])
+        end, bases = self._per_cpu
+        for cpu, base in enumerate(bases):
+            if 0 <= address - base < end:
+                symbol = self.lookup(address - base)
+                if symbol is not None and not symbol.is_text:
+                    return _member(symbol, address - base, f"[{cpu}]")
+        return None
 
     def find(self, name: str) -> Symbol | None:
         """The symbol called ``name`` (the lowest address of several)."""

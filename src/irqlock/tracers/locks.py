@@ -104,6 +104,7 @@ class LockStatsStruct(ctypes.Structure):
         ("wait_total_ns", ctypes.c_uint64),
         ("wait_max_ns", ctypes.c_uint64),
         ("last_acquired_ns", ctypes.c_uint64),
+        ("created_ns", ctypes.c_uint64),
         ("hold_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
         ("wait_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
     ]
@@ -168,8 +169,7 @@ class Coverage:
         return min(1.0, self.shown / self.seen) if self.seen else 1.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"acquisitions_seen": self.seen, "acquisitions_covered": self.shown,
-                "covered_share": round(self.share, 6)}
+        return {"acquisitions_covered": self.shown, "covered_share": round(self.share, 6)}
 
 
 @dataclass(frozen=True)
@@ -411,7 +411,7 @@ class LocksTracer:
                 "recursion_misses_kernel": kernel_misses,
                 "locks_dropped": g("locks_dropped"), "holders_dropped": g("holders_dropped"),
                 "tasks_dropped": g("tasks_dropped"), "held_overflow": g("held_overflow"),
-                "stale_dropped": g("stale_dropped"),
+                "stale_dropped": g("stale_dropped"), "acquisitions_seen": self.acquisitions_seen(),
                 **(self.covered.to_json() if self.covered else {}),
                 "waits_dropped": g("waits_dropped"), "self_skipped": g("self_skipped"),
                 "probe": self.plan.method, "returns_missed": g("returns_missed"),
