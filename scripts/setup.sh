@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   qemu-system-x86 linux-image-amd64 linux-headers-amd64   # the VM and its stock kernel
+  linux-image-rt-amd64 linux-headers-rt-amd64             # ... and its PREEMPT_RT kernel
   busybox-static kmod                                      # virtme-ng's guest init, insmod
   clang llvm libbpf-dev libbpf1 bpftool make gcc           # BPF objects and the fixture module
   python3-venv stress-ng                                   # the venv; load for the soak test

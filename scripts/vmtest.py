@@ -6,6 +6,7 @@ system read-only, so the guest runs this checkout and its venv as root:
 
     scripts/vmtest.py                      # kernel tests on Debian's stock kernel
     scripts/vmtest.py --kernel irqtrace    # ... on the preemptirq kernel (../shared/kernels)
+    scripts/vmtest.py --kernel rt          # ... on Debian's PREEMPT_RT kernel
     scripts/vmtest.py --kernel /boot/vmlinuz-X -- irqlock check
     scripts/vmtest.py -- bash -c 'irqlock check -j'
 
@@ -40,13 +41,15 @@ def log(message: str) -> None:
     print(f"vmtest: {message}", file=sys.stderr, flush=True)
 
 
-def stock_kernel_release() -> str:
-    """Release of the kernel Debian's linux-image-amd64 package points to (e.g. 6.1.0-56-amd64)."""
-    depends = subprocess.run(["dpkg-query", "-W", "-f", "${Depends}", "linux-image-amd64"],
-                             capture_output=True, text=True, check=True).stdout
+def debian_kernel_release(package: str = "linux-image-amd64") -> str:
+    """Release of the kernel a Debian metapackage points to (e.g. 6.1.0-56-amd64 for
+    linux-image-amd64, 6.1.0-56-rt-amd64 for linux-image-rt-amd64)."""
+    depends = subprocess.run(["dpkg-query", "-W", "-f", "${Depends}", package],
+                             capture_output=True, text=True).stdout
     match = re.search(r"linux-image-(\S+?)(?:-unsigned)?\b[ ,(]", depends + " ")
     if not match:
-        raise SystemExit(f"vmtest: cannot tell the kernel from linux-image-amd64: {depends!r}")
+        raise SystemExit(f"vmtest: cannot tell the kernel from {package} (scripts/setup.sh "
+                         f"installs it): {depends!r}")
     return match.group(1)
 
 
@@ -66,7 +69,9 @@ def install_irqtrace_kernel() -> str:
 
 def resolve_kernel(choice: str) -> tuple[Path, str]:
     if choice == "stock":
-        release = stock_kernel_release()
+        release = debian_kernel_release()
+    elif choice == "rt":
+        release = debian_kernel_release("linux-image-rt-amd64")
     elif choice == "irqtrace":
         release = install_irqtrace_kernel()
     else:
@@ -186,8 +191,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kernel", default="stock",
-                        help="'stock' (Debian's linux-image-amd64), 'irqtrace' (../shared/kernels) "
-                             "or a vmlinuz path")
+                        help="'stock' (Debian's linux-image-amd64), 'rt' (its PREEMPT_RT "
+                             "linux-image-rt-amd64), 'irqtrace' (../shared/kernels) or a vmlinuz "
+                             "path")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--memory", default="2G")
     parser.add_argument("--timeout", type=int, default=GUEST_TIMEOUT_S,

@@ -2,13 +2,16 @@
 
 Besides reading the kernel's facts, check proves the attach paths it plans:
 it attaches a counter to a lock function with fentry and with kprobe for a
-moment and reports how many calls each saw (or why it could not attach).
+moment and reports how many calls each saw (or why it could not attach), and
+it loads each tool's own BPF object as the tool would: a plan says `exact` or
+`sampled` only for what the kernel's verifier then accepts.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
@@ -16,6 +19,9 @@ from typing import TextIO
 from irqlock.bpf.hitcount import HitCounter
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import PROOF_FUNCTION, KernelFeatures, ToolPlan, plan, probe
+from irqlock.tracers.irqline import IrqlineConfig, IrqlineTracer, check_supported
+from irqlock.tracers.irqoff import IrqoffConfig, IrqoffTracer, choose_sources
+from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
 
 PROOF_SECONDS = 0.2
 
@@ -51,10 +57,51 @@ def prove_attach(features: KernelFeatures) -> None:
                     support.kprobe = False
 
 
+def _load_irqoff(features: KernelFeatures) -> None:
+    config = IrqoffConfig()
+    with IrqoffTracer(config, choose_sources(config, features), lambda _w: None, attach=False):
+        pass
+
+
+def _load_irq(features: KernelFeatures) -> None:
+    config = IrqlineConfig(irqs=None)
+    with IrqlineTracer(config, check_supported(config, features), lambda _w: None, attach=False):
+        pass
+
+
+def _load_locks(config: LocksConfig, features: KernelFeatures) -> None:
+    with LocksTracer(config, choose_functions(config, features), attach=False):
+        pass
+
+
+# Each tool's own BPF object, configured as the tool configures it by default.
+LOADERS: dict[str, Callable[[KernelFeatures], None]] = {
+    "irqoff": _load_irqoff,
+    "irq": _load_irq,
+    "locks": lambda f: _load_locks(LocksConfig(), f),
+    "deadlock": lambda f: _load_locks(LocksConfig(order=True, irq_safety=True, blocked=True), f),
+}
+
+
+def prove_loads(features: KernelFeatures, plans: list[ToolPlan]) -> None:
+    """Load each planned tool's real BPF object here (the verifier's word, not ours): a
+    tool whose object does not load is unavailable, with libbpf's reason."""
+    for tool_plan in plans:
+        if tool_plan.mode == "unavailable":
+            continue
+        try:
+            LOADERS[tool_plan.tool](features)
+        except IrqlockError as exc:
+            tool_plan.mode = "unavailable"
+            tool_plan.detail = f"its BPF object does not load here: {str(exc).splitlines()[0]}"
+
+
 def run(btf: Path, as_json: bool, out: TextIO = sys.stdout) -> int:
     features = probe(btf)
     prove_attach(features)
     plans = plan(features)
+    if features.root and features.btf.available:
+        prove_loads(features, plans)
     if as_json:
         record = {"type": "check", **features.to_json(), "plan": [asdict(p) for p in plans]}
         out.write(json.dumps(record) + "\n")

@@ -198,11 +198,13 @@ def _cmd_irq(args: argparse.Namespace) -> int:
 
 def _kinds(text: str) -> list[str]:
     aliases = {"spin": "spinlock", "spinlock": "spinlock", "rw": "rwlock", "rwlock": "rwlock",
-               "mutex": "mutex", "rwsem": "rwsem"}
+               "mutex": "mutex", "rwsem": "rwsem", "raw_spin": "raw_spinlock",
+               "raw_spinlock": "raw_spinlock"}
     kinds = []
     for word in text.split(","):
         if word.strip() not in aliases:
-            raise argparse.ArgumentTypeError(f"unknown lock kind {word!r} (spin, rw, mutex, rwsem)")
+            raise argparse.ArgumentTypeError(
+                f"unknown lock kind {word!r} (spin, rw, mutex, rwsem, raw_spin)")
         kinds.append(aliases[word.strip()])
     return list(dict.fromkeys(kinds))
 
@@ -399,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     locks.add_argument("-p", "--pid", type=_non_negative, metavar="PID",
                        help="only locks taken by this process")
     locks.add_argument("--kind", type=_kinds, default=list(LOCK_KINDS), metavar="KINDS",
-                       help="comma-separated: spin, rw, mutex, rwsem (default: all)")
+                       help="comma-separated: spin, rw, mutex, rwsem, raw_spin (default: "
+                            "all; raw_spin is spin but on PREEMPT_RT, where spin sleeps)")
     locks.add_argument("--lock", metavar="ADDR|SYMBOL",
                        help="only this lock: a static lock's symbol or a hex address")
     locks.add_argument("-n", "--top", type=_positive, metavar="N",

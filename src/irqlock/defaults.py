@@ -7,7 +7,8 @@ from pathlib import Path
 
 DEFAULT_BTF = Path("/sys/kernel/btf/vmlinux")
 
-LOCK_KINDS = ("spinlock", "rwlock", "mutex", "rwsem")
+# In the order of enum lock_kind (locks.h); raw_spinlock is a kind of its own on PREEMPT_RT.
+LOCK_KINDS = ("spinlock", "rwlock", "mutex", "rwsem", "raw_spinlock")
 # Per-lock statistics kept (LRU under fentry): with their holders and the other maps, the
 # lock tracer's BPF memory stays under 64 MiB by default (stats.map_bytes says how much).
 DEFAULT_MAX_LOCKS = 16384

@@ -39,7 +39,6 @@
 #include <linux/kthread.h>
 #include <linux/completion.h>
 #include <linux/spinlock.h>
-#include <linux/rwlock.h>
 #include <linux/mutex.h>
 #include <linux/rwsem.h>
 #include <linux/interrupt.h>

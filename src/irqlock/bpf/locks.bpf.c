@@ -59,6 +59,8 @@ const volatile __u64 target_lock = 0;	/* 0: every lock */
 const volatile bool track_order = false;	/* lock-order edges (irqlock deadlock) */
 const volatile bool track_irq_safety = false;	/* hardirq use vs. held with irqs on */
 const volatile bool track_blocked = false;	/* D-state sleeps, stacks of sleeping waits */
+/* PREEMPT_RT: spinlock_t and rwlock_t are rt_mutex based and sleep; raw spinlocks spin. */
+const volatile bool rt_kernel = false;
 /* kprobe mode: each lock call of our own map updates is a miss of three programs
  * (lock kprobe and kretprobe, unlock kprobe) when spinlocks are traced. */
 const volatile __u32 own_misses_per_lock_call = 0;
@@ -309,9 +311,20 @@ static __always_inline void guarded_delete(struct guard *g, void *map, void *key
 		__sync_fetch_and_add(&own_recursion, own_misses_per_lock_call * (err ? 1 : 2));
 }
 
+/* Whether a holder of this kind can sleep and migrate: its held stack is the task's. */
 static __always_inline bool sleeping_kind(__u32 kind)
 {
-	return kind == LOCK_MUTEX || kind == LOCK_RWSEM;
+	return kind == LOCK_MUTEX || kind == LOCK_RWSEM ||
+	       (rt_kernel && (kind == LOCK_SPIN || kind == LOCK_RW));
+}
+
+/* The kind of a _raw_spin_* lock: on PREEMPT_RT only raw spinlocks get there. */
+#define RAW_SPIN (rt_kernel ? LOCK_RAW_SPIN : LOCK_SPIN)
+
+/* The key a lock is tracked by (see RAW_LOCK_TAG). */
+static __always_inline __u64 lock_key(void *lockp, __u32 kind)
+{
+	return (__u64)lockp | (kind == LOCK_RAW_SPIN ? RAW_LOCK_TAG : 0);
 }
 
 static __always_inline __u32 hist_bucket(__u64 v)
@@ -501,6 +514,16 @@ static __always_inline void remove_held(struct held_stack *st, __u32 i, __u32 d)
 #define RWSEM_READERS ((1UL << 55) - 1)
 #define OWNER_FLAGS 0x7L	/* mutex and rwsem owner words: flags in the low bits */
 
+/* PREEMPT_RT's reader/writer base (not in a stock kernel's BTF: used only where rt_kernel):
+ * readers is READER_BIAS while no writer has it, plus one per reader; WRITER_BIAS while a
+ * writer holds it, its rt_mutex then owned by the writer. */
+struct rwbase_rt___rt {
+	atomic_t readers;
+	struct rt_mutex_base rtmutex;
+} __attribute__((preserve_access_index));
+#define RWBASE_READER_BIAS (1U << 31)
+#define RWBASE_WRITER_BIAS (1U << 30)
+
 /* Whether the task running now owns the mutex or rwsem whose owner word is `owner`. */
 static __always_inline bool owned_by_current(long owner)
 {
@@ -512,13 +535,30 @@ static __always_inline bool owned_by_current(long owner)
  * it now, after a release of ours we did not see); a sleeping lock held exclusively must
  * name this task as its owner.  Readers of a rwlock or rwsem are only counted: held by
  * someone, maybe not by this task. */
+/* still_held() on PREEMPT_RT for the rt_mutex based kinds: a spinlock_t and a mutex start
+ * with their rt_mutex, whose owner is the task holding them; rwlocks and rwsems are rwbase. */
+static __always_inline bool rt_still_held(void *lockp, struct held_lock *h)
+{
+	__u32 readers;
+
+	if (h->kind == LOCK_SPIN || h->kind == LOCK_MUTEX)
+		return owned_by_current((long)BPF_CORE_READ((struct rt_mutex_base *)lockp, owner));
+	readers = BPF_CORE_READ((struct rwbase_rt___rt *)lockp, readers.counter);
+	if (h->mode == MODE_SHARED)
+		return (readers & ~RWBASE_READER_BIAS) && readers != RWBASE_WRITER_BIAS;
+	return readers == RWBASE_WRITER_BIAS &&
+	       owned_by_current((long)BPF_CORE_READ((struct rwbase_rt___rt *)lockp, rtmutex.owner));
+}
+
 static __always_inline bool still_held(struct held_lock *h)
 {
-	void *lockp = (void *)h->lock;
+	void *lockp = (void *)(h->lock & ~RAW_LOCK_TAG);
 	struct lock_stats *s;
 	__u32 word = 0;
 	__u64 count;
 
+	if (rt_kernel && h->kind != LOCK_RAW_SPIN)
+		return rt_still_held(lockp, h);
 	if (h->kind == LOCK_MUTEX)
 		return owned_by_current(BPF_CORE_READ((struct mutex *)lockp, owner.counter));
 	if (h->kind == LOCK_RWSEM) {
@@ -631,6 +671,8 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 	count_seen();
 	s = get_stats(g, lock, kind, (__u32)id, now);
 	if (s) {
+		if (s->kind != kind)	/* made by a contended wait, whose flags can only guess */
+			s->kind = kind;
 		__sync_fetch_and_add(&s->acquisitions, 1);
 		if (mode == MODE_EXCLUSIVE)
 			s->last_acquired_ns = now;
@@ -645,13 +687,13 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 mode, __u32 pair,
 				     bool order)
 {
-	__u64 lock = (__u64)lockp, id = bpf_get_current_pid_tgid();
+	__u64 id = bpf_get_current_pid_tgid();
 	struct guard g;
 	int c;
 
-	if (!enter(&g, &c, pair) || filtered_out(lock, id))
+	if (!enter(&g, &c, pair) || filtered_out((__u64)lockp, id))
 		return;
-	acquired_in(ctx, &g, c, lock, id, kind, mode, order);
+	acquired_in(ctx, &g, c, lock_key(lockp, kind), id, kind, mode, order);
 }
 
 static __always_inline void released_in(void *ctx, struct guard *g, int c, __u64 lock, __u64 id,
@@ -694,7 +736,7 @@ static __always_inline void released(void *ctx, void *lockp, __u32 kind, __u32 p
 	int c;
 
 	if (enter(&g, &c, pair))
-		released_in(ctx, &g, c, (__u64)lockp, id, kind);
+		released_in(ctx, &g, c, lock_key(lockp, kind), id, kind);
 }
 
 /* A hardirq arrived: whatever the interrupted context holds, it holds with interrupts
@@ -779,8 +821,14 @@ static __always_inline bool sleeping_wait(__u32 flags)
 	return (flags & LCB_F_MUTEX) || !(flags & LCB_F_SPIN);
 }
 
+/* A guess where the flags cannot tell (PREEMPT_RT's LCB_F_RT is set by spinlock_t and mutex
+ * alike): the acquisition that follows puts the kind of its function in. */
 static __always_inline __u32 kind_of_wait(__u32 flags)
 {
+	if (rt_kernel && (flags & LCB_F_SPIN))
+		return LOCK_RAW_SPIN;
+	if (rt_kernel && (flags & LCB_F_RT))
+		return (flags & (LCB_F_READ | LCB_F_WRITE)) ? LOCK_RW : LOCK_SPIN;
 	if (flags & LCB_F_MUTEX)
 		return LOCK_MUTEX;
 	if (!(flags & LCB_F_SPIN))
@@ -794,7 +842,12 @@ static __always_inline __u32 owner_pid(void *lockp, __u32 flags)
 	struct task_struct *task;
 	long owner;
 
-	if (flags & LCB_F_MUTEX) {
+	if (rt_kernel) {	/* the rt_mutex's owner: a writer of an rwbase, else the holder */
+		if (flags & (LCB_F_READ | LCB_F_WRITE))
+			owner = (long)BPF_CORE_READ((struct rwbase_rt___rt *)lockp, rtmutex.owner);
+		else
+			owner = (long)BPF_CORE_READ((struct rt_mutex_base *)lockp, owner);
+	} else if (flags & LCB_F_MUTEX) {
 		owner = BPF_CORE_READ((struct mutex *)lockp, owner.counter);
 	} else {
 		owner = BPF_CORE_READ((struct rw_semaphore *)lockp, owner.counter);
@@ -838,10 +891,13 @@ int BPF_PROG(contention_begin, void *lockp, unsigned int flags)
 	struct guard g;
 	int c;
 
-	if (flags & (LCB_F_RT | LCB_F_PERCPU))
-		return 0;	/* rt_mutex and percpu-rwsem: kinds we do not trace */
+	/* percpu-rwsem, and (but on PREEMPT_RT) rt_mutex: kinds we do not trace */
+	if ((flags & LCB_F_PERCPU) || ((flags & LCB_F_RT) && !rt_kernel))
+		return 0;
 	if (!enter(&g, &c, PAIR_NONE) || filtered_out(lock, id))
 		return 0;
+	if (rt_kernel && (flags & LCB_F_SPIN))
+		lock |= RAW_LOCK_TAG;
 	if (!sleeping_wait(flags)) {
 		key = c;
 		w = bpf_map_lookup_elem(&cpu_wait, &key);
@@ -856,6 +912,10 @@ int BPF_PROG(contention_begin, void *lockp, unsigned int flags)
 	 * the wait started at the first. */
 	w = bpf_map_lookup_elem(&task_wait, &pid);
 	if (w && w->lock == lock && w->start_ns)
+		return 0;
+	/* PREEMPT_RT: a reader's wait for an rwbase waits again, inside, for its rt_mutex */
+	if (rt_kernel && w && w->start_ns &&
+	    lock == w->lock + bpf_core_field_offset(struct rwbase_rt___rt, rtmutex))
 		return 0;
 	if (track_blocked)
 		note_wait_stack(ctx, &g, pid);
@@ -889,7 +949,8 @@ int BPF_PROG(contention_end, void *lockp, int ret)
 		return 0;
 	key = c;
 	w = bpf_map_lookup_elem(&cpu_wait, &key);
-	if (w && w->lock == lock && w->start_ns) {
+	if (w && (w->lock & ~RAW_LOCK_TAG) == lock && w->start_ns) {
+		lock = w->lock;	/* a raw spinlock's key on PREEMPT_RT */
 		start = w->start_ns;
 		flags = w->flags;
 		w->start_ns = 0;
@@ -1050,16 +1111,28 @@ int BPF_KPROBE(fn##_kprobe, void *lock) { released(ctx, lock, kind, pair); retur
 #define SHARED MODE_SHARED
 
 /* Our map updates lock and unlock with the first two pairs (bucket and LRU list locks). */
-ACQUIRE_P(_raw_spin_lock, LOCK_SPIN, EXCL, PAIR_PLAIN)
-ACQUIRE(_raw_spin_lock_irq, LOCK_SPIN, EXCL)
-ACQUIRE_P(_raw_spin_lock_irqsave, LOCK_SPIN, EXCL, PAIR_IRQSAVE)
-ACQUIRE(_raw_spin_lock_bh, LOCK_SPIN, EXCL)
-TRYLOCK(_raw_spin_trylock, LOCK_SPIN, EXCL, ret)
-TRYLOCK(_raw_spin_trylock_bh, LOCK_SPIN, EXCL, ret)
-RELEASE_P(_raw_spin_unlock, LOCK_SPIN, PAIR_PLAIN)
-RELEASE(_raw_spin_unlock_irq, LOCK_SPIN)
-RELEASE_P(_raw_spin_unlock_irqrestore, LOCK_SPIN, PAIR_IRQSAVE)
-RELEASE(_raw_spin_unlock_bh, LOCK_SPIN)
+ACQUIRE_P(_raw_spin_lock, RAW_SPIN, EXCL, PAIR_PLAIN)
+ACQUIRE(_raw_spin_lock_irq, RAW_SPIN, EXCL)
+ACQUIRE_P(_raw_spin_lock_irqsave, RAW_SPIN, EXCL, PAIR_IRQSAVE)
+ACQUIRE(_raw_spin_lock_bh, RAW_SPIN, EXCL)
+TRYLOCK(_raw_spin_trylock, RAW_SPIN, EXCL, ret)
+TRYLOCK(_raw_spin_trylock_bh, RAW_SPIN, EXCL, ret)
+RELEASE_P(_raw_spin_unlock, RAW_SPIN, PAIR_PLAIN)
+RELEASE(_raw_spin_unlock_irq, RAW_SPIN)
+RELEASE_P(_raw_spin_unlock_irqrestore, RAW_SPIN, PAIR_IRQSAVE)
+RELEASE(_raw_spin_unlock_bh, RAW_SPIN)
+
+/* PREEMPT_RT's spinlock_t and rwlock_t (every _irq, _irqsave, _bh variant comes here) */
+ACQUIRE(rt_spin_lock, LOCK_SPIN, EXCL)
+TRYLOCK(rt_spin_trylock, LOCK_SPIN, EXCL, ret)
+TRYLOCK(rt_spin_trylock_bh, LOCK_SPIN, EXCL, ret)
+RELEASE(rt_spin_unlock, LOCK_SPIN)
+ACQUIRE(rt_read_lock, LOCK_RW, SHARED)
+ACQUIRE(rt_write_lock, LOCK_RW, EXCL)
+TRYLOCK(rt_read_trylock, LOCK_RW, SHARED, ret)
+TRYLOCK(rt_write_trylock, LOCK_RW, EXCL, ret)
+RELEASE(rt_read_unlock, LOCK_RW)
+RELEASE(rt_write_unlock, LOCK_RW)
 
 ACQUIRE(_raw_read_lock, LOCK_RW, SHARED)
 ACQUIRE(_raw_read_lock_irq, LOCK_RW, SHARED)

@@ -13,7 +13,13 @@
 #define HIST_MAX_EXP 35
 #define HIST_BUCKETS ((HIST_MAX_EXP - 1) * 8)	/* 272: the last index is (35 - 2) * 8 + 7 */
 
-enum lock_kind { LOCK_SPIN = 0, LOCK_RW = 1, LOCK_MUTEX = 2, LOCK_RWSEM = 3 };
+/* On PREEMPT_RT, spinlock_t and rwlock_t sleep (LOCK_SPIN and LOCK_RW there mean rt_spin_lock
+ * and rt_read/write_lock) and LOCK_RAW_SPIN is what still spins. */
+enum lock_kind { LOCK_SPIN = 0, LOCK_RW = 1, LOCK_MUTEX = 2, LOCK_RWSEM = 3, LOCK_RAW_SPIN = 4 };
+
+/* On PREEMPT_RT a raw spinlock can share its address with a sleeping lock (the wait_lock at
+ * the start of every rt_mutex): its keys carry this bit, user space masks it off. */
+#define RAW_LOCK_TAG 1ULL
 
 /* How a held lock was taken (held_lock.mode): shared holders do not own the lock alone. */
 enum lock_mode { MODE_EXCLUSIVE = 0, MODE_SHARED = 1 };

@@ -37,9 +37,24 @@ RWSEM_FUNCTIONS = [
     "down_write", "down_write_killable", "down_write_trylock", "up_read", "up_write",
     "downgrade_write",
 ]
+# PREEMPT_RT: what spinlock_t and rwlock_t call there (sleeping, rt_mutex based).
+RT_SPIN_FUNCTIONS = ["rt_spin_lock", "rt_spin_trylock", "rt_spin_trylock_bh", "rt_spin_unlock"]
+RT_RWLOCK_FUNCTIONS = [f"rt_{side}_{op}" for side in ("read", "write")
+                       for op in ("lock", "trylock", "unlock")]
 # Where a line's disable depth goes 0 -> 1 and 1 -> 0 (kernel/irq/chip.c, called from manage.c).
 IRQ_LINE_FUNCTIONS = ["irq_disable", "irq_startup"]
-LOCK_FUNCTIONS = SPIN_FUNCTIONS + RWLOCK_FUNCTIONS + MUTEX_FUNCTIONS + RWSEM_FUNCTIONS
+LOCK_FUNCTIONS = (SPIN_FUNCTIONS + RWLOCK_FUNCTIONS + MUTEX_FUNCTIONS + RWSEM_FUNCTIONS
+                  + RT_SPIN_FUNCTIONS + RT_RWLOCK_FUNCTIONS)
+
+
+def kind_functions(preempt_rt: bool) -> dict[str, list[str]]:
+    """The functions that take and release each kind of lock on this kernel.
+
+    On PREEMPT_RT spinlock_t and rwlock_t sleep (rt_spin_lock, rt_read_lock, ...) and
+    raw_spinlock_t is what spins; elsewhere a spinlock is a raw spinlock."""
+    return {"spinlock": RT_SPIN_FUNCTIONS if preempt_rt else SPIN_FUNCTIONS,
+            "rwlock": RT_RWLOCK_FUNCTIONS if preempt_rt else RWLOCK_FUNCTIONS,
+            "mutex": MUTEX_FUNCTIONS, "rwsem": RWSEM_FUNCTIONS, "raw_spinlock": SPIN_FUNCTIONS}
 # The function `irqlock check` attaches to for a moment to prove the attach path.
 PROOF_FUNCTION = "_raw_spin_lock_irqsave"
 
@@ -78,6 +93,7 @@ class KernelFeatures:
     irq_handler_tracepoints: Capability
     perf_cpu_clock: Capability
     functions: dict[str, FunctionSupport] = field(default_factory=dict)
+    preempt_rt: bool = False  # PREEMPT_RT: spinlock_t and rwlock_t sleep, handlers are threads
 
     def can_trace(self, function: str) -> bool:
         support = self.functions.get(function)
@@ -226,8 +242,12 @@ def probe(btf_path: Path = DEFAULT_BTF) -> KernelFeatures:
                                                 "contention_end"),
         irq_handler_tracepoints=_tracepoint(tracefs, "irq", "irq_handler_entry", "irq_handler_exit"),
         perf_cpu_clock=_perf_cpu_clock(),
+        preempt_rt=config.get("CONFIG_PREEMPT_RT") == "y" or "PREEMPT_RT" in os.uname().version,
     )
-    features.functions = _function_support(IRQ_LINE_FUNCTIONS + LOCK_FUNCTIONS,
+    # The lock functions of this kernel's flavor (rt_* only on PREEMPT_RT, _raw_read_* only off it)
+    lock_functions = dict.fromkeys(f for fns in kind_functions(features.preempt_rt).values()
+                                   for f in fns)
+    features.functions = _function_support(IRQ_LINE_FUNCTIONS + list(lock_functions),
                                            btf_path if has_btf else None, tracefs,
                                            kprobes.available)
     return features
@@ -246,6 +266,9 @@ def _plan_irqoff(features: KernelFeatures, blocker: str, method: str) -> ToolPla
         return ToolPlan("irqoff", "exact", "preemptirq:irq_disable/irq_enable tracepoints")
     locks_ok, _ = _traceable(features, [f for f in SPIN_FUNCTIONS + RWLOCK_FUNCTIONS if "irq" in f])
     sampler = features.perf_cpu_clock
+    if features.preempt_rt:  # spinlock_t's _irqsave leaves interrupts on there
+        method += " (raw spinlocks only: on PREEMPT_RT spinlock_t and rwlock_t do not turn " \
+                  "interrupts off)"
     if locks_ok and sampler.available:
         return ToolPlan("irqoff", "exact+sampled",
                         f"lock paths exact via {method} ({len(locks_ok)} functions); other windows "
@@ -290,8 +313,9 @@ def plan(features: KernelFeatures) -> list[ToolPlan]:
                               f"(irq_startup) via {method}{handlers}"))
 
     # locks and deadlock
-    kinds = {"spinlock": SPIN_FUNCTIONS, "rwlock": RWLOCK_FUNCTIONS,
-             "mutex": MUTEX_FUNCTIONS, "rwsem": RWSEM_FUNCTIONS}
+    kinds = kind_functions(features.preempt_rt)
+    if not features.preempt_rt:
+        del kinds["raw_spinlock"]  # one with spinlock there
     traced_kinds = [k for k, fns in kinds.items() if _traceable(features, fns)[0]]
     if blocker or not traced_kinds:
         plans.append(ToolPlan("locks", "unavailable", blocker or "no lock function can be traced"))

@@ -38,6 +38,7 @@ from irqlock.tracers.locks import (
     HolderStruct,
     LocksTracer,
     caller_frames,
+    lock_address,
 )
 
 MAX_HELD = 16
@@ -279,7 +280,9 @@ class DeadlockFinder:
     def _map(self, name: str) -> Map:
         return self.tracer.obj.map(name)
 
-    def lock(self, addr: int) -> LockRef:
+    def lock(self, key: int) -> LockRef:
+        """The lock a map key stands for, named."""
+        addr = lock_address(key)
         return LockRef(addr, self.tracer.kallsyms.data_name(addr))
 
     def _stack(self, raw: ctypes.Array[ctypes.c_uint64], size: int) -> list[str]:

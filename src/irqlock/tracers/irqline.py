@@ -148,12 +148,16 @@ class IrqlineTracer:
     """Loads and attaches irqline.bpf.c; delivers IrqDisabled records."""
 
     def __init__(self, config: IrqlineConfig, method: str,
-                 on_window: Callable[[IrqDisabled], None], symbols: Symbols | None = None) -> None:
+                 on_window: Callable[[IrqDisabled], None], symbols: Symbols | None = None,
+                 attach: bool = True) -> None:
+        """attach=False: only load (irqlock check proves the object loads here)."""
         self.config = config
         self.method = method
         self._on_window = on_window
         self._names: dict[int, str] = {}
         self.obj = self._load(method == "fentry")
+        if not attach:
+            return
         try:
             self._attach()
             # After attaching, so that our own programs and trampolines have names too.

@@ -199,12 +199,16 @@ class IrqoffTracer:
     """Loads and attaches irqoff.bpf.c for a SourcePlan; delivers IrqoffWindow records."""
 
     def __init__(self, config: IrqoffConfig, plan: SourcePlan,
-                 on_window: Callable[[IrqoffWindow], None], symbols: Symbols | None = None) -> None:
+                 on_window: Callable[[IrqoffWindow], None], symbols: Symbols | None = None,
+                 attach: bool = True) -> None:
+        """attach=False: only load (irqlock check proves the object loads here)."""
         self.config = config
         self.plan = plan
         self._on_window = on_window
         self.obj = self._load(plan.lock_method == "fentry")
         self._ringbuf = -1
+        if not attach:
+            return
         try:
             self._attach()
             # After attaching, so that our own programs and trampolines have names too.

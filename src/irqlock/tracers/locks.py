@@ -19,20 +19,13 @@ from irqlock.analysis.histograms import LOGLIN_BUCKETS, loglinear_bounds, loglin
 from irqlock.bpf.loader import BPF_MAP_TYPE_LRU_HASH, BpfObject
 from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
 from irqlock.errors import IrqlockError
-from irqlock.kernel.features import (
-    MUTEX_FUNCTIONS,
-    RWLOCK_FUNCTIONS,
-    RWSEM_FUNCTIONS,
-    SPIN_FUNCTIONS,
-    KernelFeatures,
-)
+from irqlock.kernel.features import LOCK_FUNCTIONS, KernelFeatures, kind_functions
 from irqlock.kernel.kallsyms import Kallsyms, Symbols
 
 TASK_COMM_LEN = 16
 MAX_STACK = 24
 KINDS = LOCK_KINDS
-KIND_FUNCTIONS = {"spinlock": SPIN_FUNCTIONS, "rwlock": RWLOCK_FUNCTIONS,
-                  "mutex": MUTEX_FUNCTIONS, "rwsem": RWSEM_FUNCTIONS}
+RAW_LOCK_TAG = 1  # locks.h: the bit a raw spinlock's key carries on PREEMPT_RT
 # Functions of each kind that release a lock (fentry); the others acquire (fexit).
 RELEASES = ("unlock", "up_read", "up_write")
 # In the lists but not traced: downgrade_write keeps the lock (the hold goes on).
@@ -75,7 +68,12 @@ def program_names(function: str, method: str) -> list[str]:
     return [f"{function}_entry" if is_release(function) else f"{function}_exit"]
 
 
-LOCK_FUNCTION_NAMES = frozenset(f for fns in KIND_FUNCTIONS.values() for f in fns)
+LOCK_FUNCTION_NAMES = frozenset(LOCK_FUNCTIONS)
+
+
+def lock_address(key: int) -> int:
+    """The address of the lock a map key stands for (see RAW_LOCK_TAG)."""
+    return key & ~RAW_LOCK_TAG
 
 
 # What a kretprobe's stack may start with: the trampoline the function returned into.
@@ -232,6 +230,7 @@ class LocksPlan:
     contention: bool
     context_programs: list[str] = field(default_factory=list)  # the tracepoints this kernel has
     method: str = "fentry"  # or "kprobe"
+    preempt_rt: bool = False  # spinlock_t and rwlock_t sleep (rt_spin_lock, ...)
 
 
 def choose_method(probe: str, features: KernelFeatures) -> str:
@@ -251,7 +250,9 @@ def choose_method(probe: str, features: KernelFeatures) -> str:
 def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan:
     """The lock functions to trace for the chosen kinds; raises if none can be."""
     method = choose_method(config.probe, features)
-    wanted = [f for kind in config.kinds for f in KIND_FUNCTIONS[kind] if f not in NOT_TRACED]
+    by_kind = kind_functions(features.preempt_rt)
+    wanted = list(dict.fromkeys(f for kind in config.kinds for f in by_kind[kind]
+                                if f not in NOT_TRACED))
     functions = [f for f in wanted if (support := features.functions.get(f))
                  and (support.fentry if method == "fentry" else support.kprobe)]
     if not functions:
@@ -261,7 +262,7 @@ def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan
                 if tracefs and (tracefs / "events" / event).is_dir()]
     missing = [event for program, event in CONTEXT_START_PROGRAMS.items()
                if program not in contexts]
-    return LocksPlan(functions=functions,
+    return LocksPlan(functions=functions, preempt_rt=features.preempt_rt,
                      not_attached=[f for f in wanted if f not in functions] + missing,
                      contention=features.lock_contention_tracepoints.available,
                      context_programs=contexts, method=method)
@@ -270,7 +271,9 @@ def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan
 class LocksTracer:
     """Loads and attaches locks.bpf.c; snapshot() reads what it has aggregated."""
 
-    def __init__(self, config: LocksConfig, plan: LocksPlan, symbols: Symbols | None = None) -> None:
+    def __init__(self, config: LocksConfig, plan: LocksPlan, symbols: Symbols | None = None,
+                 attach: bool = True) -> None:
+        """attach=False: only load (irqlock check proves the object loads here)."""
         self.config = config
         self.plan = plan
         self.obj = BpfObject.open("locks")
@@ -278,6 +281,8 @@ class LocksTracer:
         try:
             self._configure()
             self.obj.load()
+            if not attach:
+                return
             # Paused while the probes go on one by one: a kprobe on an acquire's entry
             # whose kretprobe is not on yet would look like a missed return.
             self._pause(True)
@@ -303,10 +308,12 @@ class LocksTracer:
     def _configure(self) -> None:
         c = self.config
         kprobes = self.plan.method == "kprobe"
-        spin_traced = any(f in self.plan.functions for f in KIND_FUNCTIONS["spinlock"])
+        # our map updates take raw spinlocks
+        spin_traced = any(f in self.plan.functions for f in kind_functions(False)["spinlock"])
         self.obj.set_rodata(target_tgid=-1 if c.tgid is None else c.tgid,
                             target_lock=c.lock_addr or 0, track_order=int(c.order),
                             track_irq_safety=int(c.irq_safety), track_blocked=int(c.blocked),
+                            rt_kernel=int(self.plan.preempt_rt),
                             own_misses_per_lock_call=3 if kprobes and spin_traced else 0)
         if not kprobes:
             for name in LRU_MAPS:
@@ -363,10 +370,11 @@ class LocksTracer:
         holders = self._holders() if with_holders else {}
         records: list[LockRecord] = []
         for key, value in self.obj.map("locks").items():
-            addr = int.from_bytes(key, "little")
+            lock = int.from_bytes(key, "little")
             s = LockStatsStruct.from_buffer_copy(value)
-            lock_holders = sorted(holders.get(addr, []), key=lambda h: -h.acquisitions)
+            lock_holders = sorted(holders.get(lock, []), key=lambda h: -h.acquisitions)
             first = next((h for h in lock_holders if h.pid == s.first_pid), None)
+            addr = lock_address(lock)
             records.append(LockRecord(
                 addr=addr, name=self.kallsyms.data_name(addr),
                 site=first.first_stack[0] if first and first.first_stack else None,
