@@ -44,3 +44,20 @@ def test_missing_btf_is_reported_not_crashed(fixture: Fixture) -> None:
     report = json.loads(done.stdout)
     assert not report["btf"]["available"]
     assert all(p["mode"] == "unavailable" for p in report["plan"])
+
+
+PLANNED_RUNS = {"irqoff": ["irqoff", "-d", "1"], "irq": ["irq", "--all", "-d", "1"],
+                "locks": ["locks", "-d", "1"], "deadlock": ["deadlock", "-d", "1"]}
+
+
+def test_every_tool_the_plan_offers_then_runs(fixture: Fixture) -> None:
+    """The plan is a promise: each tool it does not call unavailable starts, traces and
+    stops cleanly on this kernel (stock, PREEMPT_RT and preemptirq kernels alike)."""
+    report = json.loads(run_check("-j").stdout)
+    offered = [p["tool"] for p in report["plan"] if p["mode"] != "unavailable"]
+    assert offered, report["plan"]
+    for tool in offered:
+        done = subprocess.run([sys.executable, "-m", "irqlock", *PLANNED_RUNS[tool]],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (tool, done.stderr)
+        assert "Traceback" not in done.stderr
