@@ -91,10 +91,11 @@ def test_shared_symbols_are_read_once_until_refreshed(monkeypatch: pytest.Monkey
 
 
 PER_CPU_TEXT = TEXT + """\
-0000000000001000 D irq_stack_backing_store
-0000000000029e40 D runqueues
-000000000002b000 D cpu_tss_rw
-000000000002d000 D __per_cpu_end
+0000000000000000 A __per_cpu_start
+0000000000001000 A irq_stack_backing_store
+0000000000029e40 A runqueues
+000000000002b000 A cpu_tss_rw
+000000000002d000 A __per_cpu_end
 ffffffff82400000 D __per_cpu_offset
 """
 

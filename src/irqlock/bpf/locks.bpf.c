@@ -321,10 +321,15 @@ static __always_inline bool sleeping_kind(__u32 kind)
 /* The kind of a _raw_spin_* lock: on PREEMPT_RT only raw spinlocks get there. */
 #define RAW_SPIN (rt_kernel ? LOCK_RAW_SPIN : LOCK_SPIN)
 
-/* The key a lock is tracked by (see RAW_LOCK_TAG). */
+/* The key a lock is tracked by (see RAW_LOCK_TAG).  The verifier allows a constant added
+ * to the argument's pointer, not a bitwise or: an add the compiler cannot fold into one. */
 static __always_inline __u64 lock_key(void *lockp, __u32 kind)
 {
-	return (__u64)lockp | (kind == LOCK_RAW_SPIN ? RAW_LOCK_TAG : 0);
+	__u64 key = (__u64)lockp;
+
+	if (kind == LOCK_RAW_SPIN)
+		asm volatile("%[key] += 1" : [key] "+r"(key));	/* RAW_LOCK_TAG: the address is aligned */
+	return key;
 }
 
 static __always_inline __u32 hist_bucket(__u64 v)

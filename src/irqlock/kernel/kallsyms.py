@@ -55,6 +55,43 @@ def _member(symbol: Symbol, address: int, copy: str = "") -> str:
     return f"{symbol.name}{copy}" + (f"+{offset:#x}" if offset else "")
 
 
+# A per-CPU variable: its offset in the per-CPU area, listed as an absolute symbol.
+_PER_CPU_LINE = re.compile(r"^([0-9a-f]+) A (\S+)$", re.M)
+
+
+class PerCpuSymbols:
+    """The per-CPU variables (x86-64 lists them as absolute symbols: offsets from 0 to
+    __per_cpu_end) and where each CPU's copies are."""
+
+    def __init__(self, symbols: list[tuple[int, str]], end: int, bases: list[int]) -> None:
+        self._offsets = [offset for offset, _name in symbols]
+        self._names = [name for _offset, name in symbols]
+        self._end = end
+        self._bases = bases
+
+    @classmethod
+    def load(cls, kallsyms_text: str, offsets_symbol: int | None) -> PerCpuSymbols:
+        found = sorted((int(hex_offset, 16), name)
+                       for hex_offset, name in _PER_CPU_LINE.findall(kallsyms_text))
+        end = next((offset for offset, name in found if name == "__per_cpu_end"), 0)
+        variables = [(offset, name) for offset, name in found
+                     if offset < end and not name.startswith("__per_cpu_")]
+        bases = per_cpu_bases(offsets_symbol, possible_cpus()) if offsets_symbol and end else []
+        return cls(variables, end, bases)
+
+    def name(self, address: int) -> str | None:
+        """``variable[cpu]`` (``+0x..`` inside it) for an address in a CPU's copy, or None."""
+        for cpu, base in enumerate(self._bases):
+            offset = address - base
+            if 0 <= offset < self._end:
+                i = bisect.bisect_right(self._offsets, offset) - 1
+                if i < 0:
+                    return None
+                symbol = Symbol(self._offsets[i], 1, self._names[i], None, False)
+                return _member(symbol, offset, f"[{cpu}]")
+        return None
+
+
 class Kallsyms:
     """Address → symbol lookups over a snapshot of /proc/kallsyms."""
 
@@ -67,12 +104,12 @@ class Kallsyms:
                 f"{KALLSYMS} shows no addresses: run as root (kernel.kptr_restrict hides them)"
             )
         rows.sort(key=itemgetter(0))  # stable: of aliases at one address, the last listed wins
+        self._text = text  # per-CPU variables are read from it when first asked for
         self._keys = [row[0] for row in rows]
         self._rows = rows
         self._by_name: dict[str, int] | None = None  # name -> index, built when first asked
         self._frames: dict[int, str] = {}  # symbolize()'s answers: stacks repeat a lot
-        # (size of the per-CPU area, each CPU's base), read when first needed
-        self._per_cpu: tuple[int, list[int]] | None = None
+        self._per_cpu: PerCpuSymbols | None = None
 
     @classmethod
     def load(cls, path: Path = KALLSYMS) -> Kallsyms:
@@ -118,15 +155,9 @@ class Kallsyms:
 
     def _per_cpu_name(self, address: int) -> str | None:
         if self._per_cpu is None:
-            end, offsets = self.address_of("__per_cpu_end"), self.address_of("__per_cpu_offset")
-            self._per_cpu = (end or 0, per_cpu_bases(offsets, possible_cpus()) if offsets else [])
-        end, bases = self._per_cpu
-        for cpu, base in enumerate(bases):
-            if 0 <= address - base < end:
-                symbol = self.lookup(address - base)
-                if symbol is not None and not symbol.is_text:
-                    return _member(symbol, address - base, f"[{cpu}]")
-        return None
+            self._per_cpu = PerCpuSymbols.load(self._text, self.address_of("__per_cpu_offset"))
+            self._text = ""  # ~10 MB not to keep for the life of a session
+        return self._per_cpu.name(address)
 
     def find(self, name: str) -> Symbol | None:
         """The symbol called ``name`` (the lowest address of several)."""
