@@ -16,6 +16,7 @@ from irqlock import __version__
 from irqlock.defaults import (
     CONFIG_KEYS,
     DEFAULT_BTF,
+    DEFAULT_DEADLOCK_MAX_LOCKS,
     DEFAULT_LISTEN,
     DEFAULT_MAX_EDGES,
     DEFAULT_MAX_LOCKS,
@@ -430,8 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     deadlock.add_argument("--max-edges", type=_positive, default=DEFAULT_MAX_EDGES, metavar="N",
                           help="lock-order edges kept at most; more are counted "
                                f"(default: {DEFAULT_MAX_EDGES}, about 250 bytes each)")
-    deadlock.add_argument("--max-locks", type=_positive, default=DEFAULT_MAX_LOCKS, metavar="N",
-                          help=f"distinct locks tracked at most (default: {DEFAULT_MAX_LOCKS})")
+    deadlock.add_argument("--max-locks", type=_positive, default=DEFAULT_DEADLOCK_MAX_LOCKS,
+                          metavar="N", help="locks whose last acquisition is kept to check held "
+                          f"locks with, at most (default: {DEFAULT_DEADLOCK_MAX_LOCKS})")
     deadlock.add_argument("--probe", choices=LOCK_PROBES, default="auto",
                           help="how lock functions are traced: fentry/fexit where the kernel has "
                                "them (auto, the default), or kprobes")

@@ -12,6 +12,9 @@ LOCK_KINDS = ("spinlock", "rwlock", "mutex", "rwsem", "raw_spinlock")
 # Per-lock statistics kept (LRU under fentry): with their holders and the other maps, the
 # lock tracer's BPF memory stays under 64 MiB by default (stats.map_bytes says how much).
 DEFAULT_MAX_LOCKS = 16384
+# irqlock deadlock shows no lock statistics: it keeps them only to check held locks (and the
+# locks held are the ones in use), and spends the memory on edges.
+DEFAULT_DEADLOCK_MAX_LOCKS = 8192
 DEFAULT_MAX_EDGES = 32768
 DEFAULT_LISTEN = "127.0.0.1:9464"
 # How lock functions can be traced: fentry/fexit where the kernel has them (auto), or kprobes.

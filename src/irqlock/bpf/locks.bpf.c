@@ -138,7 +138,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct edge_key);
-	__type(value, struct lock_use);
+	__type(value, struct edge_use);
 } edges SEC(".maps");
 
 /* locks taken in hardirq context, and locks seen held while a hardirq arrived */
@@ -162,6 +162,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lock_use);
 } new_use SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct edge_use);
+} new_edge SEC(".maps");
 
 /* Tasks asleep in D state (uninterruptible, not TASK_IDLE) and since when. */
 struct {
@@ -596,32 +603,60 @@ static __always_inline void drop_released(struct held_stack *st)
 	}
 }
 
-/* The first use of `key` in `map` (hardirq use, irqs-on hold, order edge), with a stack. */
-static __always_inline void note_use(void *ctx, struct guard *g, void *map, void *key, __u64 id,
-				     __u64 *dropped)
+/* A new entry of `map` made from the zeroed `template` (filled in place by the caller: a
+ * template written to could be changed under a preempted program); NULL if it was there
+ * already or did not fit (counted). */
+static __always_inline void *new_entry(struct guard *g, void *map, void *key, void *template,
+				       __u64 *dropped)
 {
-	struct lock_use *u;
-	__u32 zero = 0;
 	long err;
 
-	if (bpf_map_lookup_elem(map, key))
-		return;
-	u = bpf_map_lookup_elem(&new_use, &zero);
-	if (!u)
-		return;
-	err = guarded_update(g, map, key, u);
+	if (!template || bpf_map_lookup_elem(map, key))
+		return NULL;
+	err = guarded_update(g, map, key, template);
 	if (err) {
 		if (err != -17)
 			__sync_fetch_and_add(dropped, 1);
-		return;
+		return NULL;
 	}
-	u = bpf_map_lookup_elem(map, key);
-	if (!u)
-		return;
+	return bpf_map_lookup_elem(map, key);
+}
+
+static __always_inline void fill_use(void *ctx, struct lock_use *u, __u64 id)
+{
 	u->pid = (__u32)id;
 	u->tgid = id >> 32;
 	bpf_get_current_comm(u->comm, sizeof(u->comm));
 	u->stack_bytes = bpf_get_stack(ctx, u->stack, STACK_BYTES, 0);
+}
+
+/* The first use of `key` in `map` (hardirq use, irqs-on hold), with a stack. */
+static __always_inline void note_use(void *ctx, struct guard *g, void *map, void *key, __u64 id,
+				     __u64 *dropped)
+{
+	__u32 zero = 0;
+	struct lock_use *u = new_entry(g, map, key, bpf_map_lookup_elem(&new_use, &zero), dropped);
+
+	if (u)
+		fill_use(ctx, u, id);
+}
+
+/* The first edge held -> acquired, with where this task took the held lock. */
+static __always_inline void note_edge(void *ctx, struct guard *g, struct edge_key *key, __u64 id)
+{
+	struct holder_key holder = { .lock = key->from, .pid = (__u32)id };
+	__u32 zero = 0;
+	struct edge_use *e = new_entry(g, &edges, key, bpf_map_lookup_elem(&new_edge, &zero),
+				       &edges_dropped);
+	struct holder *h;
+
+	if (!e)
+		return;
+	fill_use(ctx, &e->use, id);
+	h = bpf_map_lookup_elem(&holders, &holder);
+	e->held_stack_bytes = h ? h->stack_bytes : -1;
+	if (h)
+		__builtin_memcpy(e->held_stack, h->stack, sizeof(e->held_stack));
 }
 
 /* An edge from every lock this context still holds to the one just taken. */
@@ -636,7 +671,7 @@ static __always_inline void edges_from(void *ctx, struct guard *g, struct held_s
 			break;
 		key.from = st->locks[i].lock;
 		if (key.from != lock)
-			note_use(ctx, g, &edges, &key, id, &edges_dropped);
+			note_edge(ctx, g, &key, id);
 	}
 }
 

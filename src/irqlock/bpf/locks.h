@@ -107,4 +107,14 @@ struct lock_use {
 	__u64 stack[LOCKS_MAX_STACK];
 };
 
+/* A lock-order edge: who made it first and where, and where that task had taken the held
+ * lock (its first stack of it, copied when the edge is made: the holders map may have let
+ * it go by the time user space looks). */
+struct edge_use {
+	struct lock_use use;
+	__s32 held_stack_bytes;	/* < 0: not known */
+	__u32 pad;
+	__u64 held_stack[LOCKS_MAX_STACK];
+};
+
 #endif

@@ -29,7 +29,7 @@ from typing import Any
 
 from irqlock.analysis.graphs import DEFAULT_CYCLE_LIMIT, simple_cycles
 from irqlock.bpf.loader import Map
-from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS
+from irqlock.defaults import DEFAULT_DEADLOCK_MAX_LOCKS, DEFAULT_MAX_EDGES
 from irqlock.kernel.kmsg import KernelLog, KernelReport
 from irqlock.tracers.locks import (
     MAX_STACK,
@@ -58,6 +58,17 @@ class LockUseStruct(ctypes.Structure):
         ("pad", ctypes.c_uint32),
         ("comm", ctypes.c_char * TASK_COMM_LEN),
         ("stack", ctypes.c_uint64 * MAX_STACK),
+    ]
+
+
+class EdgeUseStruct(ctypes.Structure):
+    """struct edge_use (locks.h)."""
+
+    _fields_ = [
+        ("use", LockUseStruct),
+        ("held_stack_bytes", ctypes.c_int32),
+        ("pad", ctypes.c_uint32),
+        ("held_stack", ctypes.c_uint64 * MAX_STACK),
     ]
 
 
@@ -307,10 +318,10 @@ class DeadlockFinder:
 
     def lock_cycles(self) -> Iterator[LockCycle]:
         """Cycles not reported before, each made (symbolized) only when asked for."""
-        edges: dict[tuple[int, int], LockUseStruct] = {}
+        edges: dict[tuple[int, int], EdgeUseStruct] = {}
         for raw_key, value in self._map("edges").items():
             k = EdgeKey.from_buffer_copy(raw_key)
-            edges[(k.held, k.acquired)] = LockUseStruct.from_buffer_copy(value)
+            edges[(k.held, k.acquired)] = EdgeUseStruct.from_buffer_copy(value)
         graph: dict[int, list[int]] = {}
         for held, acquired in edges:
             graph.setdefault(held, []).append(acquired)
@@ -325,10 +336,13 @@ class DeadlockFinder:
                             edges=[self._edge(held, acquired, edges[(held, acquired)])
                                    for held, acquired in pairs])
 
-    def _edge(self, held: int, acquired: int, use: LockUseStruct) -> OrderEdge:
+    def _edge(self, held: int, acquired: int, edge: EdgeUseStruct) -> OrderEdge:
+        use = edge.use
+        held_stack = self._stack(edge.held_stack, edge.held_stack_bytes) \
+            if edge.held_stack_bytes >= 0 else self._first_stack(held, use.pid)
         return OrderEdge(held=self.lock(held), acquired=self.lock(acquired), pid=use.pid,
                          tgid=use.tgid, comm=use.comm.decode(errors="replace"),
-                         held_stack=self._first_stack(held, use.pid),
+                         held_stack=held_stack,
                          acquire_stack=self._stack(use.stack, use.stack_bytes))
 
     # ---- IRQ safety ---------------------------------------------------------
@@ -442,7 +456,7 @@ class DeadlockFinder:
 class DeadlockOptions:
     hung_after_ns: int
     max_edges: int = DEFAULT_MAX_EDGES
-    max_locks: int = DEFAULT_MAX_LOCKS
+    max_locks: int = DEFAULT_DEADLOCK_MAX_LOCKS
     cycle_limit: int = DEFAULT_CYCLE_LIMIT
     probe: str = "auto"  # how lock functions are traced (LocksConfig.probe)
 
