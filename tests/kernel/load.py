@@ -43,7 +43,7 @@ def _fixed_model() -> str:
 
 @contextmanager
 def preemption(model: str) -> Iterator[None]:
-    """The kernel's preemption model set to `model` (none, voluntary, full) meanwhile.
+    """The kernel's preemption model set to `model` (none, voluntary, full, rt) meanwhile.
 
     A kernel built with one fixed model has nothing to switch: the test is skipped
     there unless it asks for that very model."""
@@ -56,7 +56,10 @@ def preemption(model: str) -> Iterator[None]:
         yield
         return
     # The file lists every model with the current one in parentheses.
-    before = next(w.strip("()") for w in PREEMPT_CONTROL.read_text().split() if w.startswith("("))
+    models = PREEMPT_CONTROL.read_text().split()
+    if model not in (m.strip("()") for m in models):
+        pytest.skip(f"this kernel switches between {', '.join(models)}, not to {model}")
+    before = next(m.strip("()") for m in models if m.startswith("("))
     PREEMPT_CONTROL.write_text(model)
     try:
         yield

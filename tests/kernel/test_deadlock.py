@@ -155,12 +155,14 @@ def described(findings: list[dict[str, Any]]) -> str:
         for f in findings)
 
 
-@pytest.mark.parametrize("model", ["voluntary", "full"])
+@pytest.mark.parametrize("model", ["voluntary", "full", "rt"])
 def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: str) -> None:
     """A minute of stress-ng's mix: the fixture's ABBA is the one cycle claimed, and no lock
     is claimed IRQ-unsafe (Debian's kernel is developed under lockdep).  Cycles of dynamic
     locks only, each edge from another process, are flagged as maybe reused addresses and
-    only counted.  With preemption full, our programs can be preempted on the CPU."""
+    only counted.  With preemption full, and on PREEMPT_RT, our programs can be preempted
+    on the CPU.  Each kernel runs the models it has (the stock kernel switches between
+    voluntary and full, the preemptirq kernel is full, the RT kernel is rt)."""
     with preemption(model), Tool("deadlock") as tool, stress_ng(LOAD_S + 60, tmp_path):
         time.sleep(LOAD_S / 2)
         truth = fixture.run("order abba")
