@@ -12,6 +12,7 @@
  *   irqoff API US [COUNT]   API: irq_disable irq_save spin_irqsave
  *                           spin_irqsave_nested spin_irq write_irqsave
  *                           bh (softirqs off, interrupts on)
+ *                           busy (a busy-wait with interrupts on: no window)
  *   irqline MODE US         MODE: disable nosync hardirq nested cross;
  *                           hold_disabled leaves the line disabled until
  *                           "irqline release 0" (or unload)
@@ -260,6 +261,17 @@ static noinline void fx_irqoff_write_irqsave(int i)
 	irqoff_outer_end[i] = ktime_get_ns();
 }
 
+/* Interrupts stay on: a busy-wait that is no IRQ-off window, however late ticks come
+ * (irqlock must not claim one when the hypervisor stalls this CPU meanwhile). */
+static noinline void fx_irqoff_busy(int i)
+{
+	irqoff_outer_start[i] = ktime_get_ns();
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = irqoff_outer_start[i];
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	irqoff_outer_end[i] = irqoff_end[i];
+}
+
 /* Softirqs off (interrupts stay on): the window irqlock irqoff --softirq samples. */
 static noinline void fx_irqoff_bh(int i)
 {
@@ -283,6 +295,7 @@ static const struct {
 	{ "spin_irq", fx_irqoff_spin_irq },
 	{ "write_irqsave", fx_irqoff_write_irqsave },
 	{ "bh", fx_irqoff_bh },
+	{ "busy", fx_irqoff_busy },
 };
 
 static void (*irqoff_fn)(int);

@@ -47,6 +47,7 @@ struct window_state {
 	__u64 disable_parent_ip;
 	__u64 last_end_ns;	/* end of the last exact window: the sampler skips its gap */
 	__u64 error_ns;
+	__u32 site;		/* enum tick_site (SITE_EXACT for the exact sources) */
 	__u32 pid;
 	__u32 tgid;
 	__u32 source;
@@ -63,6 +64,7 @@ struct sample_state {
 	__u64 bh_last_ns;	/* last tick that saw softirqs off */
 	__u64 bh_start_error_ns;	/* half the tick interval the softirq-off window began in */
 	__u64 late_max_ns;	/* the latest a tick came after its due time, gaps aside */
+	__u64 hardirq_exit_ns;	/* the last hardirq handler's end */
 };
 
 struct {
@@ -121,6 +123,7 @@ static __always_inline void open_window(struct window_state *st, __u32 source, _
 {
 	st->open = 1;
 	st->error_ns = 0;
+	st->site = SITE_EXACT;
 	st->source = source;
 	st->disable_ip = ip;
 	st->disable_parent_ip = parent_ip;
@@ -194,6 +197,7 @@ static __always_inline void close_window(void *ctx, struct window_state *st, __u
 	e->cpu = cpu;
 	e->kind = kind;
 	e->source = st->source;
+	e->site = st->site;
 	e->disable_stack_bytes = st->disable_stack_bytes;
 	__builtin_memcpy(e->comm, st->comm, sizeof(e->comm));
 	__builtin_memcpy(e->disable_stack, st->disable_stack, sizeof(e->disable_stack));
@@ -366,6 +370,35 @@ int BPF_PROG(on_local_timer_entry) { irqs_are_on(); return 0; }
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(on_softirq_entry) { irqs_are_on(); return 0; }
 
+/* ---- where hardirq handlers end (the sampler's tick may be taken right after) ---- */
+
+static __always_inline void hardirq_exit(void)
+{
+	__u32 zero = 0;
+	struct sample_state *s = bpf_map_lookup_elem(&samples, &zero);
+
+	if (s)
+		s->hardirq_exit_ns = bpf_ktime_get_ns();
+}
+
+SEC("tp_btf/irq_handler_exit")
+int BPF_PROG(on_irq_handler_exit) { hardirq_exit(); return 0; }
+
+SEC("tp_btf/local_timer_exit")
+int BPF_PROG(on_local_timer_exit) { hardirq_exit(); return 0; }
+
+SEC("tp_btf/call_function_exit")
+int BPF_PROG(on_call_function_exit) { hardirq_exit(); return 0; }
+
+SEC("tp_btf/call_function_single_exit")
+int BPF_PROG(on_call_function_single_exit) { hardirq_exit(); return 0; }
+
+SEC("tp_btf/reschedule_exit")
+int BPF_PROG(on_reschedule_exit) { hardirq_exit(); return 0; }
+
+SEC("tp_btf/irq_work_exit")
+int BPF_PROG(on_irq_work_exit) { hardirq_exit(); return 0; }
+
 /* ---- sampled: softirq-off windows ------------------------------------------- *
  * Softirqs are off while preempt_count's softirq bits are set (local_bh_disable, or
  * a softirq being served).  The ticks that see them set bound the window: it began
@@ -401,6 +434,7 @@ static __always_inline void sample_softirq_tick(void *ctx, struct sample_state *
 	capture_task(bh);
 	bh->open = 1;
 	bh->source = SOURCE_SAMPLE;
+	bh->site = SITE_SEEN;
 	bh->disable_ip = 0;
 	bh->disable_parent_ip = 0;
 	s->bh_start_error_ns = prev ? (now - prev) / 2 : 0;
@@ -429,6 +463,62 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 }
 
 /* ---- sampled: cpu-clock gaps --------------------------------------------- */
+
+#define STI 0xfb
+#define POPF 0x9d
+#define SITE_BYTES 10	/* an sti and the longest NOP padding after it */
+
+/* Whether code[0..len) is one instruction that can follow an sti where interrupts come back
+ * on: the NOP padding of a patched irq_enable site (sti over a 6-byte call, kernel and
+ * modules alike), or a one-byte instruction (push, pop, nop, ret). */
+static __always_inline bool shadow_instruction(const __u8 *code, int len)
+{
+	switch (len) {
+	case 1:
+		return (code[0] >= 0x50 && code[0] <= 0x5f) || code[0] == 0x90 || code[0] == 0xc3;
+	case 2:
+		return code[0] == 0x66 && code[1] == 0x90;
+	case 3:
+		return code[0] == 0x0f && code[1] == 0x1f && code[2] == 0x00;
+	case 4:
+		return code[0] == 0x0f && code[1] == 0x1f && code[2] == 0x40 && code[3] == 0x00;
+	case 5:
+		return code[0] == 0x0f && code[1] == 0x1f && code[2] == 0x44 && code[3] == 0x00 &&
+		       code[4] == 0x00;
+	case 6:
+		return code[0] == 0x66 && code[1] == 0x0f && code[2] == 0x1f && code[3] == 0x44 &&
+		       code[4] == 0x00 && code[5] == 0x00;
+	case 7:
+		return code[0] == 0x0f && code[1] == 0x1f && code[2] == 0x80 && !code[3] &&
+		       !code[4] && !code[5] && !code[6];
+	case 8:
+		return code[0] == 0x0f && code[1] == 0x1f && code[2] == 0x84 && !code[3] &&
+		       !code[4] && !code[5] && !code[6] && !code[7];
+	}
+	return false;
+}
+
+/* Where the closing tick of a gap [last, now] landed, as evidence that interrupts were off. */
+static __always_inline __u32 tick_site(struct bpf_perf_event_data *ctx, struct sample_state *s,
+				       __u64 last, __u64 now)
+{
+	__u8 code[SITE_BYTES] = {};
+	__u64 ip = PT_REGS_IP(&ctx->regs);
+
+	/* A hardirq handler (interrupts off) ended within the gap, right before this tick. */
+	if (s->hardirq_exit_ns > last && now - s->hardirq_exit_ns < sample_period_ns / 2)
+		return SITE_HARDIRQ_EXIT;
+	if (bpf_probe_read_kernel(code, sizeof(code), (void *)(ip - SITE_BYTES)))
+		return SITE_NONE;
+	if (code[SITE_BYTES - 1] == POPF)
+		return SITE_POPF;
+	/* an sti, then the one instruction of its shadow, then this tick */
+	for (int len = 1; len < SITE_BYTES - 1; len++)
+		if (code[SITE_BYTES - 1 - len] == STI &&
+		    shadow_instruction(&code[SITE_BYTES - len], len))
+			return SITE_STI;
+	return SITE_NONE;
+}
 
 SEC("perf_event")
 int sample_tick(struct bpf_perf_event_data *ctx)
@@ -471,8 +561,13 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 		return 0;
 	st->open = 1;
 	st->source = SOURCE_SAMPLE;
-	st->start_ns = last + sample_period_ns / 2;
-	st->error_ns = sample_period_ns / 2;
+	st->site = tick_site(ctx, s, last, now);
+	/* The tick due after `last` was held back: the window began in [last, last + period
+	 * + how late ticks come at most in this run]; it ended when this tick could come. */
+	st->error_ns = (sample_period_ns + s->late_max_ns) / 2;
+	st->start_ns = last + st->error_ns;
+	if (st->site == SITE_HARDIRQ_EXIT)
+		now = s->hardirq_exit_ns;
 	st->disable_ip = 0;
 	st->disable_parent_ip = 0;
 	st->disable_stack_bytes = -1;	/* where it went off is unknown to a sampler */
