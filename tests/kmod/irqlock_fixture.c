@@ -77,6 +77,7 @@ static size_t result_len;
 
 static int fx_irq;
 static atomic_t fx_irq_handled = ATOMIC_INIT(0);
+static bool fx_irq_in_thread;	/* the handler ran in a kernel thread (forced threading, RT) */
 static bool fx_irq_takes_lock;
 static struct irq_work fx_irq_work;
 
@@ -350,6 +351,7 @@ static irqreturn_t fx_irq_handler(int irq, void *dev)
 		spin_lock(&fx_irq_lock);	/* hardirq context: IN-HARDIRQ use */
 		spin_unlock(&fx_irq_lock);
 	}
+	fx_irq_in_thread = !in_hardirq();
 	atomic_inc(&fx_irq_handled);
 	return IRQ_HANDLED;
 }
@@ -506,8 +508,9 @@ static int cmd_fire(int k)
 		return -EINVAL;
 	for (i = 0; i < k; i++)
 		fire_once();
-	out("{\"cmd\":\"fire\",\"irq\":%d,\"irq_name\":\"irqlock_fixture\",\"fired\":%d,\"handled\":%d}\n",
-	    fx_irq, k, atomic_read(&fx_irq_handled) - before);
+	out("{\"cmd\":\"fire\",\"irq\":%d,\"irq_name\":\"irqlock_fixture\",\"fired\":%d,"
+	    "\"handled\":%d,\"threaded\":%s}\n", fx_irq, k, atomic_read(&fx_irq_handled) - before,
+	    fx_irq_in_thread ? "true" : "false");
 	return 0;
 }
 
