@@ -47,6 +47,7 @@
 #include <linux/irq_work.h>
 #include <linux/ktime.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/clock.h>
 #include <linux/slab.h>
 #include <linux/sort.h>
 #include <linux/delay.h>
@@ -263,13 +264,20 @@ static noinline void fx_irqoff_write_irqsave(int i)
 }
 
 /* Interrupts stay on: a busy-wait that is no IRQ-off window, however late ticks come
- * (irqlock must not claim one when the hypervisor stalls this CPU meanwhile). */
+ * (irqlock must not claim one when the hypervisor stalls this CPU meanwhile).  It waits on
+ * local_clock() (the TSC): reading the clocksource can turn interrupts off for a moment
+ * (HPET, as under emulation), and a stall in that moment is interrupts-off time indeed. */
 static noinline void fx_irqoff_busy(int i)
 {
+	u64 until;
+
 	irqoff_outer_start[i] = ktime_get_ns();
 	irqoff_cpu[i] = raw_smp_processor_id();
 	irqoff_start[i] = irqoff_outer_start[i];
-	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	until = local_clock() + irqoff_us * 1000;
+	while (local_clock() < until)
+		cpu_relax();
+	irqoff_end[i] = ktime_get_ns();
 	irqoff_outer_end[i] = irqoff_end[i];
 }
 

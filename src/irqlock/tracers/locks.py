@@ -385,7 +385,21 @@ class LocksTracer:
                 holders=lock_holders))
         self.covered = Coverage(shown=sum(r.acquisitions for r in records),
                                 seen=self.acquisitions_seen())
-        return records
+        return self._name_wait_locks(records)
+
+    def _name_wait_locks(self, records: list[LockRecord]) -> list[LockRecord]:
+        """PREEMPT_RT: a spinlock_t or mutex starts with its rt_mutex, whose raw wait_lock
+        has the same address: that raw spinlock is named as the part it is, and left out
+        where one lock was asked for (--lock names the lock, not its inside)."""
+        sleeping = {r.addr for r in records if r.kind != "raw_spinlock"}
+        named = []
+        for r in records:
+            if r.kind == "raw_spinlock" and r.addr in sleeping:
+                if self.config.lock_addr is not None:
+                    continue
+                r.name = f"{r.name or hex(r.addr)}.wait_lock"
+            named.append(r)
+        return named
 
     def acquisitions_seen(self) -> int:
         """Acquisitions of every lock since the start or the last clear (kept or not)."""
