@@ -64,7 +64,9 @@ struct sample_state {
 	__u64 bh_last_ns;	/* last tick that saw softirqs off */
 	__u64 bh_start_error_ns;	/* half the tick interval the softirq-off window began in */
 	__u64 late_max_ns;	/* the latest a tick came after its due time, gaps aside */
-	__u64 hardirq_exit_ns;	/* the last hardirq handler's end */
+	__u64 hardirq_entry_ns;	/* the hardirq handler running or last run: its start */
+	__u64 hardirq_exit_ns;	/* the last hardirq handler's end ... */
+	__u64 hardirq_exited_entry_ns;	/* ... and that handler's start */
 };
 
 struct {
@@ -361,11 +363,34 @@ UNLOCK_IRQ(_raw_write_unlock_irq)
 
 /* ---- signs that interrupts are on (lock mode) ----------------------------- */
 
+/* Where a hardirq handler starts (its end below): a hardirq that was running when the
+ * sampler's tick was due is what held the tick back. */
+static __always_inline void hardirq_entry(void)
+{
+	__u32 zero = 0;
+	struct sample_state *s = bpf_map_lookup_elem(&samples, &zero);
+
+	if (s)
+		s->hardirq_entry_ns = bpf_ktime_get_ns();
+}
+
 SEC("tp_btf/irq_handler_entry")
-int BPF_PROG(on_irq_handler_entry) { irqs_are_on(); return 0; }
+int BPF_PROG(on_irq_handler_entry) { irqs_are_on(); hardirq_entry(); return 0; }
 
 SEC("tp_btf/local_timer_entry")
-int BPF_PROG(on_local_timer_entry) { irqs_are_on(); return 0; }
+int BPF_PROG(on_local_timer_entry) { irqs_are_on(); hardirq_entry(); return 0; }
+
+SEC("tp_btf/call_function_entry")
+int BPF_PROG(on_call_function_entry) { hardirq_entry(); return 0; }
+
+SEC("tp_btf/call_function_single_entry")
+int BPF_PROG(on_call_function_single_entry) { hardirq_entry(); return 0; }
+
+SEC("tp_btf/reschedule_entry")
+int BPF_PROG(on_reschedule_entry) { hardirq_entry(); return 0; }
+
+SEC("tp_btf/irq_work_entry")
+int BPF_PROG(on_irq_work_entry) { hardirq_entry(); return 0; }
 
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(on_softirq_entry) { irqs_are_on(); return 0; }
@@ -377,8 +402,10 @@ static __always_inline void hardirq_exit(void)
 	__u32 zero = 0;
 	struct sample_state *s = bpf_map_lookup_elem(&samples, &zero);
 
-	if (s)
+	if (s) {
 		s->hardirq_exit_ns = bpf_ktime_get_ns();
+		s->hardirq_exited_entry_ns = s->hardirq_entry_ns;
+	}
 }
 
 SEC("tp_btf/irq_handler_exit")
@@ -505,8 +532,11 @@ static __always_inline __u32 tick_site(struct bpf_perf_event_data *ctx, struct s
 	__u8 code[SITE_BYTES] = {};
 	__u64 ip = PT_REGS_IP(&ctx->regs);
 
-	/* A hardirq handler (interrupts off) ended within the gap, right before this tick. */
-	if (s->hardirq_exit_ns > last && now - s->hardirq_exit_ns < sample_period_ns / 2)
+	/* A hardirq handler (interrupts off throughout) was running when the tick was due
+	 * and ended right before this tick.  (One that began only after the tick was due is
+	 * no evidence: after a stall, interrupts waiting are taken one after another.) */
+	if (s->hardirq_exit_ns > last && now - s->hardirq_exit_ns < sample_period_ns / 2 &&
+	    s->hardirq_exited_entry_ns <= last + sample_period_ns)
 		return SITE_HARDIRQ_EXIT;
 	if (bpf_probe_read_kernel(code, sizeof(code), (void *)(ip - SITE_BYTES)))
 		return SITE_NONE;

@@ -43,16 +43,16 @@ UNLOCK_IRQ = ["_raw_spin_unlock_irq", "_raw_read_unlock_irq", "_raw_write_unlock
 # preemptirq tracepoint programs, enables first: what ends a window attaches before what opens one.
 TRACEPOINT_PROGRAMS = ["tp_irq_enable", "tp_preempt_enable", "tp_irq_disable", "tp_preempt_disable"]
 IRQS_ON_PROGRAMS = ["on_irq_handler_entry", "on_local_timer_entry", "on_softirq_entry"]
-# Where hardirq handlers end: a sampled window's closing tick may be taken right after.
-HARDIRQ_EXIT_PROGRAMS = {
-    "on_irq_handler_exit": "irq/irq_handler_exit", "on_local_timer_exit": "irq_vectors/local_timer_exit",
-    "on_call_function_exit": "irq_vectors/call_function_exit",
-    "on_call_function_single_exit": "irq_vectors/call_function_single_exit",
-    "on_reschedule_exit": "irq_vectors/reschedule_exit", "on_irq_work_exit": "irq_vectors/irq_work_exit",
-}
+# Where hardirq handlers start and end: a sampled window's closing tick may be taken right
+# after one that held it back (the sampler's third confirmation, beside sti and popf).
+HARDIRQ_PROGRAMS = {
+    f"on_{event}_{edge}": f"{'irq' if event == 'irq_handler' else 'irq_vectors'}/{event}_{edge}"
+    for edge in ("exit", "entry")  # ends first, as everywhere
+    for event in ("irq_handler", "local_timer", "call_function", "call_function_single",
+                  "reschedule", "irq_work")}
 # Everything attached by its own section (not per function, not to a perf event).
-SECTION_PROGRAMS = [*IRQS_ON_PROGRAMS, *HARDIRQ_EXIT_PROGRAMS, "on_sched_switch",
-                    *TRACEPOINT_PROGRAMS]
+SECTION_PROGRAMS = list(dict.fromkeys([*IRQS_ON_PROGRAMS, *HARDIRQ_PROGRAMS, "on_sched_switch",
+                                       *TRACEPOINT_PROGRAMS]))
 DEFAULT_PERIOD_NS = 500_000
 DEFAULT_RINGBUF_PAGES = 256  # 1 MiB: about 1,700 windows waiting to be read
 PAGE_SIZE = 4096
@@ -64,7 +64,9 @@ class SampleState(ctypes.Structure):
 
     _fields_ = [("last_ns", ctypes.c_uint64), ("prev_tick_ns", ctypes.c_uint64),
                 ("bh_last_ns", ctypes.c_uint64), ("bh_start_error_ns", ctypes.c_uint64),
-                ("late_max_ns", ctypes.c_uint64), ("hardirq_exit_ns", ctypes.c_uint64)]
+                ("late_max_ns", ctypes.c_uint64), ("hardirq_entry_ns", ctypes.c_uint64),
+                ("hardirq_exit_ns", ctypes.c_uint64),
+                ("hardirq_exited_entry_ns", ctypes.c_uint64)]
 
 
 class IrqoffEvent(ctypes.Structure):
@@ -292,7 +294,7 @@ class IrqoffTracer:
         if self.plan.lock_method:
             wanted += IRQS_ON_PROGRAMS
         if self.plan.sample:
-            wanted += self.hardirq_exit_programs
+            wanted += [p for p in self.hardirq_programs if p not in wanted]
         if self.plan.lock_method or self.plan.sampler:
             wanted.append("on_sched_switch")
         if self.plan.tracepoints:
@@ -300,10 +302,10 @@ class IrqoffTracer:
         return wanted
 
     @property
-    def hardirq_exit_programs(self) -> list[str]:
-        """The hardirq-exit tracepoints this kernel has (the sampler's confirmations)."""
+    def hardirq_programs(self) -> list[str]:
+        """The hardirq entry and exit tracepoints this kernel has (for the sampler)."""
         tracefs = Path("/sys/kernel/tracing/events")
-        return [program for program, event in HARDIRQ_EXIT_PROGRAMS.items()
+        return [program for program, event in HARDIRQ_PROGRAMS.items()
                 if (tracefs / event).is_dir()]
 
     def _attach(self) -> None:
