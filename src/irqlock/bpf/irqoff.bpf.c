@@ -42,6 +42,8 @@ struct window_state {
 	__u64 start_ns;
 	__u64 pending_ns;	/* entry of a _lock_irqsave whose flags are not known yet */
 	__u64 pending_lock;
+	__u32 pending_depth;	/* _lock_irqsave calls entered and not returned (see below) */
+	__u32 pad;
 	__u64 lock;		/* the lock whose _irq/_irqsave opened the window */
 	__u64 disable_ip;
 	__u64 disable_parent_ip;
@@ -255,6 +257,12 @@ static __always_inline bool in_hardirq_or_nmi(void)
 	return preempt_count() & HARDIRQ_OR_NMI_MASK;
 }
 
+#define PENDING_STALE_NS 10000000ULL	/* 10 ms: an inner call comes within microseconds */
+
+/* A _lock_irqsave can be called between another's entry and return: by another BPF
+ * program's map update run from that lock's fexit (the lock tracer's), before ours.  Only
+ * the outermost call is the one that may open a window: the depth pairs entries with
+ * returns, so an inner call neither takes the pending place nor opens anything. */
 static __always_inline void irqsave_entry(void *ctx, void *lock)
 {
 	struct window_state *st = state(KIND_HARDIRQ);
@@ -262,6 +270,11 @@ static __always_inline void irqsave_entry(void *ctx, void *lock)
 	/* Nested inside an open window, our own report, or in hardirq where
 	 * interrupts are off anyway: keep the state of the task it interrupted. */
 	if (!st || st->open || st->reporting || in_hardirq_or_nmi())
+		return;
+	/* An outer call pending this long lost its return (a program skipped): start anew. */
+	if (st->pending_depth && bpf_ktime_get_ns() - st->pending_ns > PENDING_STALE_NS)
+		st->pending_depth = 0;
+	if (st->pending_depth++)
 		return;
 	capture_disable_site(ctx, st);
 	capture_task(st);
@@ -274,7 +287,11 @@ static __always_inline void irqsave_return(__u64 flags, __u64 ip)
 {
 	struct window_state *st = state(KIND_HARDIRQ);
 
-	if (st && !st->open && !st->reporting && (flags & X86_EFLAGS_IF)) {
+	if (!st || in_hardirq_or_nmi() || !st->pending_depth)
+		return;
+	if (--st->pending_depth)
+		return;	/* an inner call's return */
+	if (!st->open && !st->reporting && (flags & X86_EFLAGS_IF)) {
 		st->lock = st->pending_lock;
 		open_window(st, SOURCE_LOCK, st->pending_ns, ip, 0);
 	}
