@@ -81,8 +81,8 @@ class IrqoffPrinter:
         unconfirmed = stats.get("unconfirmed_windows", 0)
         if unconfirmed:
             self.out.write(f"{unconfirmed} sampled windows set aside: their closing tick landed "
-                           "in ordinary code, not where interrupts come back on (after an sti, "
-                           "a popf or a hardirq handler), so nothing shows interrupts were off "
+                           "in ordinary code, not where interrupts come back on (after an sti "
+                           "or a popf), so nothing shows interrupts were off "
                            "(a virtual CPU run late looks the same); --unconfirmed shows them\n")
         late = stats.get("sampler_late_max_ns", 0)
         if late > stats.get("sampler_period_ns", 0) // 2 > 0:

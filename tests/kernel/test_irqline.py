@@ -60,7 +60,8 @@ def test_disable_200us_and_2ms_two_windows(fixture: Fixture) -> None:
         assert 0 <= excess <= calls, (excess, calls)
     summary = tool.of_type("irq_summary")
     assert summary[0]["irq"] == irq and summary[0]["count"] == 2
-    assert summary[0]["max"] == found[1][0]["duration_ns"]
+    # the longest of the two (the 200 us one can come out longer when the host stalls the guest)
+    assert summary[0]["max"] == max(f[0]["duration_ns"] for f in found)
     assert tool.of_type("stats")[0]["lost_events"] == 0
 
 

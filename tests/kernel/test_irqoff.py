@@ -105,7 +105,7 @@ def assert_confirmed_or_late(w: dict[str, Any], tw: dict[str, Any]) -> None:
     past the enabling call, in ordinary code, and leaves it unconfirmed."""
     assert w["confirmed"] == (w["site"] != "none")
     if w["confirmed"]:
-        assert w["site"] in ("sti", "hardirq_exit"), w
+        assert w["site"] in ("sti", "popf"), w
     else:
         assert w["end_ns"] > tw["outer_end_ns"], json.dumps([w, tw])
 

@@ -66,9 +66,6 @@ struct sample_state {
 	__u64 bh_last_ns;	/* last tick that saw softirqs off */
 	__u64 bh_start_error_ns;	/* half the tick interval the softirq-off window began in */
 	__u64 late_max_ns;	/* the latest a tick came after its due time, gaps aside */
-	__u64 hardirq_entry_ns;	/* the hardirq handler running or last run: its start */
-	__u64 hardirq_exit_ns;	/* the last hardirq handler's end ... */
-	__u64 hardirq_exited_entry_ns;	/* ... and that handler's start */
 };
 
 struct {
@@ -380,68 +377,14 @@ UNLOCK_IRQ(_raw_write_unlock_irq)
 
 /* ---- signs that interrupts are on (lock mode) ----------------------------- */
 
-/* Where a hardirq handler starts (its end below): a hardirq that was running when the
- * sampler's tick was due is what held the tick back. */
-static __always_inline void hardirq_entry(void)
-{
-	__u32 zero = 0;
-	struct sample_state *s = bpf_map_lookup_elem(&samples, &zero);
-
-	if (s)
-		s->hardirq_entry_ns = bpf_ktime_get_ns();
-}
-
 SEC("tp_btf/irq_handler_entry")
-int BPF_PROG(on_irq_handler_entry) { irqs_are_on(); hardirq_entry(); return 0; }
+int BPF_PROG(on_irq_handler_entry) { irqs_are_on(); return 0; }
 
 SEC("tp_btf/local_timer_entry")
-int BPF_PROG(on_local_timer_entry) { irqs_are_on(); hardirq_entry(); return 0; }
-
-SEC("tp_btf/call_function_entry")
-int BPF_PROG(on_call_function_entry) { hardirq_entry(); return 0; }
-
-SEC("tp_btf/call_function_single_entry")
-int BPF_PROG(on_call_function_single_entry) { hardirq_entry(); return 0; }
-
-SEC("tp_btf/reschedule_entry")
-int BPF_PROG(on_reschedule_entry) { hardirq_entry(); return 0; }
-
-SEC("tp_btf/irq_work_entry")
-int BPF_PROG(on_irq_work_entry) { hardirq_entry(); return 0; }
+int BPF_PROG(on_local_timer_entry) { irqs_are_on(); return 0; }
 
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(on_softirq_entry) { irqs_are_on(); return 0; }
-
-/* ---- where hardirq handlers end (the sampler's tick may be taken right after) ---- */
-
-static __always_inline void hardirq_exit(void)
-{
-	__u32 zero = 0;
-	struct sample_state *s = bpf_map_lookup_elem(&samples, &zero);
-
-	if (s) {
-		s->hardirq_exit_ns = bpf_ktime_get_ns();
-		s->hardirq_exited_entry_ns = s->hardirq_entry_ns;
-	}
-}
-
-SEC("tp_btf/irq_handler_exit")
-int BPF_PROG(on_irq_handler_exit) { hardirq_exit(); return 0; }
-
-SEC("tp_btf/local_timer_exit")
-int BPF_PROG(on_local_timer_exit) { hardirq_exit(); return 0; }
-
-SEC("tp_btf/call_function_exit")
-int BPF_PROG(on_call_function_exit) { hardirq_exit(); return 0; }
-
-SEC("tp_btf/call_function_single_exit")
-int BPF_PROG(on_call_function_single_exit) { hardirq_exit(); return 0; }
-
-SEC("tp_btf/reschedule_exit")
-int BPF_PROG(on_reschedule_exit) { hardirq_exit(); return 0; }
-
-SEC("tp_btf/irq_work_exit")
-int BPF_PROG(on_irq_work_exit) { hardirq_exit(); return 0; }
 
 /* ---- sampled: softirq-off windows ------------------------------------------- *
  * Softirqs are off while preempt_count's softirq bits are set (local_bh_disable, or
@@ -542,19 +485,14 @@ static __always_inline bool shadow_instruction(const __u8 *code, int len)
 	return false;
 }
 
-/* Where the closing tick of a gap [last, now] landed, as evidence that interrupts were off. */
-static __always_inline __u32 tick_site(struct bpf_perf_event_data *ctx, struct sample_state *s,
-				       __u64 last, __u64 now)
+/* Where the closing tick of a gap landed, as evidence that interrupts were off.  (The iret
+ * that ends a hardirq handler lets a held-back tick in too, but it returns to any code: a
+ * tick landing there looks like one a hypervisor ran late, and is not taken as evidence.) */
+static __always_inline __u32 tick_site(struct bpf_perf_event_data *ctx)
 {
 	__u8 code[SITE_BYTES] = {};
 	__u64 ip = PT_REGS_IP(&ctx->regs);
 
-	/* A hardirq handler (interrupts off throughout) was running when the tick was due
-	 * and ended right before this tick.  (One that began only after the tick was due is
-	 * no evidence: after a stall, interrupts waiting are taken one after another.) */
-	if (s->hardirq_exit_ns > last && now - s->hardirq_exit_ns < sample_period_ns / 2 &&
-	    s->hardirq_exited_entry_ns <= last + sample_period_ns)
-		return SITE_HARDIRQ_EXIT;
 	if (bpf_probe_read_kernel(code, sizeof(code), (void *)(ip - SITE_BYTES)))
 		return SITE_NONE;
 	if (code[SITE_BYTES - 1] == POPF)
@@ -608,13 +546,11 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 		return 0;
 	st->open = 1;
 	st->source = SOURCE_SAMPLE;
-	st->site = tick_site(ctx, s, last, now);
+	st->site = tick_site(ctx);
 	/* The tick due after `last` was held back: the window began in [last, last + period
 	 * + how late ticks come at most in this run]; it ended when this tick could come. */
 	st->error_ns = (sample_period_ns + s->late_max_ns) / 2;
 	st->start_ns = last + st->error_ns;
-	if (st->site == SITE_HARDIRQ_EXIT)
-		now = s->hardirq_exit_ns;
 	st->disable_ip = 0;
 	st->disable_parent_ip = 0;
 	st->disable_stack_bytes = -1;	/* where it went off is unknown to a sampler */

@@ -11,12 +11,12 @@ enum irqoff_source { SOURCE_TRACEPOINT = 0, SOURCE_LOCK = 1, SOURCE_SAMPLE = 2 }
 
 /* How a sampled window was confirmed as interrupts-off time: where its closing tick landed.
  * A tick held back by disabled interrupts is taken as soon as they come back on: right after
- * the instruction that follows an sti (its shadow), right after a popf, or where a hardirq
- * handler (interrupts off throughout) returns.  A tick that lands anywhere else came late
- * for another reason (a hypervisor ran the CPU late): the gap is not known to be IRQ-off. */
-enum tick_site { SITE_NONE = 0, SITE_STI = 1, SITE_POPF = 2, SITE_HARDIRQ_EXIT = 3,
-		 SITE_EXACT = 4,	/* not sampled */
-		 SITE_SEEN = 5 };	/* softirq-off: ticks saw the softirq bits set */
+ * the instruction that follows an sti (its shadow), or right after a popf.  A tick that lands
+ * anywhere else came late for another reason (a hypervisor ran the CPU late): the gap is not
+ * known to be IRQ-off. */
+enum tick_site { SITE_NONE = 0, SITE_STI = 1, SITE_POPF = 2,
+		 SITE_EXACT = 3,	/* not sampled */
+		 SITE_SEEN = 4 };	/* softirq-off: ticks saw the softirq bits set */
 
 struct irqoff_event {
 	__u64 start_ns;

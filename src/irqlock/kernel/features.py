@@ -213,7 +213,7 @@ def _tracepoint(tracefs: Path | None, category: str, *names: str) -> Capability:
 def _tick_site() -> Capability:
     if os.uname().machine != "x86_64":
         return Capability(False, "sti/popf sites are x86-64 code: sampled windows unconfirmed")
-    return Capability(True, "the closing tick after an sti, a popf or a hardirq handler's end")
+    return Capability(True, "the closing tick lands right after an sti or a popf")
 
 
 def _steal_clock() -> Capability:

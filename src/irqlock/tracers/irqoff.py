@@ -31,7 +31,7 @@ MAX_STACK = 32
 KINDS = ("hardirq", "preempt", "softirq")
 SOURCES = ("tracepoint", "lock", "sample")
 # enum tick_site (irqoff.h): what confirms a window as interrupts-off (softirqs-off) time.
-SITES = ("none", "sti", "popf", "hardirq_exit", "exact", "seen")
+SITES = ("none", "sti", "popf", "exact", "seen")
 UNCONFIRMED = "none"
 
 # Lock functions that turn interrupts off or back on, by how irqoff.bpf.c handles them.
@@ -43,16 +43,8 @@ UNLOCK_IRQ = ["_raw_spin_unlock_irq", "_raw_read_unlock_irq", "_raw_write_unlock
 # preemptirq tracepoint programs, enables first: what ends a window attaches before what opens one.
 TRACEPOINT_PROGRAMS = ["tp_irq_enable", "tp_preempt_enable", "tp_irq_disable", "tp_preempt_disable"]
 IRQS_ON_PROGRAMS = ["on_irq_handler_entry", "on_local_timer_entry", "on_softirq_entry"]
-# Where hardirq handlers start and end: a sampled window's closing tick may be taken right
-# after one that held it back (the sampler's third confirmation, beside sti and popf).
-HARDIRQ_PROGRAMS = {
-    f"on_{event}_{edge}": f"{'irq' if event == 'irq_handler' else 'irq_vectors'}/{event}_{edge}"
-    for edge in ("exit", "entry")  # ends first, as everywhere
-    for event in ("irq_handler", "local_timer", "call_function", "call_function_single",
-                  "reschedule", "irq_work")}
 # Everything attached by its own section (not per function, not to a perf event).
-SECTION_PROGRAMS = list(dict.fromkeys([*IRQS_ON_PROGRAMS, *HARDIRQ_PROGRAMS, "on_sched_switch",
-                                       *TRACEPOINT_PROGRAMS]))
+SECTION_PROGRAMS = [*IRQS_ON_PROGRAMS, "on_sched_switch", *TRACEPOINT_PROGRAMS]
 DEFAULT_PERIOD_NS = 500_000
 DEFAULT_RINGBUF_PAGES = 256  # 1 MiB: about 1,700 windows waiting to be read
 PAGE_SIZE = 4096
@@ -64,9 +56,7 @@ class SampleState(ctypes.Structure):
 
     _fields_ = [("last_ns", ctypes.c_uint64), ("prev_tick_ns", ctypes.c_uint64),
                 ("bh_last_ns", ctypes.c_uint64), ("bh_start_error_ns", ctypes.c_uint64),
-                ("late_max_ns", ctypes.c_uint64), ("hardirq_entry_ns", ctypes.c_uint64),
-                ("hardirq_exit_ns", ctypes.c_uint64),
-                ("hardirq_exited_entry_ns", ctypes.c_uint64)]
+                ("late_max_ns", ctypes.c_uint64)]
 
 
 class IrqoffEvent(ctypes.Structure):
@@ -169,7 +159,7 @@ class SourcePlan:
         if self.sample:
             parts.append(f"sampled: cpu-clock every {period_ns} ns, error <= {period_ns // 2} ns "
                          "plus how late ticks come; confirmed by where the closing tick lands "
-                         "(sti, popf, hardirq exit), steal clock not used")
+                         "(after an sti or a popf), steal clock not used")
         if self.softirq:
             parts.append(f"softirq-off sampled every {period_ns} ns, error <= about {period_ns} ns")
         text = "; ".join(parts)
@@ -293,20 +283,11 @@ class IrqoffTracer:
         wanted = []
         if self.plan.lock_method:
             wanted += IRQS_ON_PROGRAMS
-        if self.plan.sample:
-            wanted += [p for p in self.hardirq_programs if p not in wanted]
         if self.plan.lock_method or self.plan.sampler:
             wanted.append("on_sched_switch")
         if self.plan.tracepoints:
             wanted += [p for p in TRACEPOINT_PROGRAMS if "preempt" not in p or self.config.preempt]
         return wanted
-
-    @property
-    def hardirq_programs(self) -> list[str]:
-        """The hardirq entry and exit tracepoints this kernel has (for the sampler)."""
-        tracefs = Path("/sys/kernel/tracing/events")
-        return [program for program, event in HARDIRQ_PROGRAMS.items()
-                if (tracefs / event).is_dir()]
 
     def _attach(self) -> None:
         for program in self._section_programs():
