@@ -67,7 +67,7 @@ static DEFINE_RWLOCK(fx_irqoff_rwlock);
 static DEFINE_SPINLOCK(fx_order_a);
 static DEFINE_SPINLOCK(fx_order_b);
 static DEFINE_SPINLOCK(fx_order_c);
-static DEFINE_SPINLOCK(fx_irq_lock);
+static DEFINE_RAW_SPINLOCK(fx_irq_lock);	/* raw: taken in hardirq on PREEMPT_RT too */
 static DEFINE_MUTEX(fx_dl_mutex_a);
 static DEFINE_MUTEX(fx_dl_mutex_b);
 static DEFINE_MUTEX(fx_hung_mutex);
@@ -355,24 +355,35 @@ static int cmd_irqoff(const char *api, u64 us, int count)
 
 static irqreturn_t fx_irq_handler(int irq, void *dev)
 {
-	if (fx_irq_takes_lock) {
-		spin_lock(&fx_irq_lock);	/* hardirq context: IN-HARDIRQ use */
-		spin_unlock(&fx_irq_lock);
-	}
 	fx_irq_in_thread = !in_hardirq();
 	atomic_inc(&fx_irq_handled);
 	return IRQ_HANDLED;
 }
 
+/* IN-HARDIRQ use of fx_irq_lock (a hard irq_work: hardirq context on PREEMPT_RT too, where
+ * the IRQ's own handler is a thread). */
+static noinline void fx_irq_lock_in_hardirq(void)
+{
+	raw_spin_lock(&fx_irq_lock);
+	raw_spin_unlock(&fx_irq_lock);
+}
+
 static void fx_irq_work_fn(struct irq_work *work)
 {
+	if (fx_irq_takes_lock)
+		fx_irq_lock_in_hardirq();
 	generic_handle_irq(fx_irq);	/* we are in hardirq context here */
 }
 
+/* Raise the IRQ once; wait until its handler ran (a thread on PREEMPT_RT runs it later). */
 static void fire_once(void)
 {
+	int before = atomic_read(&fx_irq_handled), waited;
+
 	irq_work_queue(&fx_irq_work);
 	irq_work_sync(&fx_irq_work);
+	for (waited = 0; atomic_read(&fx_irq_handled) == before && waited < 1000; waited++)
+		usleep_range(100, 200);
 }
 
 static u64 line_us;
@@ -760,10 +771,10 @@ static noinline u64 fx_irq_lock_irqs_on(void)
 {
 	u64 start;
 
-	spin_lock(&fx_irq_lock);
+	raw_spin_lock(&fx_irq_lock);
 	start = ktime_get_ns();
 	spin_for(start, 20 * NSEC_PER_MSEC);
-	spin_unlock(&fx_irq_lock);
+	raw_spin_unlock(&fx_irq_lock);
 	return ktime_get_ns() - start;
 }
 
@@ -1105,7 +1116,7 @@ static int __init fixture_init(void)
 	err = request_irq(fx_irq, fx_irq_handler, 0, "irqlock_fixture", &fx_irq_dev);
 	if (err)
 		goto free_desc;
-	init_irq_work(&fx_irq_work, fx_irq_work_fn);
+	fx_irq_work = IRQ_WORK_INIT_HARD(fx_irq_work_fn);
 	ctl_entry = proc_create("irqlock_fixture", 0600, NULL, &ctl_ops);
 	if (!ctl_entry) {
 		err = -ENOMEM;
