@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,6 +151,44 @@ def follow(path: Path, stop: threading.Event, prefix: str) -> None:
         stop.wait(0.5)
 
 
+# A guest test asks for its virtual CPUs to be stalled by writing this file in its results
+# directory ("MIN_MS MAX_MS RUN_MS"): the host stops QEMU for MIN..MAX ms, lets it run RUN_MS,
+# and again, until the file is gone -- what a hypervisor that runs vCPUs late does.
+STALL_REQUEST = "stall"
+
+
+def qemu_of(results: Path) -> int | None:
+    """The QEMU process of the VM whose results directory is `results`."""
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and b"qemu-system" in cmdline[0] and any(str(results).encode() in a
+                                                           for a in cmdline):
+            return int(proc.name)
+    return None
+
+
+def stall_on_request(results: Path, stop: threading.Event) -> None:
+    """Stop and continue the VM's QEMU while the guest asks for it (STALL_REQUEST)."""
+    request = results / STALL_REQUEST
+    request.unlink(missing_ok=True)  # a request left by an earlier run
+    while not stop.wait(0.05):
+        try:
+            low, high, run = (float(x) / 1000 for x in request.read_text().split())
+        except (OSError, ValueError):
+            continue
+        qemu = qemu_of(results)
+        if qemu is None:
+            continue
+        while request.exists() and not stop.is_set():
+            os.kill(qemu, signal.SIGSTOP)
+            time.sleep(random.uniform(low, high))
+            os.kill(qemu, signal.SIGCONT)
+            time.sleep(run)
+
+
 def run_vm(image: Path, script: str, cpus: int, memory: str, results: Path, timeout_s: int,
            monitor: Path | None, prefix: str) -> int:
     vng = shutil.which("vng", path=f"{VENV / 'bin'}:{os.environ.get('PATH', '')}")
@@ -170,6 +211,8 @@ def run_vm(image: Path, script: str, cpus: int, memory: str, results: Path, time
     stop_following = threading.Event()
     follower = threading.Thread(target=follow, args=(results / "output.log", stop_following, prefix))
     follower.start()
+    staller = threading.Thread(target=stall_on_request, args=(results, stop_following), daemon=True)
+    staller.start()
     with console.open("w") as out:
         try:
             return subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,

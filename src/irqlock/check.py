@@ -123,6 +123,8 @@ def _print_console(f: KernelFeatures, plans: list[ToolPlan], out: TextIO) -> Non
         ("lock contention tracepoints", str(f.lock_contention_tracepoints)),
         ("irq handler tracepoints", str(f.irq_handler_tracepoints)),
         ("perf cpu-clock", str(f.perf_cpu_clock)),
+        ("sampled windows: tick site", str(f.tick_site)),
+        ("sampled windows: steal clock", str(f.steal_clock)),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -181,7 +181,7 @@ def _cmd_irqoff(args: argparse.Namespace) -> int:
     period_ns = DEFAULT_PERIOD_NS if args.period is None else args.period
     config = IrqoffConfig(threshold_ns=args.threshold, mode=args.mode, period_ns=period_ns,
                           tgid=args.pid, cpu=args.cpu, preempt=args.preempt, softirq=args.softirq,
-                          ringbuf_pages=args.ringbuf_pages)
+                          ringbuf_pages=args.ringbuf_pages, unconfirmed=args.unconfirmed)
     return irqoff_cmd.run(config, probe(args.btf), args.duration, args.ready_file, args.json)
 
 
@@ -373,6 +373,11 @@ def build_parser() -> argparse.ArgumentParser:
     irqoff.add_argument("--softirq", action="store_true",
                         help="also report softirq-off windows (local_bh_disable, softirqs being "
                              "served); sampled with the --period cpu-clock on every kernel")
+    irqoff.add_argument("--unconfirmed", action="store_true",
+                        help="also report sampled windows that nothing confirms as IRQ-off time "
+                             "(their closing tick landed in ordinary code: a virtual CPU run "
+                             "late looks the same), marked \"confirmed\": false; counted in "
+                             "stats either way")
     irqoff.add_argument("--preempt", action="store_true",
                         help="also report preempt-off windows (needs preemptirq tracepoints)")
     irqoff.add_argument("--ringbuf-pages", type=_positive, default=256, metavar="N",

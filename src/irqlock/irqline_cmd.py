@@ -77,7 +77,8 @@ class IrqlinePrinter:
                            f"{format_ns(st['max'])}, p50 {format_ns(st['p50'])}, "
                            f"p99 {format_ns(st['p99'])}\n")
         for h in handlers:
-            self.out.write(f"\nIRQ {h.irq} ({h.irq_name}) handler run time: {h.count} runs, "
+            thread = f" (threaded: its irq/{h.irq} thread's run)" if h.threaded else ""
+            self.out.write(f"\nIRQ {h.irq} ({h.irq_name}){thread} handler run time: {h.count} runs, "
                            f"avg {format_ns(h.total_ns // max(h.count, 1))}, "
                            f"max {format_ns(h.max_ns)}, p99 <= {format_ns(h.percentile_bound(0.99))}\n")
             for low, count in h.buckets:

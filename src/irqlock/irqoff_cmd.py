@@ -34,14 +34,17 @@ class IrqoffPrinter:
         self.summaries: dict[tuple[int, str, str], Summary] = defaultdict(Summary)
 
     def window(self, w: IrqoffWindow) -> None:
-        self.summaries[(w.cpu, w.kind, w.source)].add(w.duration_ns)
+        if w.confirmed:  # the unconfirmed (--unconfirmed) stay out of the summaries
+            self.summaries[(w.cpu, w.kind, w.source)].add(w.duration_ns)
         if self.as_json:
             self.out.write(json.dumps(w.to_json()) + "\n")
             self.out.flush()
             return
         bound = f" ±{format_ns(w.error_ns)}" if w.error_ns else ""
+        unconfirmed = "" if w.confirmed else " UNCONFIRMED"
         self.out.write(f"{w.kind} off {format_ns(w.duration_ns)}{bound} cpu {w.cpu} "
-                       f"pid {w.pid} {w.comm} [{w.source}] at {w.start_ns / 1e9:.6f}\n")
+                       f"pid {w.pid} {w.comm} [{w.source}{unconfirmed}] at "
+                       f"{w.start_ns / 1e9:.6f}\n")
         if w.disable_stack:
             self.out.write("  disabled at:\n" + "".join(f"    {f}\n" for f in w.disable_stack))
         elif w.disable_ip:
@@ -75,6 +78,12 @@ class IrqoffPrinter:
                           if stats["not_attached"] else "") + "\n")
         if lost:
             self.out.write(f"WARNING: {lost} windows were lost (ring buffer full)\n")
+        unconfirmed = stats.get("unconfirmed_windows", 0)
+        if unconfirmed:
+            self.out.write(f"{unconfirmed} sampled windows set aside: their closing tick landed "
+                           "in ordinary code, not where interrupts come back on (after an sti "
+                           "or a popf), so nothing shows interrupts were off "
+                           "(a virtual CPU run late looks the same); --unconfirmed shows them\n")
         late = stats.get("sampler_late_max_ns", 0)
         if late > stats.get("sampler_period_ns", 0) // 2 > 0:
             self.out.write(f"WARNING: sampler ticks came up to {late // 1000} us late (a hypervisor "

@@ -66,6 +66,7 @@ def test_page_renders_with_the_fixture_data(expected_file: Path, tmp_path: Path)
     assert found["irqoff-histogram"]["data-count"] == str(expected["irqoff_windows"])
     assert found["irqoff-timeline"]["data-count"] == str(expected["irqoff_windows"])
     assert found["irqoff-flamegraph"]["data-total"] == str(expected["irqoff_ns"])
+    assert found["irqoff-enable-flamegraph"]["data-total"] == str(expected["irqoff_sampled_ns"])
     assert any(expected["irqoff_function"] in name for name in elements.frames)
     assert found["irq-histogram"]["data-count"] == str(expected["irq_windows"])
     assert int(str(found["lock-graph"]["data-cycle-edges"])) >= 2

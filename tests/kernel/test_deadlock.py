@@ -81,7 +81,7 @@ def test_lock_taken_in_hardirq_and_with_irqs_on(fixture: Fixture) -> None:
     (unsafe,) = found
     assert unsafe["addr"] == truth["lock_addr"]
     assert unsafe["pid"] == truth["irqs_on_task"]["pid"]
-    assert any(f.startswith("fx_irq_handler+") for f in unsafe["hardirq_stack"]), unsafe
+    assert any(f.startswith("fx_irq_lock_in_hardirq+") for f in unsafe["hardirq_stack"]), unsafe
     assert any(in_function(f, truth["irqs_on_function"]) for f in unsafe["irqs_on_stack"]), \
         unsafe["irqs_on_stack"]
 

@@ -60,7 +60,8 @@ def test_disable_200us_and_2ms_two_windows(fixture: Fixture) -> None:
         assert 0 <= excess <= calls, (excess, calls)
     summary = tool.of_type("irq_summary")
     assert summary[0]["irq"] == irq and summary[0]["count"] == 2
-    assert summary[0]["max"] == found[1][0]["duration_ns"]
+    # the longest of the two (the 200 us one can come out longer when the host stalls the guest)
+    assert summary[0]["max"] == max(f[0]["duration_ns"] for f in found)
     assert tool.of_type("stats")[0]["lost_events"] == 0
 
 
@@ -141,6 +142,8 @@ def test_handlers_histogram_counts_every_run(fixture: Fixture) -> None:
     assert handler["count"] == 50 and handler["irq_name"] == "irqlock_fixture"
     assert sum(count for _low, count in handler["histogram"]) == 50
     assert handler["max_ns"] > 0 and handler["total_ns"] <= 50 * handler["max_ns"]
+    # in hardirq on a stock kernel; in its irq/N thread on PREEMPT_RT (the fixture saw which)
+    assert handler["threaded"] == fired["threaded"]
 
 
 def test_still_disabled_line_is_reported_at_the_end(fixture: Fixture) -> None:

@@ -107,7 +107,9 @@ def test_html_report_for_the_browser_test(recording: Recording) -> None:
     windows = [r for r in recording.live if r["type"] == "irqoff"]
     expected = {
         "irqoff_windows": len(windows),
-        "irqoff_ns": sum(w["duration_ns"] for w in windows),
+        "irqoff_ns": sum(w["duration_ns"] for w in windows if w["disable_stack"]),
+        "irqoff_sampled_ns": sum(w["duration_ns"] for w in windows
+                                 if w["source"] == "sample" and w["confirmed"]),
         "irqoff_function": recording.irqoff["function"],
         "irq_windows": len([r for r in recording.live if r["type"] == "irq_disabled"]),
         "cycle_locks": ["fx_order_a", "fx_order_b"],

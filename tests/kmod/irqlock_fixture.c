@@ -12,6 +12,7 @@
  *   irqoff API US [COUNT]   API: irq_disable irq_save spin_irqsave
  *                           spin_irqsave_nested spin_irq write_irqsave
  *                           bh (softirqs off, interrupts on)
+ *                           busy (a busy-wait with interrupts on: no window)
  *   irqline MODE US         MODE: disable nosync hardirq nested cross;
  *                           hold_disabled leaves the line disabled until
  *                           "irqline release 0" (or unload)
@@ -46,6 +47,7 @@
 #include <linux/irq_work.h>
 #include <linux/ktime.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/clock.h>
 #include <linux/slab.h>
 #include <linux/sort.h>
 #include <linux/delay.h>
@@ -65,7 +67,7 @@ static DEFINE_RWLOCK(fx_irqoff_rwlock);
 static DEFINE_SPINLOCK(fx_order_a);
 static DEFINE_SPINLOCK(fx_order_b);
 static DEFINE_SPINLOCK(fx_order_c);
-static DEFINE_SPINLOCK(fx_irq_lock);
+static DEFINE_RAW_SPINLOCK(fx_irq_lock);	/* raw: taken in hardirq on PREEMPT_RT too */
 static DEFINE_MUTEX(fx_dl_mutex_a);
 static DEFINE_MUTEX(fx_dl_mutex_b);
 static DEFINE_MUTEX(fx_hung_mutex);
@@ -76,6 +78,7 @@ static size_t result_len;
 
 static int fx_irq;
 static atomic_t fx_irq_handled = ATOMIC_INIT(0);
+static bool fx_irq_in_thread;	/* the handler ran in a kernel thread (forced threading, RT) */
 static bool fx_irq_takes_lock;
 static struct irq_work fx_irq_work;
 
@@ -260,6 +263,24 @@ static noinline void fx_irqoff_write_irqsave(int i)
 	irqoff_outer_end[i] = ktime_get_ns();
 }
 
+/* Interrupts stay on: a busy-wait that is no IRQ-off window, however late ticks come
+ * (irqlock must not claim one when the hypervisor stalls this CPU meanwhile).  It waits on
+ * local_clock() (the TSC): reading the clocksource can turn interrupts off for a moment
+ * (HPET, as under emulation), and a stall in that moment is interrupts-off time indeed. */
+static noinline void fx_irqoff_busy(int i)
+{
+	u64 until;
+
+	irqoff_outer_start[i] = ktime_get_ns();
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = irqoff_outer_start[i];
+	until = local_clock() + irqoff_us * 1000;
+	while (local_clock() < until)
+		cpu_relax();
+	irqoff_end[i] = ktime_get_ns();
+	irqoff_outer_end[i] = irqoff_end[i];
+}
+
 /* Softirqs off (interrupts stay on): the window irqlock irqoff --softirq samples. */
 static noinline void fx_irqoff_bh(int i)
 {
@@ -283,6 +304,7 @@ static const struct {
 	{ "spin_irq", fx_irqoff_spin_irq },
 	{ "write_irqsave", fx_irqoff_write_irqsave },
 	{ "bh", fx_irqoff_bh },
+	{ "busy", fx_irqoff_busy },
 };
 
 static void (*irqoff_fn)(int);
@@ -333,23 +355,35 @@ static int cmd_irqoff(const char *api, u64 us, int count)
 
 static irqreturn_t fx_irq_handler(int irq, void *dev)
 {
-	if (fx_irq_takes_lock) {
-		spin_lock(&fx_irq_lock);	/* hardirq context: IN-HARDIRQ use */
-		spin_unlock(&fx_irq_lock);
-	}
+	fx_irq_in_thread = !in_hardirq();
 	atomic_inc(&fx_irq_handled);
 	return IRQ_HANDLED;
 }
 
+/* IN-HARDIRQ use of fx_irq_lock (a hard irq_work: hardirq context on PREEMPT_RT too, where
+ * the IRQ's own handler is a thread). */
+static noinline void fx_irq_lock_in_hardirq(void)
+{
+	raw_spin_lock(&fx_irq_lock);
+	raw_spin_unlock(&fx_irq_lock);
+}
+
 static void fx_irq_work_fn(struct irq_work *work)
 {
+	if (fx_irq_takes_lock)
+		fx_irq_lock_in_hardirq();
 	generic_handle_irq(fx_irq);	/* we are in hardirq context here */
 }
 
+/* Raise the IRQ once; wait until its handler ran (a thread on PREEMPT_RT runs it later). */
 static void fire_once(void)
 {
+	int before = atomic_read(&fx_irq_handled), waited;
+
 	irq_work_queue(&fx_irq_work);
 	irq_work_sync(&fx_irq_work);
+	for (waited = 0; atomic_read(&fx_irq_handled) == before && waited < 1000; waited++)
+		usleep_range(100, 200);
 }
 
 static u64 line_us;
@@ -493,8 +527,9 @@ static int cmd_fire(int k)
 		return -EINVAL;
 	for (i = 0; i < k; i++)
 		fire_once();
-	out("{\"cmd\":\"fire\",\"irq\":%d,\"irq_name\":\"irqlock_fixture\",\"fired\":%d,\"handled\":%d}\n",
-	    fx_irq, k, atomic_read(&fx_irq_handled) - before);
+	out("{\"cmd\":\"fire\",\"irq\":%d,\"irq_name\":\"irqlock_fixture\",\"fired\":%d,"
+	    "\"handled\":%d,\"threaded\":%s}\n", fx_irq, k, atomic_read(&fx_irq_handled) - before,
+	    fx_irq_in_thread ? "true" : "false");
 	return 0;
 }
 
@@ -736,10 +771,10 @@ static noinline u64 fx_irq_lock_irqs_on(void)
 {
 	u64 start;
 
-	spin_lock(&fx_irq_lock);
+	raw_spin_lock(&fx_irq_lock);
 	start = ktime_get_ns();
 	spin_for(start, 20 * NSEC_PER_MSEC);
-	spin_unlock(&fx_irq_lock);
+	raw_spin_unlock(&fx_irq_lock);
 	return ktime_get_ns() - start;
 }
 
@@ -1081,7 +1116,7 @@ static int __init fixture_init(void)
 	err = request_irq(fx_irq, fx_irq_handler, 0, "irqlock_fixture", &fx_irq_dev);
 	if (err)
 		goto free_desc;
-	init_irq_work(&fx_irq_work, fx_irq_work_fn);
+	fx_irq_work = IRQ_WORK_INIT_HARD(fx_irq_work_fn);
 	ctl_entry = proc_create("irqlock_fixture", 0600, NULL, &ctl_ops);
 	if (!ctl_entry) {
 		err = -ENOMEM;

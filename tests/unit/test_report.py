@@ -140,3 +140,16 @@ def test_html_page_has_every_chart_with_its_data() -> None:
                     'data-cycle-edges="2"', 'id="findings"'):
         assert element in page
     assert "<script" not in page and "http" not in page.split("</title>")[1]
+
+
+def test_sampled_windows_are_shown_by_where_interrupts_came_back_on() -> None:
+    """A sampler knows no disable stack: its confirmed windows get a flame graph of their
+    enable stacks; unconfirmed ones (--unconfirmed) stay out of it."""
+    sampled = {**window(0, 3_000_000), "source": "sample", "exact": False, "confirmed": True,
+               "disable_stack": []}
+    unconfirmed = {**sampled, "start_ns": 5_000_000, "end_ns": 9_000_000, "duration_ns": 4_000_000,
+                   "confirmed": False}
+    page = html.render([window(10_000_000, 1_000_000), sampled, unconfirmed],
+                       {"tools": ["irqoff"], "kernel": "6.1"})
+    assert 'id="irqoff-flamegraph" class="flamegraph" data-total="1000000"' in page
+    assert 'id="irqoff-enable-flamegraph" class="flamegraph" data-total="3000000"' in page

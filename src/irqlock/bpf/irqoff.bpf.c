@@ -42,11 +42,14 @@ struct window_state {
 	__u64 start_ns;
 	__u64 pending_ns;	/* entry of a _lock_irqsave whose flags are not known yet */
 	__u64 pending_lock;
+	__u32 pending_depth;	/* _lock_irqsave calls entered and not returned (see below) */
+	__u32 pad;
 	__u64 lock;		/* the lock whose _irq/_irqsave opened the window */
 	__u64 disable_ip;
 	__u64 disable_parent_ip;
 	__u64 last_end_ns;	/* end of the last exact window: the sampler skips its gap */
 	__u64 error_ns;
+	__u32 site;		/* enum tick_site (SITE_EXACT for the exact sources) */
 	__u32 pid;
 	__u32 tgid;
 	__u32 source;
@@ -121,6 +124,7 @@ static __always_inline void open_window(struct window_state *st, __u32 source, _
 {
 	st->open = 1;
 	st->error_ns = 0;
+	st->site = SITE_EXACT;
 	st->source = source;
 	st->disable_ip = ip;
 	st->disable_parent_ip = parent_ip;
@@ -194,6 +198,7 @@ static __always_inline void close_window(void *ctx, struct window_state *st, __u
 	e->cpu = cpu;
 	e->kind = kind;
 	e->source = st->source;
+	e->site = st->site;
 	e->disable_stack_bytes = st->disable_stack_bytes;
 	__builtin_memcpy(e->comm, st->comm, sizeof(e->comm));
 	__builtin_memcpy(e->disable_stack, st->disable_stack, sizeof(e->disable_stack));
@@ -249,6 +254,12 @@ static __always_inline bool in_hardirq_or_nmi(void)
 	return preempt_count() & HARDIRQ_OR_NMI_MASK;
 }
 
+#define PENDING_STALE_NS 10000000ULL	/* 10 ms: an inner call comes within microseconds */
+
+/* A _lock_irqsave can be called between another's entry and return: by another BPF
+ * program's map update run from that lock's fexit (the lock tracer's), before ours.  Only
+ * the outermost call is the one that may open a window: the depth pairs entries with
+ * returns, so an inner call neither takes the pending place nor opens anything. */
 static __always_inline void irqsave_entry(void *ctx, void *lock)
 {
 	struct window_state *st = state(KIND_HARDIRQ);
@@ -256,6 +267,11 @@ static __always_inline void irqsave_entry(void *ctx, void *lock)
 	/* Nested inside an open window, our own report, or in hardirq where
 	 * interrupts are off anyway: keep the state of the task it interrupted. */
 	if (!st || st->open || st->reporting || in_hardirq_or_nmi())
+		return;
+	/* An outer call pending this long lost its return (a program skipped): start anew. */
+	if (st->pending_depth && bpf_ktime_get_ns() - st->pending_ns > PENDING_STALE_NS)
+		st->pending_depth = 0;
+	if (st->pending_depth++)
 		return;
 	capture_disable_site(ctx, st);
 	capture_task(st);
@@ -268,7 +284,11 @@ static __always_inline void irqsave_return(__u64 flags, __u64 ip)
 {
 	struct window_state *st = state(KIND_HARDIRQ);
 
-	if (st && !st->open && !st->reporting && (flags & X86_EFLAGS_IF)) {
+	if (!st || in_hardirq_or_nmi() || !st->pending_depth)
+		return;
+	if (--st->pending_depth)
+		return;	/* an inner call's return */
+	if (!st->open && !st->reporting && (flags & X86_EFLAGS_IF)) {
 		st->lock = st->pending_lock;
 		open_window(st, SOURCE_LOCK, st->pending_ns, ip, 0);
 	}
@@ -401,6 +421,7 @@ static __always_inline void sample_softirq_tick(void *ctx, struct sample_state *
 	capture_task(bh);
 	bh->open = 1;
 	bh->source = SOURCE_SAMPLE;
+	bh->site = SITE_SEEN;
 	bh->disable_ip = 0;
 	bh->disable_parent_ip = 0;
 	s->bh_start_error_ns = prev ? (now - prev) / 2 : 0;
@@ -429,6 +450,60 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 }
 
 /* ---- sampled: cpu-clock gaps --------------------------------------------- */
+
+#define STI 0xfb
+#define POPF 0x9d
+#define SITE_BYTES 10	/* an sti and the longest NOP padding after it */
+
+/* Whether code[0..len) is one instruction that can follow an sti where interrupts come back
+ * on: the NOP padding of a patched irq_enable site (sti over a 6-byte call, kernel and
+ * modules alike), or a one-byte instruction (push, pop, nop, ret). */
+static __always_inline bool shadow_instruction(const __u8 *code, int len)
+{
+	switch (len) {
+	case 1:
+		return (code[0] >= 0x50 && code[0] <= 0x5f) || code[0] == 0x90 || code[0] == 0xc3;
+	case 2:
+		return code[0] == 0x66 && code[1] == 0x90;
+	case 3:
+		return code[0] == 0x0f && code[1] == 0x1f && code[2] == 0x00;
+	case 4:
+		return code[0] == 0x0f && code[1] == 0x1f && code[2] == 0x40 && code[3] == 0x00;
+	case 5:
+		return code[0] == 0x0f && code[1] == 0x1f && code[2] == 0x44 && code[3] == 0x00 &&
+		       code[4] == 0x00;
+	case 6:
+		return code[0] == 0x66 && code[1] == 0x0f && code[2] == 0x1f && code[3] == 0x44 &&
+		       code[4] == 0x00 && code[5] == 0x00;
+	case 7:
+		return code[0] == 0x0f && code[1] == 0x1f && code[2] == 0x80 && !code[3] &&
+		       !code[4] && !code[5] && !code[6];
+	case 8:
+		return code[0] == 0x0f && code[1] == 0x1f && code[2] == 0x84 && !code[3] &&
+		       !code[4] && !code[5] && !code[6] && !code[7];
+	}
+	return false;
+}
+
+/* Where the closing tick of a gap landed, as evidence that interrupts were off.  (The iret
+ * that ends a hardirq handler lets a held-back tick in too, but it returns to any code: a
+ * tick landing there looks like one a hypervisor ran late, and is not taken as evidence.) */
+static __always_inline __u32 tick_site(struct bpf_perf_event_data *ctx)
+{
+	__u8 code[SITE_BYTES] = {};
+	__u64 ip = PT_REGS_IP(&ctx->regs);
+
+	if (bpf_probe_read_kernel(code, sizeof(code), (void *)(ip - SITE_BYTES)))
+		return SITE_NONE;
+	if (code[SITE_BYTES - 1] == POPF)
+		return SITE_POPF;
+	/* an sti, then the one instruction of its shadow, then this tick */
+	for (int len = 1; len < SITE_BYTES - 1; len++)
+		if (code[SITE_BYTES - 1 - len] == STI &&
+		    shadow_instruction(&code[SITE_BYTES - len], len))
+			return SITE_STI;
+	return SITE_NONE;
+}
 
 SEC("perf_event")
 int sample_tick(struct bpf_perf_event_data *ctx)
@@ -471,8 +546,11 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 		return 0;
 	st->open = 1;
 	st->source = SOURCE_SAMPLE;
-	st->start_ns = last + sample_period_ns / 2;
-	st->error_ns = sample_period_ns / 2;
+	st->site = tick_site(ctx);
+	/* The tick due after `last` was held back: the window began in [last, last + period
+	 * + how late ticks come at most in this run]; it ended when this tick could come. */
+	st->error_ns = (sample_period_ns + s->late_max_ns) / 2;
+	st->start_ns = last + st->error_ns;
 	st->disable_ip = 0;
 	st->disable_parent_ip = 0;
 	st->disable_stack_bytes = -1;	/* where it went off is unknown to a sampler */

@@ -9,6 +9,15 @@
 enum irqoff_kind { KIND_HARDIRQ = 0, KIND_PREEMPT = 1, KIND_SOFTIRQ = 2, KIND_COUNT = 3 };
 enum irqoff_source { SOURCE_TRACEPOINT = 0, SOURCE_LOCK = 1, SOURCE_SAMPLE = 2 };
 
+/* How a sampled window was confirmed as interrupts-off time: where its closing tick landed.
+ * A tick held back by disabled interrupts is taken as soon as they come back on: right after
+ * the instruction that follows an sti (its shadow), or right after a popf.  A tick that lands
+ * anywhere else came late for another reason (a hypervisor ran the CPU late): the gap is not
+ * known to be IRQ-off. */
+enum tick_site { SITE_NONE = 0, SITE_STI = 1, SITE_POPF = 2,
+		 SITE_EXACT = 3,	/* not sampled */
+		 SITE_SEEN = 4 };	/* softirq-off: ticks saw the softirq bits set */
+
 struct irqoff_event {
 	__u64 start_ns;
 	__u64 end_ns;
@@ -21,6 +30,8 @@ struct irqoff_event {
 	__u32 source;
 	__s32 disable_stack_bytes;	/* < 0: not captured */
 	__s32 enable_stack_bytes;
+	__u32 site;		/* enum tick_site */
+	__u32 pad;
 	char comm[TASK_COMM_LEN];
 	__u64 disable_stack[IRQOFF_MAX_STACK];
 	__u64 enable_stack[IRQOFF_MAX_STACK];

@@ -387,9 +387,10 @@ static __always_inline bool filtered_out(__u64 lock, __u64 id)
 	return target_tgid >= 0 && (id >> 32) != target_tgid;
 }
 
-/* The lock's statistics, made if new: `now` is when the event that needs them happened. */
-static __always_inline struct lock_stats *get_stats(struct guard *g, __u64 lock, __u32 kind,
-						    __u32 pid, __u64 now)
+/* The lock's statistics, made if new (with its first holder): `now` is when the event
+ * that needs them happened. */
+static __always_inline struct lock_stats *get_stats(void *ctx, struct guard *g, __u64 lock,
+						    __u32 kind, __u64 id, __u64 now)
 {
 	struct lock_stats *s = bpf_map_lookup_elem(&locks, &lock), *zeros;
 	__u32 zero = 0;
@@ -408,8 +409,11 @@ static __always_inline struct lock_stats *get_stats(struct guard *g, __u64 lock,
 	s = bpf_map_lookup_elem(&locks, &lock);
 	if (s && !err) {
 		s->kind = kind;
-		s->first_pid = pid;
+		s->first_pid = (__u32)id;
+		s->first_tgid = id >> 32;
 		s->created_ns = now;
+		bpf_get_current_comm(s->first_comm, sizeof(s->first_comm));
+		s->first_stack_bytes = bpf_get_stack(ctx, s->first_stack, STACK_BYTES, 0);
 	}
 	return s;
 }
@@ -709,8 +713,10 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 	if (track_irq_safety && c == 2)
 		note_use(ctx, g, &hardirq_locks, &lock, id, &irq_uses_dropped);
 	count_seen();
-	s = get_stats(g, lock, kind, (__u32)id, now);
+	s = get_stats(ctx, g, lock, kind, id, now);
 	if (s) {
+		if (s->first_pid == (__u32)id)
+			__sync_fetch_and_add(&s->first_acquisitions, 1);
 		if (s->kind != kind)	/* made by a contended wait, whose flags can only guess */
 			s->kind = kind;
 		__sync_fetch_and_add(&s->acquisitions, 1);
@@ -1004,7 +1010,7 @@ int BPF_PROG(contention_end, void *lockp, int ret)
 	}
 	if (!start || ret)
 		return 0;	/* not seen begin, or the wait was interrupted (no lock taken) */
-	s = get_stats(&g, lock, kind_of_wait(flags), pid, now);
+	s = get_stats(ctx, &g, lock, kind_of_wait(flags), bpf_get_current_pid_tgid(), now);
 	if (!s)
 		return 0;
 	__sync_fetch_and_add(&s->contended, 1);

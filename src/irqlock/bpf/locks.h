@@ -35,6 +35,13 @@ struct lock_stats {
 	__u64 wait_max_ns;
 	__u64 last_acquired_ns;	/* the latest exclusive acquisition seen: checks held entries */
 	__u64 created_ns;	/* holds that began before are not this entry's (LRU reuse) */
+	/* The first holder, kept with the lock: its entry in the holders map may have gone
+	 * (LRU) while the lock's stayed, and a lock is shown with at least its first holder. */
+	__u64 first_acquisitions;
+	__u32 first_tgid;
+	__s32 first_stack_bytes;	/* < 0: not captured */
+	char first_comm[TASK_COMM_LEN];
+	__u64 first_stack[LOCKS_MAX_STACK];
 	__u32 hold_hist[HIST_BUCKETS];
 	__u32 wait_hist[HIST_BUCKETS];
 };

@@ -94,6 +94,9 @@ class KernelFeatures:
     perf_cpu_clock: Capability
     functions: dict[str, FunctionSupport] = field(default_factory=dict)
     preempt_rt: bool = False  # PREEMPT_RT: spinlock_t and rwlock_t sleep, handlers are threads
+    # What can confirm a sampled IRQ-off window as such (see irqoff.h, enum tick_site).
+    tick_site: Capability = field(default_factory=lambda: Capability(False, "not probed"))
+    steal_clock: Capability = field(default_factory=lambda: Capability(False, "not probed"))
 
     def can_trace(self, function: str) -> bool:
         support = self.functions.get(function)
@@ -207,6 +210,24 @@ def _tracepoint(tracefs: Path | None, category: str, *names: str) -> Capability:
     return Capability(True, ", ".join(f"{category}:{n}" for n in names))
 
 
+def _tick_site() -> Capability:
+    if os.uname().machine != "x86_64":
+        return Capability(False, "sti/popf sites are x86-64 code: sampled windows unconfirmed")
+    return Capability(True, "the closing tick lands right after an sti or a popf")
+
+
+def _steal_clock() -> Capability:
+    """Whether the hypervisor reports steal time (irqlock does not use it to confirm yet)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        steal = int(fields[8])
+    except (OSError, IndexError, ValueError):
+        return Capability(False, "unknown (/proc/stat unreadable)")
+    if steal:
+        return Capability(False, f"reported by the hypervisor ({steal} ticks), not used by irqlock")
+    return Capability(False, "none (no paravirt steal time reported)")
+
+
 def probe(btf_path: Path = DEFAULT_BTF) -> KernelFeatures:
     """Gather the facts without attaching anything (see :mod:`irqlock.check` for the live proof)."""
     release = os.uname().release
@@ -243,6 +264,8 @@ def probe(btf_path: Path = DEFAULT_BTF) -> KernelFeatures:
         irq_handler_tracepoints=_tracepoint(tracefs, "irq", "irq_handler_entry", "irq_handler_exit"),
         perf_cpu_clock=_perf_cpu_clock(),
         preempt_rt=config.get("CONFIG_PREEMPT_RT") == "y" or "PREEMPT_RT" in os.uname().version,
+        tick_site=_tick_site(),
+        steal_clock=_steal_clock(),
     )
     # The lock functions of this kernel's flavor (rt_* only on PREEMPT_RT, _raw_read_* only off it)
     lock_functions = dict.fromkeys(f for fns in kind_functions(features.preempt_rt).values()

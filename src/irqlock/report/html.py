@@ -73,15 +73,24 @@ def _irqoff_section(windows: list[dict[str, Any]]) -> str:
                      esc(w["kind"]), str(w["cpu"]), esc(f"{w['comm']}[{w['pid']}]"),
                      esc(w["source"]), _stack(w["disable_stack"], 6)] for w in top))
     flame = flamegraph_svg("irqoff-flamegraph",
-                           [(w["disable_stack"], w["duration_ns"]) for w in windows],
+                           [(w["disable_stack"], w["duration_ns"]) for w in windows
+                            if w["disable_stack"]],
                            "ns with interrupts off")
+    # A sampler cannot know where interrupts went off, only where they came back on.
+    sampled = [w for w in windows if w["source"] == "sample" and w.get("confirmed", True)]
+    enabled = flamegraph_svg("irqoff-enable-flamegraph",
+                             [(w["enable_stack"], w["duration_ns"]) for w in sampled],
+                             "ns with interrupts off")
     return (f"<h2>IRQ-off windows ({len(windows)})</h2>"
             + histogram_svg("irqoff-histogram", log2_buckets([w["duration_ns"] for w in windows]),
                             "IRQ-off duration")
             + "<h3>Per-CPU timeline</h3>"
             + timeline_svg("irqoff-timeline", spans, rows)
-            + "<h3>Where interrupts went off (flame graph, weighted by time off)</h3>"
-            + flame + f"<h3>Longest {len(top)}</h3>" + table)
+            + "<h3>Where interrupts went off (flame graph of the exact windows, weighted by "
+              "time off)</h3>" + flame
+            + f"<h3>Where interrupts came back on ({len(sampled)} sampled windows, weighted by "
+              "time off)</h3>" + enabled
+            + f"<h3>Longest {len(top)}</h3>" + table)
 
 
 def _irq_section(windows: list[dict[str, Any]], handlers: list[dict[str, Any]]) -> str:

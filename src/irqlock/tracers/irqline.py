@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -106,6 +107,9 @@ class HandlerStats:
     max_ns: int
     # (lower bound ns, count) of the non-empty buckets, ascending; bucket 1 holds 0 and 1 ns
     buckets: list[tuple[int, int]]
+    # Runs in its irq/N kernel thread (PREEMPT_RT, threadirqs, IRQF_ONESHOT threads): the
+    # run time is the thread's, with interrupts on and preemptible.
+    threaded: bool = False
 
     def percentile_bound(self, fraction: float) -> int:
         """Upper bound of the bucket holding this percentile (the kernel keeps no single runs)."""
@@ -120,8 +124,22 @@ class HandlerStats:
         return {"type": "irq_handler", "irq": self.irq, "irq_name": self.irq_name,
                 "count": self.count, "total_ns": self.total_ns, "max_ns": self.max_ns,
                 "p50_bound_ns": self.percentile_bound(0.5),
-                "p99_bound_ns": self.percentile_bound(0.99),
+                "p99_bound_ns": self.percentile_bound(0.99), "threaded": self.threaded,
                 "histogram": [[low, count] for low, count in self.buckets]}
+
+
+def threaded_irqs() -> set[int]:
+    """IRQs whose handlers run in a kernel thread (named irq/N-name)."""
+    found = set()
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            name = comm.read_text()
+        except OSError:
+            continue
+        number = name.removeprefix("irq/").split("-", 1)[0]
+        if name.startswith("irq/") and number.isdigit():
+            found.add(int(number))
+    return found
 
 
 @dataclass
@@ -234,13 +252,15 @@ class IrqlineTracer:
         return sorted(result, key=lambda w: w.irq)
 
     def handler_stats(self) -> list[HandlerStats]:
+        threaded = threaded_irqs()
         result = []
         for key, value in self.obj.map("handlers").items():
             irq = int.from_bytes(key, "little")
             s = HandlerStatsStruct.from_buffer_copy(value)
             buckets = [(1 << i, int(n)) for i, n in enumerate(s.buckets) if n]
             result.append(HandlerStats(irq=irq, irq_name=self.name(irq), count=s.count,
-                                       total_ns=s.total_ns, max_ns=s.max_ns, buckets=buckets))
+                                       total_ns=s.total_ns, max_ns=s.max_ns, buckets=buckets,
+                                       threaded=irq in threaded))
         return sorted(result, key=lambda h: h.irq)
 
     def poll(self, timeout_ms: int) -> int:

@@ -30,6 +30,9 @@ TASK_COMM_LEN = 16
 MAX_STACK = 32
 KINDS = ("hardirq", "preempt", "softirq")
 SOURCES = ("tracepoint", "lock", "sample")
+# enum tick_site (irqoff.h): what confirms a window as interrupts-off (softirqs-off) time.
+SITES = ("none", "sti", "popf", "exact", "seen")
+UNCONFIRMED = "none"
 
 # Lock functions that turn interrupts off or back on, by how irqoff.bpf.c handles them.
 LOCK_IRQSAVE = ["_raw_spin_lock_irqsave", "_raw_read_lock_irqsave", "_raw_write_lock_irqsave"]
@@ -71,6 +74,8 @@ class IrqoffEvent(ctypes.Structure):
         ("source", ctypes.c_uint32),
         ("disable_stack_bytes", ctypes.c_int32),
         ("enable_stack_bytes", ctypes.c_int32),
+        ("site", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
         ("comm", ctypes.c_char * TASK_COMM_LEN),
         ("disable_stack", ctypes.c_uint64 * MAX_STACK),
         ("enable_stack", ctypes.c_uint64 * MAX_STACK),
@@ -91,6 +96,7 @@ class IrqoffWindow:
     disable_parent_ip: str | None
     disable_stack: list[str]
     enable_stack: list[str]
+    site: str = "exact"  # SITES: what confirms it (sampled windows)
 
     @property
     def duration_ns(self) -> int:
@@ -100,10 +106,16 @@ class IrqoffWindow:
     def exact(self) -> bool:
         return self.source != "sample"
 
+    @property
+    def confirmed(self) -> bool:
+        """Known to be interrupts-off (softirqs-off) time, not a CPU the hypervisor ran late."""
+        return self.site != UNCONFIRMED
+
     def to_json(self) -> dict[str, Any]:
         return {"type": "irqoff", "kind": self.kind, "cpu": self.cpu, "pid": self.pid,
                 "comm": self.comm, "start_ns": self.start_ns, "end_ns": self.end_ns,
                 "duration_ns": self.duration_ns, "exact": self.exact, "source": self.source,
+                "confirmed": self.confirmed, "site": self.site,
                 "error_ns": self.error_ns, "disable_ip": self.disable_ip,
                 "disable_parent_ip": self.disable_parent_ip,
                 "disable_stack": self.disable_stack, "enable_stack": self.enable_stack}
@@ -119,6 +131,7 @@ class IrqoffConfig:
     preempt: bool = False
     softirq: bool = False
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
+    unconfirmed: bool = False  # report sampled windows no tick site confirms too
 
 
 @dataclass
@@ -144,7 +157,9 @@ class SourcePlan:
             parts.append(f"exact for lock paths: {len(self.lock_functions)} functions via "
                          f"{self.lock_method}")
         if self.sample:
-            parts.append(f"sampled: cpu-clock every {period_ns} ns, error <= {period_ns // 2} ns")
+            parts.append(f"sampled: cpu-clock every {period_ns} ns, error <= {period_ns // 2} ns "
+                         "plus how late ticks come; confirmed by where the closing tick lands "
+                         "(after an sti or a popf), steal clock not used")
         if self.softirq:
             parts.append(f"softirq-off sampled every {period_ns} ns, error <= about {period_ns} ns")
         text = "; ".join(parts)
@@ -207,6 +222,7 @@ class IrqoffTracer:
         self._on_window = on_window
         self.obj = self._load(plan.lock_method == "fentry")
         self._ringbuf = -1
+        self.unconfirmed = 0
         if not attach:
             return
         try:
@@ -292,8 +308,14 @@ class IrqoffTracer:
         def frames(stack: ctypes.Array[ctypes.c_uint64], size: int) -> list[str]:
             return ks.stack(list(stack[: max(size, 0) // 8]))
 
+        site = SITES[e.site] if e.site < len(SITES) else UNCONFIRMED
+        if site == UNCONFIRMED:
+            self.unconfirmed += 1
+            if not self.config.unconfirmed:
+                return
         self._on_window(IrqoffWindow(
             kind=KINDS[e.kind], cpu=e.cpu, pid=e.pid, comm=e.comm.decode(errors="replace"),
+            site=site,
             start_ns=e.start_ns, end_ns=e.end_ns, source=SOURCES[e.source], error_ns=e.error_ns,
             disable_ip=ks.symbolize(e.disable_ip) if e.disable_ip else None,
             disable_parent_ip=ks.symbolize(e.disable_parent_ip) if e.disable_parent_ip else None,
@@ -313,6 +335,9 @@ class IrqoffTracer:
                 "windows_seen": self.obj.read_global("windows_seen"),
                 # irqlock's own process, not reported (see irqoff.bpf.c)
                 "own_windows": self.obj.read_global("own_windows"),
+                # sampled windows over the threshold whose closing tick no site confirms
+                # (reported only with --unconfirmed, "confirmed": false)
+                "unconfirmed_windows": self.unconfirmed,
                 "sampler_period_ns": self.config.period_ns if self.plan.sampler else 0,
                 "sampler_late_max_ns": self._sampler_late_max_ns(),
                 "not_attached": self.plan.not_attached}

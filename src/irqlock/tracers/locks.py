@@ -103,6 +103,11 @@ class LockStatsStruct(ctypes.Structure):
         ("wait_max_ns", ctypes.c_uint64),
         ("last_acquired_ns", ctypes.c_uint64),
         ("created_ns", ctypes.c_uint64),
+        ("first_acquisitions", ctypes.c_uint64),
+        ("first_tgid", ctypes.c_uint32),
+        ("first_stack_bytes", ctypes.c_int32),
+        ("first_comm", ctypes.c_char * TASK_COMM_LEN),
+        ("first_stack", ctypes.c_uint64 * MAX_STACK),
         ("hold_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
         ("wait_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
     ]
@@ -372,8 +377,12 @@ class LocksTracer:
         for key, value in self.obj.map("locks").items():
             lock = int.from_bytes(key, "little")
             s = LockStatsStruct.from_buffer_copy(value)
-            lock_holders = sorted(holders.get(lock, []), key=lambda h: -h.acquisitions)
+            lock_holders = holders.get(lock, [])
             first = next((h for h in lock_holders if h.pid == s.first_pid), None)
+            if first is None and with_holders:  # its holders entry gone: the lock kept it
+                first = self._first_holder(s)
+                lock_holders.append(first)
+            lock_holders.sort(key=lambda h: -h.acquisitions)
             addr = lock_address(lock)
             records.append(LockRecord(
                 addr=addr, name=self.kallsyms.data_name(addr),
@@ -385,7 +394,27 @@ class LocksTracer:
                 holders=lock_holders))
         self.covered = Coverage(shown=sum(r.acquisitions for r in records),
                                 seen=self.acquisitions_seen())
-        return records
+        return self._name_wait_locks(records)
+
+    def _name_wait_locks(self, records: list[LockRecord]) -> list[LockRecord]:
+        """PREEMPT_RT: a spinlock_t or mutex starts with its rt_mutex, whose raw wait_lock
+        has the same address: that raw spinlock is named as the part it is, and left out
+        where one lock was asked for (--lock names the lock, not its inside)."""
+        sleeping = {r.addr for r in records if r.kind != "raw_spinlock"}
+        named = []
+        for r in records:
+            if r.kind == "raw_spinlock" and r.addr in sleeping:
+                if self.config.lock_addr is not None:
+                    continue
+                r.name = f"{r.name or hex(r.addr)}.wait_lock"
+            named.append(r)
+        return named
+
+    def _first_holder(self, s: LockStatsStruct) -> Holder:
+        stack = caller_frames(self.kallsyms.stack(list(s.first_stack[: max(s.first_stack_bytes,
+                                                                            0) // 8])))
+        return Holder(pid=s.first_pid, tgid=s.first_tgid, comm=s.first_comm.decode(errors="replace"),
+                      acquisitions=s.first_acquisitions, first_stack=stack)
 
     def acquisitions_seen(self) -> int:
         """Acquisitions of every lock since the start or the last clear (kept or not)."""
