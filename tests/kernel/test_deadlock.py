@@ -176,6 +176,7 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
     unsafe = tool.of_type("irq_unsafe_lock")
     assert not unsafe, described(unsafe)
     stats = tool.of_type("stats")[0]
+    assert stats["map_bytes"] <= 64 << 20, stats  # the default budget, kernel overhead included
     print(json.dumps({k: stats.get(k) for k in (
         "edges", "stale_dropped", "held_overflow", "self_skipped", "recursion_misses",
         "acquisitions_seen", "covered_share", "edges_dropped", "map_bytes")}))

@@ -266,6 +266,7 @@ def test_every_lock_counted_and_consistent_under_load(fixture: Fixture, tmp_path
     records = [r for r in lines if r["type"] == "lock"]
     (stats,) = [r for r in lines if r["type"] == "stats" and r["tool"] == "locks"]
     assert records and stats["covered_share"] >= 0.99, stats
+    assert stats["map_bytes"] <= 64 << 20, stats  # the default budget, kernel overhead included
     bad = {r["addr"]: problems for r in records if (problems := inconsistencies(r))}
     assert not bad, bad
     without_holders = [r for r in records if not r["holders"]]
