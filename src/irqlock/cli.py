@@ -16,6 +16,8 @@ from irqlock import __version__
 from irqlock.defaults import (
     CONFIG_KEYS,
     DEFAULT_BTF,
+    DEFAULT_COMBINED_MAX_EDGES,
+    DEFAULT_COMBINED_MAX_LOCKS,
     DEFAULT_DEADLOCK_MAX_LOCKS,
     DEFAULT_LISTEN,
     DEFAULT_MAX_EDGES,
@@ -256,10 +258,14 @@ def _selection(args: argparse.Namespace) -> Selection:
     if args.irq:
         irqs = None if "all" in args.irq else sorted({int(i) for i in args.irq})
         irq = IrqlineConfig(irqs=irqs, threshold_ns=args.irq_threshold, handlers=args.handlers)
-    deadlock = DeadlockOptions(hung_after_ns=round(args.hung_after * 1e9),
-                               max_locks=args.max_locks) if args.deadlock else None
+    # Lock statistics and lock-order edges share the default memory budget (64 MiB).
+    both = args.locks and args.deadlock
+    max_locks = args.max_locks or (DEFAULT_COMBINED_MAX_LOCKS if both else DEFAULT_MAX_LOCKS)
+    deadlock = DeadlockOptions(hung_after_ns=round(args.hung_after * 1e9), max_locks=max_locks,
+                               max_edges=DEFAULT_COMBINED_MAX_EDGES if both
+                               else DEFAULT_MAX_EDGES) if args.deadlock else None
     return Selection(irqoff=irqoff, irq=irq, locks=args.locks, deadlock=deadlock,
-                     max_locks=args.max_locks)
+                     max_locks=max_locks)
 
 
 def _irq_choice(text: str) -> str:
@@ -288,8 +294,11 @@ def _tracer_flags() -> _Parser:
                        help="lock-order cycles, IRQ-unsafe locks, deadlocks, hung tasks")
     flags.add_argument("--hung-after", type=_seconds, default=10.0, metavar="SECONDS",
                        help="with --deadlock: tasks in D state this long are hung (default: 10)")
-    flags.add_argument("--max-locks", type=_positive, default=DEFAULT_MAX_LOCKS, metavar="N",
-                       help=f"distinct locks tracked at most (default: {DEFAULT_MAX_LOCKS})")
+    flags.add_argument("--max-locks", type=_positive, metavar="N",
+                       help=f"distinct locks tracked at most (default: {DEFAULT_MAX_LOCKS}, or "
+                            f"{DEFAULT_COMBINED_MAX_LOCKS} with both --locks and --deadlock, "
+                            "which then keeps up to "
+                            f"{DEFAULT_COMBINED_MAX_EDGES} lock-order edges: under 64 MiB)")
     return flags
 
 

@@ -15,6 +15,9 @@ DEFAULT_MAX_LOCKS = 16384
 # irqlock deadlock shows no lock statistics: it keeps them only to check held locks (and the
 # locks held are the ones in use), and spends the memory on edges.
 DEFAULT_DEADLOCK_MAX_LOCKS = 8192
+# record and serve with both --locks and --deadlock: lock statistics and edges share the budget.
+DEFAULT_COMBINED_MAX_LOCKS = 12288
+DEFAULT_COMBINED_MAX_EDGES = 16384
 DEFAULT_MAX_EDGES = 32768
 DEFAULT_LISTEN = "127.0.0.1:9464"
 # How lock functions can be traced: fentry/fexit where the kernel has them (auto), or kprobes.
