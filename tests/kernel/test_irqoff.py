@@ -20,6 +20,12 @@ from tests.kernel.fixture import Fixture
 from tests.kernel.tool import Tool
 
 EXACT_KERNEL = Path("/sys/kernel/tracing/events/preemptirq/irq_disable").exists()
+PREEMPT_RT = "PREEMPT_RT" in os.uname().version
+# The fixture's lock sections that turn interrupts off: spinlock_t's on a stock kernel, raw
+# spinlocks' on PREEMPT_RT (where spin_lock_irqsave leaves them on: test_rt_* checks that).
+IRQSAVE = "raw_irqsave" if PREEMPT_RT else "spin_irqsave"
+IRQSAVE_NESTED = "raw_irqsave_nested" if PREEMPT_RT else "spin_irqsave_nested"
+OTHER_IRQ_APIS = ("raw_irq",) if PREEMPT_RT else ("spin_irq", "write_irqsave")
 stock_only = pytest.mark.skipif(EXACT_KERNEL, reason="stock-kernel behaviour (lock paths + sampler)")
 exact_only = pytest.mark.skipif(not EXACT_KERNEL,
                                 reason="needs preemptirq tracepoints: scripts/vmtest.py --kernel irqtrace")
@@ -63,15 +69,15 @@ def assert_exact_match(window: dict[str, Any], truth_window: dict[str, Any], tru
 @stock_only
 def test_spin_lock_irqsave_windows_exact_once_each(fixture: Fixture) -> None:
     with Tool("irqoff", "-t", "50us", "-m", "exact") as tool:
-        truths = [fixture.run(f"irqoff spin_irqsave {us}") for us in (100, 1000, 5000)]
+        truths = [fixture.run(f"irqoff {IRQSAVE} {us}") for us in (100, 1000, 5000)]
         tool.stop()
     for truth in truths:
         found = windows_of(tool, truth)
         assert len(found) == 1, (truth, found)
         assert found[0]["source"] == "lock"
         assert_exact_match(found[0], truth["windows"][0], truth)
-        assert any("fx_irqoff_spin_irqsave" in f for f in found[0]["disable_stack"])
-        assert any("fx_irqoff_spin_irqsave" in f for f in found[0]["enable_stack"])
+        assert any(f"fx_irqoff_{IRQSAVE}" in f for f in found[0]["disable_stack"])
+        assert any(f"fx_irqoff_{IRQSAVE}" in f for f in found[0]["enable_stack"])
     stats = tool.of_type("stats")[0]
     assert stats["lost_events"] == 0
 
@@ -79,7 +85,7 @@ def test_spin_lock_irqsave_windows_exact_once_each(fixture: Fixture) -> None:
 @stock_only
 def test_nested_irqsave_is_one_window(fixture: Fixture) -> None:
     with Tool("irqoff", "-t", "50us", "-m", "exact") as tool:
-        truth = fixture.run("irqoff spin_irqsave_nested 1000 2")
+        truth = fixture.run(f"irqoff {IRQSAVE_NESTED} 1000 2")
         tool.stop(signal.SIGTERM)  # the same clean end as Ctrl-C
     found = windows_of(tool, truth)
     assert len(found) == 2, found  # two nested runs, one window each
@@ -91,7 +97,7 @@ def test_nested_irqsave_is_one_window(fixture: Fixture) -> None:
 @stock_only
 def test_other_lock_irq_variants_are_exact(fixture: Fixture) -> None:
     with Tool("irqoff", "-t", "50us", "-m", "exact") as tool:
-        truths = [fixture.run(f"irqoff {api} 500") for api in ("spin_irq", "write_irqsave")]
+        truths = [fixture.run(f"irqoff {api} 500") for api in OTHER_IRQ_APIS]
         tool.stop()
     for truth in truths:
         found = windows_of(tool, truth)
@@ -178,8 +184,8 @@ def test_softirq_off_is_sampled_within_bound(fixture: Fixture) -> None:
 
 def test_threshold_filters_short_windows(fixture: Fixture) -> None:
     with Tool("irqoff", "-t", "2ms", "-m", "exact") as tool:
-        short = fixture.run("irqoff spin_irqsave 200")
-        long = fixture.run("irqoff spin_irqsave 3000")
+        short = fixture.run(f"irqoff {IRQSAVE} 200")
+        long = fixture.run(f"irqoff {IRQSAVE} 3000")
         tool.stop()
     assert windows_of(tool, short) == []
     assert len(windows_of(tool, long)) == 1
@@ -188,12 +194,12 @@ def test_threshold_filters_short_windows(fixture: Fixture) -> None:
 
 def test_pid_and_cpu_filters(fixture: Fixture) -> None:
     with Tool("irqoff", "-t", "50us", "-m", "exact", "-p", "1") as by_pid:
-        truth = fixture.run("irqoff spin_irqsave 500")
+        truth = fixture.run(f"irqoff {IRQSAVE} 500")
         by_pid.stop()
     assert windows_of(by_pid, truth) == []
     assert all(w["pid"] == 1 for w in by_pid.of_type("irqoff"))
     with Tool("irqoff", "-t", "50us", "-m", "exact", "-c", "0") as by_cpu:
-        truths = [fixture.run("irqoff spin_irqsave 500 4")]
+        truths = [fixture.run(f"irqoff {IRQSAVE} 500 4")]
         by_cpu.stop()
     assert all(w["cpu"] == 0 for w in by_cpu.of_type("irqoff"))
     on_cpu0 = [tw for tw in truths[0]["windows"] if tw["cpu"] == 0]
@@ -263,3 +269,16 @@ def test_stalled_vcpu_is_no_irqoff_window(fixture: Fixture) -> None:
         assert any(off["function"] in f for f in w["enable_stack"]), json.dumps(w)
     # a stall that holds the tick past the sti leaves a window unconfirmed, not all of them
     assert confirmed >= 1, json.dumps(of_task(tool, off))
+
+
+@stock_only
+def test_spin_lock_irqsave_turns_interrupts_off_except_on_rt(fixture: Fixture) -> None:
+    """spin_lock_irqsave turns interrupts off on a stock kernel; on PREEMPT_RT it takes an
+    rt_mutex and leaves them on, so no window, while raw_spin_lock_irqsave's is one there."""
+    with Tool("irqoff", "-t", "500us", "-m", "exact") as tool:
+        spin = fixture.run("irqoff spin_irqsave 2000")
+        raw = fixture.run("irqoff raw_irqsave 2000")
+        tool.stop()
+    assert len(windows_of(tool, spin)) == (0 if PREEMPT_RT else 1), of_task(tool, spin)
+    (window,) = windows_of(tool, raw)
+    assert_exact_match(window, raw["windows"][0], raw)

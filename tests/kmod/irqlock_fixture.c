@@ -13,6 +13,8 @@
  *                           spin_irqsave_nested spin_irq write_irqsave
  *                           bh (softirqs off, interrupts on)
  *                           busy (a busy-wait with interrupts on: no window)
+ *                           raw_irqsave raw_irqsave_nested raw_irq (raw spinlocks:
+ *                           what still turns interrupts off on PREEMPT_RT)
  *   irqline MODE US         MODE: disable nosync hardirq nested cross;
  *                           hold_disabled leaves the line disabled until
  *                           "irqline release 0" (or unload)
@@ -64,6 +66,9 @@ static DECLARE_RWSEM(fx_rwsem);
 static DEFINE_SPINLOCK(fx_irqoff_lock);
 static DEFINE_SPINLOCK(fx_irqoff_inner);
 static DEFINE_RWLOCK(fx_irqoff_rwlock);
+/* On PREEMPT_RT only raw spinlocks turn interrupts off (spinlock_t there is an rt_mutex). */
+static DEFINE_RAW_SPINLOCK(fx_irqoff_raw);
+static DEFINE_RAW_SPINLOCK(fx_irqoff_raw_inner);
 static DEFINE_SPINLOCK(fx_order_a);
 static DEFINE_SPINLOCK(fx_order_b);
 static DEFINE_SPINLOCK(fx_order_c);
@@ -221,6 +226,47 @@ static noinline void fx_irqoff_spin_irqsave(int i)
 	irqoff_outer_end[i] = ktime_get_ns();
 }
 
+static noinline void fx_irqoff_raw_irqsave(int i)
+{
+	unsigned long flags;
+
+	irqoff_outer_start[i] = ktime_get_ns();
+	raw_spin_lock_irqsave(&fx_irqoff_raw, flags);
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = ktime_get_ns();
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	raw_spin_unlock_irqrestore(&fx_irqoff_raw, flags);
+	irqoff_outer_end[i] = ktime_get_ns();
+}
+
+static noinline void fx_irqoff_raw_irqsave_nested(int i)
+{
+	unsigned long flags, inner_flags;
+
+	irqoff_outer_start[i] = ktime_get_ns();
+	raw_spin_lock_irqsave(&fx_irqoff_raw, flags);
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = ktime_get_ns();
+	spin_for(irqoff_start[i], irqoff_us * 500);
+	raw_spin_lock_irqsave(&fx_irqoff_raw_inner, inner_flags);
+	spin_for(ktime_get_ns(), 10 * 1000);
+	raw_spin_unlock_irqrestore(&fx_irqoff_raw_inner, inner_flags);
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	raw_spin_unlock_irqrestore(&fx_irqoff_raw, flags);
+	irqoff_outer_end[i] = ktime_get_ns();
+}
+
+static noinline void fx_irqoff_raw_irq(int i)
+{
+	irqoff_outer_start[i] = ktime_get_ns();
+	raw_spin_lock_irq(&fx_irqoff_raw);
+	irqoff_cpu[i] = raw_smp_processor_id();
+	irqoff_start[i] = ktime_get_ns();
+	irqoff_end[i] = spin_for(irqoff_start[i], irqoff_us * 1000);
+	raw_spin_unlock_irq(&fx_irqoff_raw);
+	irqoff_outer_end[i] = ktime_get_ns();
+}
+
 /* irqsave inside irqsave: the inner restore must not end the window. */
 static noinline void fx_irqoff_spin_irqsave_nested(int i)
 {
@@ -305,6 +351,9 @@ static const struct {
 	{ "write_irqsave", fx_irqoff_write_irqsave },
 	{ "bh", fx_irqoff_bh },
 	{ "busy", fx_irqoff_busy },
+	{ "raw_irqsave", fx_irqoff_raw_irqsave },
+	{ "raw_irqsave_nested", fx_irqoff_raw_irqsave_nested },
+	{ "raw_irq", fx_irqoff_raw_irq },
 };
 
 static void (*irqoff_fn)(int);
