@@ -55,6 +55,10 @@
 #define LCB_F_MUTEX (1U << 5)
 
 const volatile __s32 target_tgid = -1;	/* -1: every process */
+/* irqlock itself: reading our maps takes their bucket locks in our process (tens of thousands
+ * of them, each a lock of its own): not what anyone traces locks for, and it would crowd the
+ * maps.  Its lock calls are skipped and counted. */
+const volatile __s32 own_tgid = -1;
 const volatile __u64 target_lock = 0;	/* 0: every lock */
 const volatile bool track_order = false;	/* lock-order edges (irqlock deadlock) */
 const volatile bool track_irq_safety = false;	/* hardirq use vs. held with irqs on */
@@ -238,6 +242,7 @@ __u64 stale_dropped = 0;	/* held entries found released when checked against the
 __u64 own_recursion = 0;
 __u64 waits_dropped = 0;	/* a wait not timed (task_wait full) */
 __u64 self_skipped = 0;		/* lock calls made by our own map updates, ignored */
+__u64 own_process_skipped = 0;	/* events in irqlock's own process (its map reads), ignored */
 __u64 edges_dropped = 0;	/* lock-order edges not kept: edges map full */
 __u64 irq_uses_dropped = 0;	/* hardirq / irqs-on uses not kept: map full */
 __u64 blocked_dropped = 0;	/* D-state sleeps not kept: blocked map full */
@@ -275,6 +280,10 @@ static __always_inline bool enter(struct guard *g, int *ctx_out, __u32 pair)
 
 	if (c < 0 || !paused || *paused)
 		return false;
+	if ((bpf_get_current_pid_tgid() >> 32) == own_tgid) {
+		__sync_fetch_and_add(&own_process_skipped, 1);
+		return false;
+	}
 	key = c;
 	flag = bpf_map_lookup_elem(&busy, &key);
 	if (!flag)

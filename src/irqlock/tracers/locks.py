@@ -9,6 +9,7 @@ kallsyms (a static lock's symbol), percentiles from the histograms.
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,7 +319,7 @@ class LocksTracer:
         self.obj.set_rodata(target_tgid=-1 if c.tgid is None else c.tgid,
                             target_lock=c.lock_addr or 0, track_order=int(c.order),
                             track_irq_safety=int(c.irq_safety), track_blocked=int(c.blocked),
-                            rt_kernel=int(self.plan.preempt_rt),
+                            rt_kernel=int(self.plan.preempt_rt), own_tgid=os.getpid(),
                             own_misses_per_lock_call=3 if kprobes and spin_traced else 0)
         if not kprobes:
             for name in LRU_MAPS:
@@ -449,6 +450,8 @@ class LocksTracer:
                 "locks_dropped": g("locks_dropped"), "holders_dropped": g("holders_dropped"),
                 "tasks_dropped": g("tasks_dropped"), "held_overflow": g("held_overflow"),
                 "stale_dropped": g("stale_dropped"), "acquisitions_seen": self.acquisitions_seen(),
+                # irqlock's own process (its map reads take the maps' bucket locks)
+                "own_process_skipped": g("own_process_skipped"),
                 **(self.covered.to_json() if self.covered else {}),
                 "waits_dropped": g("waits_dropped"), "self_skipped": g("self_skipped"),
                 "probe": self.plan.method, "returns_missed": g("returns_missed"),
