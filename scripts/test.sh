@@ -1,7 +1,8 @@
 #!/bin/bash
 # Sets up everything (scripts/setup.sh) and runs every test: lint and types, unit tests on this
-# machine, then the kernel tests in a VM on Debian's stock kernel and, when ../shared/kernels has
-# it, on the preemptirq kernel, then the browser test of the HTML report they rendered.
+# machine, then the kernel tests in VMs on Debian's stock kernel, its PREEMPT_RT kernel and, when
+# ../shared/kernels has it, the preemptirq kernel, then the browser test of the HTML report they
+# rendered.
 # Exits non-zero if anything failed; ends with one summary line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,47 +15,53 @@ step .venv/bin/ruff check src tests scripts bench setup.py
 step .venv/bin/mypy
 step .venv/bin/python -m pytest -q --timeout 300 --junitxml=build/junit/unit.xml tests/unit
 
-# The stock kernel's tests in two VMs at once (each VM is one emulation thread; the
-# machine has two cores), split so that both take about as long.
-shard() {
-  local name=$1; shift
-  scripts/vmtest.py --name "$name" --junit "build/junit/stock-$name.xml" --tests "$@"
+# Kernel tests in VMs, two at a time (each VM is one emulation thread; the machine has two
+# cores): Debian's stock kernel in two shards of about equal length, then its PREEMPT_RT kernel
+# (scripts/setup.sh installs it) in two more -- what differs there: spinlocks sleep, handlers
+# are threads, spin_lock_irqsave leaves interrupts on -- and, when ../shared/kernels has it,
+# the preemptirq kernel.
+shard() {  # NAME KERNEL TEST...
+  local name=$1 kernel=$2; shift 2
+  scripts/vmtest.py --kernel "$kernel" --name "$name" --junit "build/junit/$name.xml" --tests "$@"
 }
-echo "== scripts/vmtest.py (stock kernel, two VMs at once)" >&2
-a_tests=(tests/kernel/test_check.py tests/kernel/test_irqline.py tests/kernel/test_irqoff.py
-         tests/kernel/test_kallsyms.py tests/kernel/test_loader.py tests/kernel/test_locks.py
-         tests/kernel/test_deadlock.py)
-b_tests=()  # every other kernel test: none is left out
+pair() {  # run two shards at once: "NAME KERNEL TEST..." "NAME KERNEL TEST..."
+  local first second
+  shard $1 & first=$!
+  shard $2 & second=$!
+  wait $first || status=1
+  wait $second || status=1
+}
+a_tests="tests/kernel/test_check.py tests/kernel/test_irqline.py tests/kernel/test_irqoff.py
+         tests/kernel/test_kallsyms.py tests/kernel/test_loader.py tests/kernel/test_locks.py"
+b_tests=""  # every other kernel test: none is left out
 for f in tests/kernel/test_*.py; do
-  [[ " ${a_tests[*]} " == *" $f "* ]] || b_tests+=("$f")
+  [[ " $(echo $a_tests) " == *" $f "* ]] || b_tests+=" $f"
 done
-shard a "${a_tests[@]}" &
-shard_a=$!
-shard b "${b_tests[@]}" &
-shard_b=$!
-wait $shard_a || status=1
-wait $shard_b || status=1
+echo "== scripts/vmtest.py (stock kernel, two VMs at once)" >&2
+pair "stock-a stock $a_tests" "stock-b stock $b_tests"
 reports=(build/junit/unit.xml build/junit/stock-a.xml build/junit/stock-b.xml
-         build/junit/rt.xml)
-# Debian's PREEMPT_RT kernel (scripts/setup.sh installs it), beside the preemptirq kernel:
-# what differs there -- spinlocks sleep, handlers are threads, spin_lock_irqsave leaves
-# interrupts on.
-echo "== scripts/vmtest.py (PREEMPT_RT kernel, and the preemptirq kernel if present, at once)" >&2
-scripts/vmtest.py --kernel rt --name rt --junit build/junit/rt.xml \
-  --tests tests/kernel/test_check.py tests/kernel/test_locks.py tests/kernel/test_deadlock.py \
-          tests/kernel/test_irqoff.py tests/kernel/test_irqline.py &
-rt=$!
+         build/junit/rt-a.xml build/junit/rt-b.xml)
+# The preemptirq kernel runs only what its tracepoints change (and lock-order analysis on a
+# preemptible kernel): their flood makes every test there several times slower under TCG.
+# It follows the shorter RT shard.
+irqtrace_tests=(tests/kernel/test_irqoff.py tests/kernel/test_check.py
+                "tests/kernel/test_deadlock.py::test_no_false_findings_under_load")
+irqtrace() {
+  if compgen -G "../shared/kernels/irqtrace-6.1/linux-image-*.deb" >/dev/null; then
+    shard irqtrace irqtrace "${irqtrace_tests[@]}"
+  else
+    echo "== skipped: exact-mode kernel tests: no ../shared/kernels/irqtrace-6.1 (see docs/exact-kernel.md)" >&2
+  fi
+}
 if compgen -G "../shared/kernels/irqtrace-6.1/linux-image-*.deb" >/dev/null; then
-  # Only what the preemptirq tracepoints change (and lock-order analysis on a preemptible
-  # kernel): the tracepoints' flood makes every test there several times slower under TCG.
-  step scripts/vmtest.py --kernel irqtrace --name irqtrace --junit build/junit/irqtrace.xml \
-    --tests tests/kernel/test_irqoff.py tests/kernel/test_check.py \
-            "tests/kernel/test_deadlock.py::test_no_false_findings_under_load"
   reports+=(build/junit/irqtrace.xml)
-else
-  echo "== skipped: exact-mode kernel tests: no ../shared/kernels/irqtrace-6.1 (see docs/exact-kernel.md)" >&2
 fi
-wait $rt || status=1
+echo "== scripts/vmtest.py (PREEMPT_RT kernel, then the preemptirq kernel, two VMs at once)" >&2
+( shard rt-a rt tests/kernel/test_check.py tests/kernel/test_locks.py; ok=$?
+  irqtrace || ok=1; exit $ok ) & lane=$!
+shard rt-b rt tests/kernel/test_deadlock.py tests/kernel/test_irqoff.py \
+  tests/kernel/test_irqline.py || status=1
+wait $lane || status=1
 # The HTML report the VM tests rendered, in headless Chromium on this machine (Chromium
 # under the guest's emulation takes minutes to start).
 step .venv/bin/python -m pytest -q --timeout 600 --junitxml=build/junit/browser.xml tests/browser

@@ -240,13 +240,17 @@ def inconsistencies(record: dict[str, Any]) -> list[str]:
     return found
 
 
+# Half a minute in the suite; IRQLOCK_LOAD_S=60 for the issue's minute (README).
+LOAD_S = int(os.environ.get("IRQLOCK_LOAD_S", "30"))
+
+
 def locks_under_load(how: str, tmp_path: Path) -> list[dict[str, Any]]:
-    """A minute of `irqlock locks` (or of a recording of locks, as its report prints it)
-    under stress-ng's mix, with the default settings: its lock and stats records."""
+    """LOAD_S seconds of `irqlock locks` (or of a recording of locks, as its report prints
+    it) under stress-ng's mix, with the default settings: its lock and stats records."""
     recording = tmp_path / "run.db"
-    command = {"locks": ["locks", "-d", "60", "-j"],
-               "record": ["record", "--locks", "-o", str(recording), "-d", "60"]}[how]
-    with stress_ng(120, tmp_path):
+    command = {"locks": ["locks", "-d", str(LOAD_S), "-j"],
+               "record": ["record", "--locks", "-o", str(recording), "-d", str(LOAD_S)]}[how]
+    with stress_ng(LOAD_S + 60, tmp_path):
         done = subprocess.run([sys.executable, "-m", "irqlock", *command], capture_output=True,
                               text=True, timeout=600)
     assert done.returncode == 0, done.stderr
