@@ -42,7 +42,8 @@ DETACH_WAVE = 8  # links destroyed at once (see BpfObject.detach)
 POLL_BATCH = 1024  # records per poll() at most, so a flood cannot keep it from returning
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_LRU_HASH = 9
-READ_BATCH = 4096  # hash map entries per lookup-batch call
+READ_BATCH = 4096  # hash map entries per lookup-batch call, at most ...
+READ_BATCH_BYTES = 1 << 20  # ... and at most this many bytes of values
 _BATCH_FULL = -7  # what the sample callback returns to end a poll early (not an errno used)
 
 
@@ -133,27 +134,33 @@ class Map:
         return sum(1 for _key in self.keys())
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every entry; a hash map is read a batch at a time (a syscall per entry is slow)."""
+        """Every entry; a hash map is read a batch at a time (a syscall per entry is slow),
+        each batch handed on before the next is read (a big map is never all in memory)."""
         if self._lib.lib.bpf_map__type(self._ptr) in (BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH):
-            batched = self._batched_items()
-            if batched is not None:
-                yield from batched
+            batches = self._batches()
+            first = next(batches, None)
+            if first is not None:
+                yield from first
+                for batch in batches:
+                    yield from batch
                 return
         for key in self.keys():
             value = self.lookup(key)
             if value is not None:  # the entry may have gone meanwhile
                 yield key, value
 
-    def _batched_items(self) -> list[tuple[bytes, bytes]] | None:
-        """A hash map's entries by BPF_MAP_LOOKUP_BATCH; None if the kernel cannot do it."""
-        result: list[tuple[bytes, bytes]] = []
-        size = min(READ_BATCH, max(self.max_entries, 1))
+    def _batches(self) -> Iterator[list[tuple[bytes, bytes]]]:
+        """A hash map's entries by BPF_MAP_LOOKUP_BATCH, a batch at a time; nothing at all if
+        the kernel cannot do it (the caller walks the keys then)."""
+        size = max(1, min(READ_BATCH, READ_BATCH_BYTES // max(self.value_size, 1),
+                          self.max_entries))
         token_in = ctypes.create_string_buffer(8)  # a hash map's batch token: a bucket index
         token_out = ctypes.create_string_buffer(8)
         first = True
+        ks, vs = self.key_size, self.value_size
         while True:
-            keys = ctypes.create_string_buffer(self.key_size * size)
-            values = ctypes.create_string_buffer(self.value_size * size)
+            keys = ctypes.create_string_buffer(ks * size)
+            values = ctypes.create_string_buffer(vs * size)
             count = ctypes.c_uint32(size)
             ctypes.set_errno(0)
             ret = self._lib.lib.bpf_map_lookup_batch(
@@ -165,14 +172,13 @@ class Map:
                 continue
             if ret and err != errno.ENOENT:
                 if first:
-                    return None  # no batch lookups here: the caller walks the keys
+                    return  # no batch lookups here
                 raise LibbpfError(f"read map {self.name}", -err, [])
-            key_bytes, value_bytes = keys.raw, values.raw  # .raw copies the whole buffer
-            ks, vs = self.key_size, self.value_size
-            result.extend((key_bytes[i * ks:(i + 1) * ks], value_bytes[i * vs:(i + 1) * vs])
-                          for i in range(count.value))
+            key_view, value_view = memoryview(keys), memoryview(values)
+            yield [(key_view[i * ks:(i + 1) * ks].tobytes(), value_view[i * vs:(i + 1) * vs].tobytes())
+                   for i in range(count.value)]
             if ret:  # ENOENT: that was the last batch
-                return result
+                return
             ctypes.memmove(token_in, token_out, 8)
             first = False
 
