@@ -484,7 +484,6 @@ static __always_inline void set_held(struct held_stack *st, __u32 i, __u64 lock,
 	st->locks[i].acquired_ns = now;
 	st->locks[i].kind = kind;
 	st->locks[i].mode = mode;
-	st->irqs_on &= ~(1U << i);
 }
 
 /* A full stack means releases we did not see (locks freed through an untraced
@@ -515,7 +514,7 @@ static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 n
 	st->depth = d + 1;
 }
 
-/* Entry i of a stack `d` deep goes; the last entry (and its irqs_on bit) fills its slot. */
+/* Entry i of a stack `d` deep goes; the last entry fills its slot. */
 static __always_inline void remove_held(struct held_stack *st, __u32 i, __u32 d)
 {
 	__u32 last = d - 1;
@@ -524,11 +523,6 @@ static __always_inline void remove_held(struct held_stack *st, __u32 i, __u32 d)
 	last &= MAX_HELD - 1;
 	i &= MAX_HELD - 1;
 	st->locks[i] = st->locks[last];
-	if (st->irqs_on & (1U << last))
-		st->irqs_on |= 1U << i;
-	else
-		st->irqs_on &= ~(1U << i);
-	st->irqs_on &= ~(1U << last);
 	st->depth = d - 1;
 }
 
@@ -755,7 +749,6 @@ static __always_inline void released_in(void *ctx, struct guard *g, int c, __u64
 					__u32 kind)
 {
 	__u64 now = bpf_ktime_get_ns(), acquired_ns = 0;
-	bool irqs_were_on = false;
 	struct held_stack *st;
 	struct lock_stats *s;
 	__u32 d;
@@ -771,7 +764,6 @@ static __always_inline void released_in(void *ctx, struct guard *g, int c, __u64
 		if (i >= d || st->locks[i].lock != lock)
 			continue;
 		acquired_ns = st->locks[i].acquired_ns;
-		irqs_were_on = st->irqs_on & (1U << i);
 		remove_held(st, i, d);
 		break;
 	}
@@ -780,8 +772,6 @@ static __always_inline void released_in(void *ctx, struct guard *g, int c, __u64
 	s = bpf_map_lookup_elem(&locks, &lock);
 	if (s && s->created_ns <= acquired_ns)	/* else its acquisition was counted elsewhere */
 		record(&s->hold_total_ns, &s->hold_max_ns, s->hold_hist, now - acquired_ns);
-	if (track_irq_safety && irqs_were_on)
-		note_use(ctx, g, &irqs_on_locks, &lock, id, &irq_uses_dropped);
 }
 
 static __always_inline void released(void *ctx, void *lockp, __u32 kind, __u32 pair)
@@ -796,11 +786,13 @@ static __always_inline void released(void *ctx, void *lockp, __u32 kind, __u32 p
 
 /* A hardirq arrived: whatever the interrupted context holds, it holds with interrupts
  * on -- proof, where a plain spin_lock alone proves nothing (the caller may have turned
- * them off itself).  The task context always had them on when we get here; a softirq
- * only if one was being served (else its stack is not in use). */
-static __always_inline void mark_irqs_on(__u32 context)
+ * them off itself).  Noted here, with the interrupted task and stack (a release may be
+ * inlined, as raw_spin_unlock is on PREEMPT_RT).  The task context always had them on
+ * when we get here; a softirq only if one was being served (else its stack is not in use). */
+static __always_inline void held_with_irqs_on(void *ctx, struct guard *g, __u32 context)
 {
 	struct held_stack *st = bpf_map_lookup_elem(&cpu_held, &context);
+	__u64 id = bpf_get_current_pid_tgid(), lock;
 
 	if (!st)
 		return;
@@ -809,20 +801,24 @@ static __always_inline void mark_irqs_on(__u32 context)
 	for (__u32 i = 0; i < MAX_HELD; i++) {
 		if (i >= st->depth)
 			break;
-		if (still_held(&st->locks[i]))
-			st->irqs_on |= 1U << i;
+		if (!still_held(&st->locks[i]))
+			continue;
+		lock = st->locks[i].lock;
+		note_use(ctx, g, &irqs_on_locks, &lock, id, &irq_uses_dropped);
 	}
 }
 
-static __always_inline void interrupts_arrived(void)
+static __always_inline void interrupts_arrived(void *ctx)
 {
 	int pc = *(int *)bpf_this_cpu_ptr(&__preempt_count);
+	struct guard g;
+	int c;
 
-	if (!track_irq_safety)
+	if (!track_irq_safety || !enter(&g, &c, PAIR_NONE))
 		return;
-	mark_irqs_on(0);
+	held_with_irqs_on(ctx, &g, 0);
 	if (pc & 0x00000100)
-		mark_irqs_on(1);
+		held_with_irqs_on(ctx, &g, 1);
 }
 
 /* Nothing is held in `context` where it begins anew (a softirq handler starts, a
@@ -836,35 +832,34 @@ static __always_inline void forget_stale(__u32 context)
 	if (st && st->depth) {
 		__sync_fetch_and_add(&held_overflow, st->depth);
 		st->depth = 0;
-		st->irqs_on = 0;
 	}
 }
 
 /* Where a hardirq starts: nothing held in hardirq context yet, and the interrupted
  * context had interrupts on. */
-static __always_inline void hardirq_starts(void)
+static __always_inline void hardirq_starts(void *ctx)
 {
 	forget_stale(2);
-	interrupts_arrived();
+	interrupts_arrived(ctx);
 }
 
 SEC("tp_btf/irq_handler_entry")
-int BPF_PROG(on_irq_handler_entry) { hardirq_starts(); return 0; }
+int BPF_PROG(on_irq_handler_entry) { hardirq_starts(ctx); return 0; }
 
 SEC("tp_btf/local_timer_entry")
-int BPF_PROG(on_local_timer_entry) { hardirq_starts(); return 0; }
+int BPF_PROG(on_local_timer_entry) { hardirq_starts(ctx); return 0; }
 
 SEC("tp_btf/call_function_entry")
-int BPF_PROG(on_call_function_entry) { hardirq_starts(); return 0; }
+int BPF_PROG(on_call_function_entry) { hardirq_starts(ctx); return 0; }
 
 SEC("tp_btf/call_function_single_entry")
-int BPF_PROG(on_call_function_single_entry) { hardirq_starts(); return 0; }
+int BPF_PROG(on_call_function_single_entry) { hardirq_starts(ctx); return 0; }
 
 SEC("tp_btf/reschedule_entry")
-int BPF_PROG(on_reschedule_entry) { hardirq_starts(); return 0; }
+int BPF_PROG(on_reschedule_entry) { hardirq_starts(ctx); return 0; }
 
 SEC("tp_btf/irq_work_entry")
-int BPF_PROG(on_irq_work_entry) { hardirq_starts(); return 0; }
+int BPF_PROG(on_irq_work_entry) { hardirq_starts(ctx); return 0; }
 
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(on_softirq_entry) { forget_stale(1); return 0; }

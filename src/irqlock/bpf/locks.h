@@ -70,7 +70,7 @@ struct held_lock {
 
 struct held_stack {
 	__u32 depth;
-	__u32 irqs_on;		/* bit i: a hardirq arrived while locks[i] was held */
+	__u32 pad;
 	struct held_lock locks[MAX_HELD];
 	__u64 pending;		/* kprobe mode: the lock an acquire was called with, until it returns */
 };

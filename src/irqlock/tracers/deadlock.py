@@ -84,7 +84,7 @@ class HeldLockStruct(ctypes.Structure):
 class HeldStackStruct(ctypes.Structure):
     """struct held_stack (locks.h)."""
 
-    _fields_ = [("depth", ctypes.c_uint32), ("irqs_on", ctypes.c_uint32),
+    _fields_ = [("depth", ctypes.c_uint32), ("pad", ctypes.c_uint32),
                 ("locks", HeldLockStruct * MAX_HELD), ("pending", ctypes.c_uint64)]
 
 
