@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,6 +149,19 @@ def test_local_irq_disable_and_save_are_sampled_within_bound(fixture: Fixture) -
     assert stats["unconfirmed_windows"] >= sum(not w["confirmed"] for w in found_windows)
 
 
+def test_softirq_on_rt_is_one_line_exit_2(fixture: Fixture) -> None:
+    """PREEMPT_RT keeps softirqs-off per task, not in preempt_count: --softirq says so."""
+    done = subprocess.run([sys.executable, "-m", "irqlock", "irqoff", "--softirq", "-d", "1"],
+                          capture_output=True, text=True, timeout=300)
+    if PREEMPT_RT:
+        assert done.returncode == 2 and "PREEMPT_RT" in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == 1
+    else:
+        assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.skipif(PREEMPT_RT, reason="softirqs-off is per task on PREEMPT_RT: "
+                    "test_softirq_on_rt_is_one_line_exit_2")
 def test_softirq_off_is_sampled_within_bound(fixture: Fixture) -> None:
     with Tool("irqoff", "-t", "1ms", "--softirq") as tool:
         # Long enough for a tick to land inside even when the guest's timer runs

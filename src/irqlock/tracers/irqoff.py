@@ -185,6 +185,9 @@ def choose_sources(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan
                            "(see docs/exact-kernel.md)")
     plan = SourcePlan()
     if config.softirq:
+        if features.preempt_rt:
+            raise IrqlockError("--softirq reads softirqs-off from preempt_count, which PREEMPT_RT "
+                               "does not use for it (local_bh_disable is a per-task lock there)")
         if not features.perf_cpu_clock.available:
             raise IrqlockError(f"--softirq samples with perf cpu-clock: "
                                f"{features.perf_cpu_clock.detail}")
