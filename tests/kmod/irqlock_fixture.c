@@ -820,10 +820,10 @@ static noinline u64 fx_irq_lock_irqs_on(void)
 {
 	u64 start;
 
-	raw_spin_lock(&fx_irq_lock);
+	raw_spin_lock_bh(&fx_irq_lock);	/* interrupts on; _bh, as PREEMPT_RT inlines raw_spin_unlock */
 	start = ktime_get_ns();
 	spin_for(start, 20 * NSEC_PER_MSEC);
-	raw_spin_unlock(&fx_irq_lock);
+	raw_spin_unlock_bh(&fx_irq_lock);
 	return ktime_get_ns() - start;
 }
 

@@ -65,6 +65,10 @@ const volatile bool track_irq_safety = false;	/* hardirq use vs. held with irqs 
 const volatile bool track_blocked = false;	/* D-state sleeps, stacks of sleeping waits */
 /* PREEMPT_RT: spinlock_t and rwlock_t are rt_mutex based and sleep; raw spinlocks spin. */
 const volatile bool rt_kernel = false;
+/* Whether raw_spin_unlock is a function we trace (PREEMPT_RT inlines it): where it is not, a
+ * raw spinlock taken by raw_spin_lock is counted but never held on our stacks -- its release
+ * would go unseen, and a stale entry would order every lock taken after it. */
+const volatile bool plain_unlock_traced = true;
 /* kprobe mode: each lock call of our own map updates is a miss of three programs
  * (lock kprobe and kretprobe, unlock kprobe) when spinlocks are traced. */
 const volatile __u32 own_misses_per_lock_call = 0;
@@ -710,7 +714,7 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 		if (held)
 			edges_from(ctx, g, held, lock, id);
 	}
-	st = held_stack(g, c, kind, (__u32)id, true);
+	st = mode == MODE_RELEASE_UNSEEN ? NULL : held_stack(g, c, kind, (__u32)id, true);
 	if (st)
 		push_held(st, lock, now, kind, mode);
 	if (track_irq_safety && c == 2)
@@ -1161,11 +1165,12 @@ int BPF_KPROBE(fn##_kprobe, void *lock) { released(ctx, lock, kind, pair); retur
 #define SHARED MODE_SHARED
 
 /* Our map updates lock and unlock with the first two pairs (bucket and LRU list locks). */
-ACQUIRE_P(_raw_spin_lock, RAW_SPIN, EXCL, PAIR_PLAIN)
+#define PLAIN (plain_unlock_traced ? MODE_EXCLUSIVE : MODE_RELEASE_UNSEEN)
+ACQUIRE_P(_raw_spin_lock, RAW_SPIN, PLAIN, PAIR_PLAIN)
 ACQUIRE(_raw_spin_lock_irq, RAW_SPIN, EXCL)
 ACQUIRE_P(_raw_spin_lock_irqsave, RAW_SPIN, EXCL, PAIR_IRQSAVE)
 ACQUIRE(_raw_spin_lock_bh, RAW_SPIN, EXCL)
-TRYLOCK(_raw_spin_trylock, RAW_SPIN, EXCL, ret)
+TRYLOCK(_raw_spin_trylock, RAW_SPIN, PLAIN, ret)
 TRYLOCK(_raw_spin_trylock_bh, RAW_SPIN, EXCL, ret)
 RELEASE_P(_raw_spin_unlock, RAW_SPIN, PAIR_PLAIN)
 RELEASE(_raw_spin_unlock_irq, RAW_SPIN)

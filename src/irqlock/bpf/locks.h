@@ -22,7 +22,8 @@ enum lock_kind { LOCK_SPIN = 0, LOCK_RW = 1, LOCK_MUTEX = 2, LOCK_RWSEM = 3, LOC
 #define RAW_LOCK_TAG 1ULL
 
 /* How a held lock was taken (held_lock.mode): shared holders do not own the lock alone. */
-enum lock_mode { MODE_EXCLUSIVE = 0, MODE_SHARED = 1 };
+enum lock_mode { MODE_EXCLUSIVE = 0, MODE_SHARED = 1,
+		 MODE_RELEASE_UNSEEN = 2 /* exclusive, but its release is inlined: never held */ };
 
 struct lock_stats {
 	__u32 kind;

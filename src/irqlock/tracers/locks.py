@@ -320,6 +320,8 @@ class LocksTracer:
                             target_lock=c.lock_addr or 0, track_order=int(c.order),
                             track_irq_safety=int(c.irq_safety), track_blocked=int(c.blocked),
                             rt_kernel=int(self.plan.preempt_rt), own_tgid=os.getpid(),
+                            plain_unlock_traced=int("_raw_spin_lock" not in self.plan.functions
+                                                    or "_raw_spin_unlock" in self.plan.functions),
                             own_misses_per_lock_call=3 if kprobes and spin_traced else 0)
         if not kprobes:
             for name in LRU_MAPS:
