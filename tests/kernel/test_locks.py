@@ -16,6 +16,8 @@ import pytest
 from irqlock.analysis.histograms import LOGLIN_BUCKETS, loglinear_index, loglinear_percentile
 from tests.kernel.fixture import Fixture
 from tests.kernel.load import stress_ng
+
+PREEMPT_RT = "PREEMPT_RT" in os.uname().version
 from tests.kernel.tool import Tool
 
 
@@ -159,7 +161,10 @@ def test_every_kind_through_kprobes(fixture: Fixture) -> None:
         assert_holders(record, [held, empty])
         assert_hold_p50(record, [held], [empty])
     stats = tool.of_type("stats")[0]
-    assert stats["probe"] == "kprobe" and stats["returns_missed"] == 0, stats
+    # On PREEMPT_RT spinlocks sleep too: more tasks can be inside an acquire at once than a
+    # kretprobe has instances (10); what it missed is counted (the fixture's counts above
+    # are exact all the same).
+    assert stats["probe"] == "kprobe" and (stats["returns_missed"] == 0 or PREEMPT_RT), stats
     assert stats["locks_dropped"] == 0 and stats["holders_dropped"] == 0, stats
 
 
