@@ -16,9 +16,9 @@ import pytest
 from irqlock.analysis.histograms import LOGLIN_BUCKETS, loglinear_index, loglinear_percentile
 from tests.kernel.fixture import Fixture
 from tests.kernel.load import stress_ng
+from tests.kernel.tool import Tool
 
 PREEMPT_RT = "PREEMPT_RT" in os.uname().version
-from tests.kernel.tool import Tool
 
 
 def lock_named(tool: Tool, name: str) -> dict[str, Any]:
