@@ -400,27 +400,40 @@ static __always_inline bool filtered_out(__u64 lock, __u64 id)
 	return target_tgid >= 0 && (id >> 32) != target_tgid;
 }
 
+/* The entry of `key` in `map`, made from the zeroed entry of `templates` where missing;
+ * *made says this call made it, for the caller to fill in place (a template written to could
+ * be changed under a preempted program).  NULL if it did not fit (counted in *dropped). */
+static __always_inline void *lookup_or_make(struct guard *g, void *map, void *key,
+					    void *templates, __u64 *dropped, bool *made)
+{
+	void *entry = bpf_map_lookup_elem(map, key), *zeros;
+	__u32 zero = 0;
+	long err;
+
+	*made = false;
+	if (entry)
+		return entry;
+	zeros = bpf_map_lookup_elem(templates, &zero);
+	if (!zeros)
+		return NULL;
+	err = guarded_update(g, map, key, zeros);
+	if (err && err != -17 /* EEXIST: another CPU was first */) {
+		__sync_fetch_and_add(dropped, 1);
+		return NULL;
+	}
+	*made = !err;
+	return bpf_map_lookup_elem(map, key);
+}
+
 /* The lock's statistics, made if new (with its first holder): `now` is when the event
  * that needs them happened. */
 static __always_inline struct lock_stats *get_stats(void *ctx, struct guard *g, __u64 lock,
 						    __u32 kind, __u64 id, __u64 now)
 {
-	struct lock_stats *s = bpf_map_lookup_elem(&locks, &lock), *zeros;
-	__u32 zero = 0;
-	long err;
+	bool made;
+	struct lock_stats *s = lookup_or_make(g, &locks, &lock, &new_stats, &locks_dropped, &made);
 
-	if (s)
-		return s;
-	zeros = bpf_map_lookup_elem(&new_stats, &zero);
-	if (!zeros)
-		return NULL;
-	err = guarded_update(g, &locks, &lock, zeros);
-	if (err && err != -17 /* EEXIST: another CPU was first */) {
-		__sync_fetch_and_add(&locks_dropped, 1);
-		return NULL;
-	}
-	s = bpf_map_lookup_elem(&locks, &lock);
-	if (s && !err) {
+	if (s && made) {
 		s->kind = kind;
 		s->first_pid = (__u32)id;
 		s->first_tgid = id >> 32;
@@ -434,27 +447,15 @@ static __always_inline struct lock_stats *get_stats(void *ctx, struct guard *g, 
 static __always_inline void count_holder(void *ctx, struct guard *g, __u64 lock, __u64 id)
 {
 	struct holder_key key = { .lock = lock, .pid = (__u32)id };
-	struct holder *h = bpf_map_lookup_elem(&holders, &key);
-	__u32 zero = 0;
-	long err;
+	bool made;
+	struct holder *h = lookup_or_make(g, &holders, &key, &new_holder, &holders_dropped, &made);
 
-	if (!h) {
-		h = bpf_map_lookup_elem(&new_holder, &zero);
-		if (!h)
-			return;
-		err = guarded_update(g, &holders, &key, h);
-		if (err && err != -17) {
-			__sync_fetch_and_add(&holders_dropped, 1);
-			return;
-		}
-		h = bpf_map_lookup_elem(&holders, &key);
-		if (!h)
-			return;
-		if (!err) {	/* ours to fill, in place */
-			h->tgid = id >> 32;
-			bpf_get_current_comm(h->comm, sizeof(h->comm));
-			h->stack_bytes = bpf_get_stack(ctx, h->stack, STACK_BYTES, 0);
-		}
+	if (!h)
+		return;
+	if (made) {
+		h->tgid = id >> 32;
+		bpf_get_current_comm(h->comm, sizeof(h->comm));
+		h->stack_bytes = bpf_get_stack(ctx, h->stack, STACK_BYTES, 0);
 	}
 	__sync_fetch_and_add(&h->acquisitions, 1);
 }
@@ -614,25 +615,6 @@ static __always_inline void drop_released(struct held_stack *st)
 	}
 }
 
-/* A new entry of `map` made from the zeroed `template` (filled in place by the caller: a
- * template written to could be changed under a preempted program); NULL if it was there
- * already or did not fit (counted). */
-static __always_inline void *new_entry(struct guard *g, void *map, void *key, void *template,
-				       __u64 *dropped)
-{
-	long err;
-
-	if (!template || bpf_map_lookup_elem(map, key))
-		return NULL;
-	err = guarded_update(g, map, key, template);
-	if (err) {
-		if (err != -17)
-			__sync_fetch_and_add(dropped, 1);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(map, key);
-}
-
 static __always_inline void fill_use(void *ctx, struct lock_use *u, __u64 id)
 {
 	u->pid = (__u32)id;
@@ -645,10 +627,10 @@ static __always_inline void fill_use(void *ctx, struct lock_use *u, __u64 id)
 static __always_inline void note_use(void *ctx, struct guard *g, void *map, void *key, __u64 id,
 				     __u64 *dropped)
 {
-	__u32 zero = 0;
-	struct lock_use *u = new_entry(g, map, key, bpf_map_lookup_elem(&new_use, &zero), dropped);
+	bool made;
+	struct lock_use *u = lookup_or_make(g, map, key, &new_use, dropped, &made);
 
-	if (u)
+	if (u && made)
 		fill_use(ctx, u, id);
 }
 
@@ -656,12 +638,11 @@ static __always_inline void note_use(void *ctx, struct guard *g, void *map, void
 static __always_inline void note_edge(void *ctx, struct guard *g, struct edge_key *key, __u64 id)
 {
 	struct holder_key holder = { .lock = key->from, .pid = (__u32)id };
-	__u32 zero = 0;
-	struct edge_use *e = new_entry(g, &edges, key, bpf_map_lookup_elem(&new_edge, &zero),
-				       &edges_dropped);
+	bool made;
+	struct edge_use *e = lookup_or_make(g, &edges, key, &new_edge, &edges_dropped, &made);
 	struct holder *h;
 
-	if (!e)
+	if (!e || !made)
 		return;
 	fill_use(ctx, &e->use, id);
 	h = bpf_map_lookup_elem(&holders, &holder);
@@ -916,24 +897,12 @@ static __always_inline __u32 owner_pid(void *lockp, __u32 flags)
  * sleeping waits (a stack walk per contended spin would cost more than the wait). */
 static __always_inline void note_wait_stack(void *ctx, struct guard *g, __u32 pid)
 {
-	struct wait_stack *ws = bpf_map_lookup_elem(&wait_stacks, &pid);
-	__u32 zero = 0;
-	long err;
+	bool made;
+	struct wait_stack *ws = lookup_or_make(g, &wait_stacks, &pid, &new_wait_stack,
+					       &waits_dropped, &made);
 
-	if (!ws) {
-		ws = bpf_map_lookup_elem(&new_wait_stack, &zero);
-		if (!ws)
-			return;
-		err = guarded_update(g, &wait_stacks, &pid, ws);
-		if (err && err != -17) {
-			__sync_fetch_and_add(&waits_dropped, 1);
-			return;
-		}
-		ws = bpf_map_lookup_elem(&wait_stacks, &pid);
-		if (!ws)
-			return;
-	}
-	ws->stack_bytes = bpf_get_stack(ctx, ws->stack, STACK_BYTES, 0);
+	if (ws)
+		ws->stack_bytes = bpf_get_stack(ctx, ws->stack, STACK_BYTES, 0);
 }
 
 SEC("tp_btf/contention_begin")
