@@ -60,6 +60,7 @@ LOCKS_EXAMPLES = """examples:
   irqlock locks 5 3 -S wait_max       # three 5 s tables by longest contended wait
   irqlock locks --kind mutex,rwsem -p 1234   # sleeping locks taken by process 1234
   irqlock locks --lock jiffies_lock --stacks # one static lock, with each task's first stack
+  irqlock locks --by class -d 30      # per lock class: e.g. every inode's i_rwsem together
   irqlock locks -d 30 -j > locks.jsonl       # JSON lines: one "lock" record per lock
   irqlock locks --probe kprobe -d 10  # kprobes, not fentry/fexit (a kernel without them)
 """
@@ -69,6 +70,9 @@ DEADLOCK_EXAMPLES = """examples:
                                      # live deadlocks, tasks in D state over 10 s
   irqlock deadlock -d 60 -j          # one minute, JSON lines
   irqlock deadlock --hung-after 2    # report tasks blocked 2 s or more
+lock-order cycles are reported between lock instances ("level": "instance") and, as
+lockdep does, between lock classes ("level": "class": a slab cache and offset, a per-CPU
+variable, a static lock), which finds an inversion before it meets the same objects.
 """
 
 RECORD_EXAMPLES = """examples:
@@ -229,7 +233,7 @@ def _cmd_locks(args: argparse.Namespace) -> int:
     config = LocksConfig(kinds=args.kind, tgid=args.pid, max_locks=args.max_locks,
                          probe=args.probe)
     output = locks_cmd.LocksOutput(as_json=args.json, sort=args.sort, top=args.top,
-                                   stacks=args.stacks)
+                                   stacks=args.stacks, by=args.by)
     return locks_cmd.run(config, args.lock, probe(args.btf), output, args.duration, args.interval,
                          args.count, args.ready_file)
 
@@ -427,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="order of the table (default: hold_total)")
     locks.add_argument("--stacks", action="store_true",
                        help="print each holder's first stack under its lock")
+    locks.add_argument("--by", choices=["lock", "class"], default="lock",
+                       help="one row per lock (the default), or per lock class: the locks "
+                            "of one slab cache and offset, of one per-CPU variable, together")
     locks.add_argument("--max-locks", type=_positive, default=DEFAULT_MAX_LOCKS, metavar="N",
                        help="distinct locks tracked at most; more are counted, not tracked "
                             f"(default: {DEFAULT_MAX_LOCKS}, about 2.3 KiB each)")

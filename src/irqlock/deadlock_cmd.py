@@ -20,6 +20,7 @@ from irqlock.tracers.deadlock import (
     HungTask,
     IrqUnsafeLock,
     LockCycle,
+    LockRef,
     task_comm,
 )
 from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
@@ -50,17 +51,38 @@ class DeadlockPrinter:
         if self.as_json:
             return self._json(c.to_json())
         self.counts["lock_cycle"] += 1
-        chain = " -> ".join(lock.label for lock in [*c.locks, c.locks[0]])
-        self.out.write(f"\npossible circular locking dependency ({len(c.locks)} locks): {chain}\n")
+        chain = " -> ".join([*c.labels, c.labels[0]])
+        between = "lock classes" if c.level == "class" else "locks"
+        self.out.write(f"\npossible circular locking dependency ({len(c.locks)} {between}): "
+                       f"{chain}\n")
+        if c.level == "class":
+            self.out.write("  (taken in both orders by locks of these classes -- not "
+                           "necessarily the same instances)\n")
+        same = c.locks[0].cls
+        if c.recursive and same:
+            self.out.write(f"  (recursive locking: locks of one class, {same.label}, taken "
+                           "in both orders)\n")
+        if c.merged_caches:
+            self.out.write(f"  (through merged slab caches {', '.join(c.merged_caches)}: "
+                           "objects of unrelated types share them, the classes may not be "
+                           "the same)\n")
         if c.dynamic:
             self.out.write("  (dynamic locks, each order seen in another process: these "
                            "addresses may have been reused by different locks in between)\n")
         for e in c.edges:
-            self.out.write(f"  {e.comm}[{e.pid}] took {e.acquired.label} while holding "
-                           f"{e.held.label}\n    holding {e.held.label}, taken at:\n"
+            held, acquired = self._lock(e.held, c), self._lock(e.acquired, c)
+            self.out.write(f"  {e.comm}[{e.pid}] took {acquired} while holding "
+                           f"{held}\n    holding {e.held.label}, taken at:\n"
                            f"{_frames(e.held_stack)}    took {e.acquired.label} at:\n"
                            f"{_frames(e.acquire_stack)}")
         self.out.flush()
+
+    @staticmethod
+    def _lock(lock: LockRef, cycle: LockCycle) -> str:
+        """An instance, with its class where the cycle is between classes."""
+        if cycle.level == "class" and lock.cls and lock.cls.label != lock.label:
+            return f"{lock.label} ({lock.cls.label})"
+        return lock.label
 
     def irq_unsafe(self, u: IrqUnsafeLock) -> None:
         if self.as_json:

@@ -78,12 +78,17 @@ class IrqoffPrinter:
                           if stats["not_attached"] else "") + "\n")
         if lost:
             self.out.write(f"WARNING: {lost} windows were lost (ring buffer full)\n")
-        unconfirmed = stats.get("unconfirmed_windows", 0)
+        stalled = stats.get("stalled_windows", 0)
+        unconfirmed = stats.get("unconfirmed_windows", 0) - stalled
         if unconfirmed:
             self.out.write(f"{unconfirmed} sampled windows set aside: their closing tick landed "
                            "in ordinary code, not where interrupts come back on (after an sti "
                            "or a popf), so nothing shows interrupts were off "
                            "(a virtual CPU run late looks the same); --unconfirmed shows them\n")
+        if stalled:
+            self.out.write(f"{stalled} sampled windows set aside: every CPU's ticks stopped at "
+                           "once (a hypervisor paused the machine; interrupts turned off stop "
+                           "one CPU's); --unconfirmed shows them\n")
         late = stats.get("sampler_late_max_ns", 0)
         if late > stats.get("sampler_period_ns", 0) // 2 > 0:
             self.out.write(f"WARNING: sampler ticks came up to {late // 1000} us late (a hypervisor "

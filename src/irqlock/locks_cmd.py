@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -13,10 +14,18 @@ from irqlock import session
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.kernel.kallsyms import Kallsyms
-from irqlock.tracers.locks import LockRecord, LocksConfig, LocksTracer, choose_functions
+from irqlock.tracers.locks import (
+    ClassRecord,
+    LockRecord,
+    LocksConfig,
+    LocksTracer,
+    by_class,
+    choose_functions,
+)
 from irqlock.units import format_ns
 
-SORT_KEYS = {
+Row = LockRecord | ClassRecord  # a lock, or (--by class) the locks of one class together
+SORT_KEYS: dict[str, Callable[[Row], int]] = {
     "hold_total": lambda r: r.hold.total,
     "hold_max": lambda r: r.hold.max,
     "wait_total": lambda r: r.wait.total,
@@ -35,6 +44,7 @@ class LocksOutput:
     sort: str = "hold_total"
     top: int | None = None
     stacks: bool = False
+    by: str = "lock"  # or "class"
 
 
 def resolve_lock(text: str, kallsyms: Kallsyms) -> int:
@@ -62,26 +72,32 @@ class LocksPrinter:
         self.output = output
         self.out = out
 
-    def ranked(self, records: list[LockRecord]) -> list[LockRecord]:
-        ordered = sorted(records, key=SORT_KEYS[self.output.sort], reverse=True)
+    def ranked(self, rows: list[Row]) -> list[Row]:
+        ordered = sorted(rows, key=SORT_KEYS[self.output.sort], reverse=True)
         top = self.output.top
         if top is None and not self.output.as_json:
             top = CONSOLE_TOP
         return ordered if top is None else ordered[:top]
 
     def table(self, records: list[LockRecord], elapsed_s: float) -> None:
-        shown = self.ranked(records)
+        rows: list[Row] = list(by_class(records)) if self.output.by == "class" else list(records)
+        shown = self.ranked(rows)
         if self.output.as_json:
-            for record in shown:
-                self.out.write(json.dumps(record.to_json()) + "\n")
+            for row in shown:
+                self.out.write(json.dumps(row.to_json()) + "\n")
             self.out.flush()
             return
-        self.out.write(f"\n{len(records)} locks in {elapsed_s:.1f} s, top {len(shown)} by "
+        what = f"classes ({len(records)} locks)" if self.output.by == "class" else "locks"
+        self.out.write(f"\n{len(rows)} {what} in {elapsed_s:.1f} s, top {len(shown)} by "
                        f"{self.output.sort}:\n")
-        self.out.write(f"{'LOCK':<30} {'KIND':<8} {'ACQUIRED':>9} {'CONTEND':>7} "
+        first = "CLASS (LOCKS)" if self.output.by == "class" else "LOCK"
+        self.out.write(f"{first:<30} {'KIND':<8} {'ACQUIRED':>9} {'CONTEND':>7} "
                        f"{'HOLD p50':>9} {'p99':>8} {'max':>8} {'WAIT p50':>9} {'max':>8}\n")
         for r in shown:
-            self.out.write(f"{r.label[:30]:<30} {r.kind:<8} {r.acquisitions:>9} "
+            label = f"{r.label} ({r.locks})" if isinstance(r, ClassRecord) else r.label
+            if len(label) > 30:  # the end tells classes apart (the offset, the lock count)
+                label = "..." + label[-27:]
+            self.out.write(f"{label:<30} {r.kind:<8} {r.acquisitions:>9} "
                            f"{r.contended:>7} {_cell(r.hold.p50):>9} {_cell(r.hold.p99):>8} "
                            f"{_cell(r.hold.max):>8} {_cell(r.wait.p50):>9} "
                            f"{_cell(r.wait.max):>8}\n")

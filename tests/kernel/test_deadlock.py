@@ -15,7 +15,9 @@ from tests.kernel.fixture import Fixture
 from tests.kernel.load import preemption, stress_ng
 from tests.kernel.tool import Tool
 
-FIXTURE_ORDER_LOCKS = {"fx_order_a", "fx_order_b", "fx_order_c"}
+FIXTURE_ORDER_LOCKS = {"fx_order_a", "fx_order_b", "fx_order_c", "fx_order_d",
+                       "fx_order_mutex_a", "fx_order_mutex_b"}
+FIXTURE_CACHES = ("&irqlock_fx_foo+", "&irqlock_fx_bar+")
 
 
 def in_function(frame: str, function: str) -> bool:
@@ -23,10 +25,13 @@ def in_function(frame: str, function: str) -> bool:
     return frame.split("+", 1)[0].split(".", 1)[0] == function
 
 
-def fixture_cycles(tool: Tool) -> list[dict[str, Any]]:
-    """Cycles among the fixture's order locks (the guest's own locks may have some too)."""
-    return [c for c in tool.of_type("lock_cycle")
-            if {lock["name"] for lock in c["locks"]} & FIXTURE_ORDER_LOCKS]
+def fixture_cycles(tool: Tool, level: str = "instance") -> list[dict[str, Any]]:
+    """Cycles at `level` among the fixture's order locks or classes (the guest's own locks
+    may have some too)."""
+    return [c for c in tool.of_type("lock_cycle") if c["level"] == level
+            and ({lock["name"] for lock in c["locks"]} & FIXTURE_ORDER_LOCKS
+                 or any((lock.get("class") or "").startswith(FIXTURE_CACHES)
+                        for lock in c["locks"]))]
 
 
 def assert_edges_match(cycle: dict[str, Any], truth: dict[str, Any]) -> None:
@@ -35,12 +40,25 @@ def assert_edges_match(cycle: dict[str, Any], truth: dict[str, Any]) -> None:
     assert len(cycle["edges"]) == len(made)
     for edge in cycle["edges"]:
         fixture_edge = made[(edge["from"], edge["to"])]
-        assert (edge["from_name"], edge["to_name"]) == (fixture_edge["held"],
-                                                        fixture_edge["acquired"])
+        if edge["from_name"] is not None or cycle["level"] == "instance":  # static locks
+            assert (edge["from_name"], edge["to_name"]) == (fixture_edge["held"],
+                                                            fixture_edge["acquired"])
         assert edge["pid"] == fixture_edge["task"]["pid"]
         assert edge["comm"] == fixture_edge["task"]["comm"]
         assert any(f.startswith(truth["function"] + "+") for f in edge["acquire_stack"][:3]), edge
         assert any(f.startswith(truth["function"] + "+") for f in edge["held_stack"][:3]), edge
+
+
+def assert_one_cycle_at_both_levels(tool: Tool, truth: dict[str, Any], locks: set[str]) -> None:
+    """Static locks are each a class of their own: the same cycle between instances and
+    between classes, the class named by the symbol."""
+    for level in ("instance", "class"):
+        (cycle,) = fixture_cycles(tool, level)
+        assert cycle["length"] == len(locks)
+        assert {lock["name"] for lock in cycle["locks"]} == locks
+        assert {lock["class"] for lock in cycle["locks"]} == locks
+        assert not cycle["recursive"] and not cycle["merged_caches"]
+        assert_edges_match(cycle, truth)
 
 
 @pytest.mark.parametrize("probe", ["auto", "kprobe"])
@@ -48,20 +66,79 @@ def test_abba_is_one_cycle_of_two_edges(fixture: Fixture, probe: str) -> None:
     with Tool("deadlock", "--probe", probe) as tool:
         truth = fixture.run("order abba")
         tool.stop()
-    (cycle,) = fixture_cycles(tool)
-    assert cycle["length"] == 2
-    assert {lock["name"] for lock in cycle["locks"]} == {"fx_order_a", "fx_order_b"}
-    assert_edges_match(cycle, truth)
+    assert_one_cycle_at_both_levels(tool, truth, {"fx_order_a", "fx_order_b"})
+
+
+def test_mutex_abba_is_one_cycle(fixture: Fixture) -> None:
+    """Mutexes (rt_mutex based on PREEMPT_RT) in both orders, by two kthreads."""
+    with Tool("deadlock") as tool:
+        truth = fixture.run("order abba_mutex")
+        tool.stop()
+    assert_one_cycle_at_both_levels(tool, truth, {"fx_order_mutex_a", "fx_order_mutex_b"})
 
 
 def test_three_lock_cycle(fixture: Fixture) -> None:
     with Tool("deadlock") as tool:
         truth = fixture.run("order cycle3")
         tool.stop(signal.SIGTERM)  # the same clean end as Ctrl-C
-    (cycle,) = fixture_cycles(tool)
-    assert cycle["length"] == 3
-    assert {lock["name"] for lock in cycle["locks"]} == FIXTURE_ORDER_LOCKS
+    assert_one_cycle_at_both_levels(tool, truth, {"fx_order_a", "fx_order_b", "fx_order_c"})
+
+
+def test_four_lock_cycle(fixture: Fixture) -> None:
+    with Tool("deadlock") as tool:
+        truth = fixture.run("order cycle4")
+        tool.stop()
+    assert_one_cycle_at_both_levels(tool, truth,
+                                    {"fx_order_a", "fx_order_b", "fx_order_c", "fx_order_d"})
+
+
+@pytest.mark.parametrize("kind", ["spin", "mutex"])
+def test_class_abba_across_instances(fixture: Fixture, kind: str) -> None:
+    """foo1 then bar1, bar2 then foo2 (two slab caches of the fixture's, never merged):
+    no two instances are taken in both orders, the classes are -- lockdep's finding, on
+    a stock kernel."""
+    with Tool("deadlock") as tool:
+        truth = fixture.run(f"order class_{kind}")
+        tool.stop()
+    classes = {f"&{c['cache']}+{c['offset']:#x}" for c in truth["classes"]}
+    (cycle,) = fixture_cycles(tool, "class")
+    assert cycle["length"] == 2
+    assert {lock["class"] for lock in cycle["locks"]} == classes
+    assert not cycle["merged_caches"] and not cycle["maybe_reused_addresses"]
+    assert {edge["from_class"] for edge in cycle["edges"]} == classes
     assert_edges_match(cycle, truth)
+    instances = {a for e in truth["edges"] for a in (e["held_addr"], e["acquired_addr"])}
+    assert not [c for c in tool.of_type("lock_cycle") if c["level"] == "instance"
+                and {lock["addr"] for lock in c["locks"]} & instances]
+
+
+def test_same_class_in_address_order_is_no_finding(fixture: Fixture) -> None:
+    """Two locks of one class, always lower address first (double_rq_lock's way)."""
+    with Tool("deadlock") as tool:
+        truth = fixture.run("order same_class")
+        tool.stop()
+    instances = {a for e in truth["edges"] for a in (e["held_addr"], e["acquired_addr"])}
+    assert len(instances) == 2
+    found = [c for c in tool.of_type("lock_cycle")
+             if {lock["addr"] for lock in c["locks"]} & instances
+             or any((lock.get("class") or "").startswith(FIXTURE_CACHES) for lock in c["locks"])]
+    assert not found, found
+    assert tool.of_type("stats")[0]["edges"] > 0
+
+
+def test_same_class_in_both_orders_is_recursive(fixture: Fixture) -> None:
+    """Two locks of one class in both orders: an instance cycle marked recursive, and
+    nothing between classes (a class is not ordered against itself)."""
+    with Tool("deadlock") as tool:
+        truth = fixture.run("order same_class_abba")
+        tool.stop()
+    (foo,) = {f"&{c['cache']}+{c['offset']:#x}" for c in truth["classes"]
+              if c["cache"] == "irqlock_fx_foo"}
+    (cycle,) = fixture_cycles(tool, "instance")
+    assert cycle["recursive"] and cycle["length"] == 2
+    assert {lock["class"] for lock in cycle["locks"]} == {foo}
+    assert_edges_match(cycle, truth)
+    assert fixture_cycles(tool, "class") == []
 
 
 def test_consistent_order_is_no_cycle(fixture: Fixture) -> None:
@@ -166,12 +243,19 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
     with preemption(model), Tool("deadlock") as tool, stress_ng(LOAD_S + 60, tmp_path):
         time.sleep(LOAD_S / 2)
         truth = fixture.run("order abba")
+        class_truth = fixture.run("order class_spin")
         time.sleep(LOAD_S / 2)
         tool.stop()
     (cycle,) = fixture_cycles(tool)
     assert_edges_match(cycle, truth)
+    class_cycles = fixture_cycles(tool, "class")
+    # the static ABBA's, and the slab classes'
+    assert {frozenset(lock["class"] for lock in c["locks"]) for c in class_cycles} == {
+        frozenset({"fx_order_a", "fx_order_b"}),
+        frozenset(f"&{c['cache']}+{c['offset']:#x}" for c in class_truth["classes"])}
+    ours = {id(c) for c in [cycle, *class_cycles]}
     others = [c for c in tool.of_type("lock_cycle")
-              if c is not cycle and not c["maybe_reused_addresses"]]
+              if id(c) not in ours and not c["maybe_reused_addresses"]]
     assert not others, described(others)
     unsafe = tool.of_type("irq_unsafe_lock")
     assert not unsafe, described(unsafe)

@@ -8,6 +8,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,26 @@ def test_every_lock_counted_and_consistent_under_load(fixture: Fixture, tmp_path
     assert len(without_holders) <= 0.01 * len(records), (len(without_holders), len(records))
     print(json.dumps({k: stats[k] for k in ("acquisitions_seen", "covered_share", "map_bytes",
                                             "locks_dropped", "holders_dropped", "stale_dropped")}))
+
+
+def test_by_class_adds_up_each_class_under_load(fixture: Fixture, tmp_path: Path) -> None:
+    """--by class under stress-ng: each of the fixture's classes (two slab caches of its
+    own: both foos' spinlocks are one class, bar's mutex another) with every acquisition
+    of all its instances, and every class row consistent."""
+    with stress_ng(LOAD_S + 60, tmp_path), Tool("locks", "--by", "class") as tool:
+        time.sleep(LOAD_S / 2)
+        truth = fixture.run("classes 1000")
+        time.sleep(LOAD_S / 2)
+        tool.stop()
+    rows = {r["class"]: r for r in tool.of_type("lock_class")}
+    for c in truth["classes"]:
+        row = rows[f"&{c['cache']}+{c['offset']:#x}"]
+        assert (row["kind"], row["locks"], row["acquisitions"], row["merged_cache"]) == \
+            (c["kind"], c["locks"], c["acquisitions"], False), row
+        assert [h["pid"] for h in row["holders"]] == [truth["pid"]]
+    bad = {r["class"]: problems for r in rows.values() if (problems := inconsistencies(r))}
+    assert not bad, bad
+    (stats,) = tool.of_type("stats")
+    assert stats["lock_classes"] == "slab cache + offset" and stats["slab_locks"] > 0, stats
+    per_cpu = [name for name in rows if name.startswith("runqueues")]
+    assert per_cpu == ["runqueues"], per_cpu  # every CPU's runqueue lock: one class

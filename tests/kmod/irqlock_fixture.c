@@ -23,7 +23,11 @@
  *                           times each and hold it US; KIND: spin
  *                           spin_irqsave spin_irq spin_bh read write mutex
  *                           rwsem_read rwsem_write
- *   order PATTERN           abba cycle3 consistent irq_unsafe
+ *   order PATTERN           abba abba_mutex cycle3 cycle4 consistent irq_unsafe;
+ *                           lock classes (slab caches irqlock_fx_foo, irqlock_fx_bar):
+ *                           class_spin class_mutex same_class same_class_abba
+ *   classes K               both irqlock_fx_foo objects' spinlocks and one irqlock_fx_bar
+ *                           object's mutex, K times each (per-class counts)
  *   deadlock                two kthreads deadlock on two mutexes (killable)
  *   hung                    one kthread holds a mutex, another blocks on it
  *   release                 end the deadlock / hung scenario
@@ -72,6 +76,9 @@ static DEFINE_RAW_SPINLOCK(fx_irqoff_raw_inner);
 static DEFINE_SPINLOCK(fx_order_a);
 static DEFINE_SPINLOCK(fx_order_b);
 static DEFINE_SPINLOCK(fx_order_c);
+static DEFINE_SPINLOCK(fx_order_d);
+static DEFINE_MUTEX(fx_order_mutex_a);
+static DEFINE_MUTEX(fx_order_mutex_b);
 static DEFINE_RAW_SPINLOCK(fx_irq_lock);	/* raw: taken in hardirq on PREEMPT_RT too */
 static DEFINE_MUTEX(fx_dl_mutex_a);
 static DEFINE_MUTEX(fx_dl_mutex_b);
@@ -796,14 +803,37 @@ free:
 
 /* --- lock orders -------------------------------------------------------- */
 
-static spinlock_t *order_first, *order_second;
+/* A lock an order scenario takes: a spinlock or a mutex, and the name the tests expect. */
+struct order_lock {
+	void *lock;
+	bool mutex;
+	const char *name;
+};
+
+static struct order_lock order_first, order_second;
+
+static void order_take(struct order_lock *l)
+{
+	if (l->mutex)
+		mutex_lock(l->lock);
+	else
+		spin_lock(l->lock);
+}
+
+static void order_drop(struct order_lock *l)
+{
+	if (l->mutex)
+		mutex_unlock(l->lock);
+	else
+		spin_unlock(l->lock);
+}
 
 static noinline void fx_order_take_two(void)
 {
-	spin_lock(order_first);
-	spin_lock(order_second);
-	spin_unlock(order_second);
-	spin_unlock(order_first);
+	order_take(&order_first);
+	order_take(&order_second);
+	order_drop(&order_second);
+	order_drop(&order_first);
 }
 
 static int fx_order_thread(struct fx_thread *t)
@@ -833,13 +863,8 @@ static int fx_irq_unsafe_thread(struct fx_thread *t)
 	return 0;
 }
 
-static const char *lock_name(spinlock_t *l)
-{
-	return l == &fx_order_a ? "fx_order_a" : l == &fx_order_b ? "fx_order_b" : "fx_order_c";
-}
-
 /* Run one kthread that takes first then second; report the edge. */
-static int order_step(spinlock_t *first, spinlock_t *second, const char *name, int n)
+static int order_step(struct order_lock first, struct order_lock second, const char *name, int n)
 {
 	struct fx_thread t = {};
 	int err;
@@ -853,7 +878,161 @@ static int order_step(spinlock_t *first, spinlock_t *second, const char *name, i
 	out_task("task", t.task);
 	fx_thread_reap(&t);
 	out(",\"held\":\"%s\",\"acquired\":\"%s\",\"held_addr\":\"0x%lx\",\"acquired_addr\":\"0x%lx\"}",
-	    lock_name(first), lock_name(second), (unsigned long)first, (unsigned long)second);
+	    first.name, second.name, (unsigned long)first.lock, (unsigned long)second.lock);
+	return 0;
+}
+
+#define SPIN(l) ((struct order_lock){ &(l), false, #l })
+#define MUTEX(l) ((struct order_lock){ &(l), true, #l })
+
+/* --- lock classes: objects of two slab caches of our own -------------------- *
+ * Each cache has a constructor, so the kernel never merges it with another: every
+ * lock in it is of one class, (cache, offset of the lock in the object). */
+
+struct fx_foo {
+	long id;
+	spinlock_t lock;
+	struct mutex mutex;
+};
+
+struct fx_bar {
+	char tag[40];
+	spinlock_t lock;
+	struct mutex mutex;
+};
+
+#define FX_FOO_CACHE "irqlock_fx_foo"
+#define FX_BAR_CACHE "irqlock_fx_bar"
+static struct kmem_cache *fx_foo_cache, *fx_bar_cache;
+
+static void fx_foo_ctor(void *p)
+{
+	struct fx_foo *foo = p;
+
+	spin_lock_init(&foo->lock);
+	mutex_init(&foo->mutex);
+}
+
+static void fx_bar_ctor(void *p)
+{
+	struct fx_bar *bar = p;
+
+	spin_lock_init(&bar->lock);
+	mutex_init(&bar->mutex);
+}
+
+#define FX_OBJECTS 2
+static struct fx_foo *foo[FX_OBJECTS];
+static struct fx_bar *bar[FX_OBJECTS];
+
+static void free_objects(void)
+{
+	for (int i = 0; i < FX_OBJECTS; i++) {
+		if (foo[i])
+			kmem_cache_free(fx_foo_cache, foo[i]);
+		if (bar[i])
+			kmem_cache_free(fx_bar_cache, bar[i]);
+		foo[i] = NULL;
+		bar[i] = NULL;
+	}
+}
+
+static int alloc_objects(void)
+{
+	for (int i = 0; i < FX_OBJECTS; i++) {
+		foo[i] = kmem_cache_alloc(fx_foo_cache, GFP_KERNEL);
+		bar[i] = kmem_cache_alloc(fx_bar_cache, GFP_KERNEL);
+		if (!foo[i] || !bar[i]) {
+			free_objects();
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static struct order_lock foo_lock(int i, bool mutex)
+{
+	static const char *const names[2][FX_OBJECTS] = {
+		{ "foo1->lock", "foo2->lock" }, { "foo1->mutex", "foo2->mutex" } };
+
+	return (struct order_lock){ mutex ? (void *)&foo[i]->mutex : (void *)&foo[i]->lock,
+				    mutex, names[mutex][i] };
+}
+
+static struct order_lock bar_lock(int i, bool mutex)
+{
+	static const char *const names[2][FX_OBJECTS] = {
+		{ "bar1->lock", "bar2->lock" }, { "bar1->mutex", "bar2->mutex" } };
+
+	return (struct order_lock){ mutex ? (void *)&bar[i]->mutex : (void *)&bar[i]->lock,
+				    mutex, names[mutex][i] };
+}
+
+/* The caches and where the locks are in their objects: what a class is named by. */
+static void out_classes(bool mutex)
+{
+	size_t foo_offset = mutex ? offsetof(struct fx_foo, mutex) : offsetof(struct fx_foo, lock);
+	size_t bar_offset = mutex ? offsetof(struct fx_bar, mutex) : offsetof(struct fx_bar, lock);
+
+	out(",\"classes\":[{\"cache\":\"%s\",\"offset\":%zu},{\"cache\":\"%s\",\"offset\":%zu}]",
+	    FX_FOO_CACHE, foo_offset, FX_BAR_CACHE, bar_offset);
+}
+
+/* class_spin, class_mutex: foo1 then bar1, and bar2 then foo2: no two instances are
+ * taken in both orders, yet the classes are (lockdep's ABBA between classes).
+ * same_class: two foos taken in address order by both threads (double_rq_lock's way).
+ * same_class_abba: two foos taken in both orders (a recursive nesting that can deadlock). */
+static int class_orders(const char *pattern)
+{
+	bool mutex = !strcmp(pattern, "class_mutex");
+	int lo, err;
+
+	err = alloc_objects();
+	if (err)
+		return err;
+	lo = foo[0] < foo[1] ? 0 : 1;
+	if (!strcmp(pattern, "class_spin") || mutex)
+		err = order_step(foo_lock(0, mutex), bar_lock(0, mutex), "fx_class_1", 0) ?:
+		      order_step(bar_lock(1, mutex), foo_lock(1, mutex), "fx_class_2", 1);
+	else if (!strcmp(pattern, "same_class"))
+		err = order_step(foo_lock(lo, false), foo_lock(!lo, false), "fx_class_1", 0) ?:
+		      order_step(foo_lock(lo, false), foo_lock(!lo, false), "fx_class_2", 1);
+	else
+		err = order_step(foo_lock(0, false), foo_lock(1, false), "fx_class_1", 0) ?:
+		      order_step(foo_lock(1, false), foo_lock(0, false), "fx_class_2", 1);
+	out("]");
+	out_classes(mutex);
+	out("}\n");
+	free_objects();
+	return err;
+}
+
+/* classes K: both foos' spinlocks and bar1's mutex, K times each, in this task: what
+ * irqlock locks --by class adds up per class (a class of two instances, one of one). */
+static int cmd_classes(const char *count)
+{
+	u64 k;
+	int err;
+
+	if (kstrtou64(count, 10, &k) || k < 1 || k > MAX_REPEAT)
+		return -EINVAL;
+	err = alloc_objects();
+	if (err)
+		return err;
+	for (u64 i = 0; i < k; i++) {
+		for (int j = 0; j < FX_OBJECTS; j++) {
+			spin_lock(&foo[j]->lock);
+			spin_unlock(&foo[j]->lock);
+		}
+		mutex_lock(&bar[0]->mutex);
+		mutex_unlock(&bar[0]->mutex);
+	}
+	out("{\"cmd\":\"classes\",\"pid\":%d,\"classes\":["
+	    "{\"cache\":\"%s\",\"offset\":%zu,\"kind\":\"spinlock\",\"locks\":%d,\"acquisitions\":%llu},"
+	    "{\"cache\":\"%s\",\"offset\":%zu,\"kind\":\"mutex\",\"locks\":1,\"acquisitions\":%llu}]}\n",
+	    task_pid_nr(current), FX_FOO_CACHE, offsetof(struct fx_foo, lock), FX_OBJECTS,
+	    k * FX_OBJECTS, FX_BAR_CACHE, offsetof(struct fx_bar, mutex), k);
+	free_objects();
 	return 0;
 }
 
@@ -863,16 +1042,30 @@ static int cmd_order(const char *pattern)
 
 	out("{\"cmd\":\"order\",\"pattern\":\"%s\",\"function\":\"fx_order_take_two\",\"edges\":[",
 	    pattern);
+	if (!strncmp(pattern, "class_", 6) || !strncmp(pattern, "same_class", 10)) {
+		if (strcmp(pattern, "class_spin") && strcmp(pattern, "class_mutex") &&
+		    strcmp(pattern, "same_class") && strcmp(pattern, "same_class_abba"))
+			return -EINVAL;
+		return class_orders(pattern);
+	}
 	if (!strcmp(pattern, "abba")) {
-		err = order_step(&fx_order_a, &fx_order_b, "fx_order_1", 0) ?:
-		      order_step(&fx_order_b, &fx_order_a, "fx_order_2", 1);
+		err = order_step(SPIN(fx_order_a), SPIN(fx_order_b), "fx_order_1", 0) ?:
+		      order_step(SPIN(fx_order_b), SPIN(fx_order_a), "fx_order_2", 1);
+	} else if (!strcmp(pattern, "abba_mutex")) {
+		err = order_step(MUTEX(fx_order_mutex_a), MUTEX(fx_order_mutex_b), "fx_order_1", 0) ?:
+		      order_step(MUTEX(fx_order_mutex_b), MUTEX(fx_order_mutex_a), "fx_order_2", 1);
 	} else if (!strcmp(pattern, "cycle3")) {
-		err = order_step(&fx_order_a, &fx_order_b, "fx_order_1", 0) ?:
-		      order_step(&fx_order_b, &fx_order_c, "fx_order_2", 1) ?:
-		      order_step(&fx_order_c, &fx_order_a, "fx_order_3", 2);
+		err = order_step(SPIN(fx_order_a), SPIN(fx_order_b), "fx_order_1", 0) ?:
+		      order_step(SPIN(fx_order_b), SPIN(fx_order_c), "fx_order_2", 1) ?:
+		      order_step(SPIN(fx_order_c), SPIN(fx_order_a), "fx_order_3", 2);
+	} else if (!strcmp(pattern, "cycle4")) {
+		err = order_step(SPIN(fx_order_a), SPIN(fx_order_b), "fx_order_1", 0) ?:
+		      order_step(SPIN(fx_order_b), SPIN(fx_order_c), "fx_order_2", 1) ?:
+		      order_step(SPIN(fx_order_c), SPIN(fx_order_d), "fx_order_3", 2) ?:
+		      order_step(SPIN(fx_order_d), SPIN(fx_order_a), "fx_order_4", 3);
 	} else if (!strcmp(pattern, "consistent")) {
-		err = order_step(&fx_order_a, &fx_order_b, "fx_order_1", 0) ?:
-		      order_step(&fx_order_a, &fx_order_b, "fx_order_2", 1);
+		err = order_step(SPIN(fx_order_a), SPIN(fx_order_b), "fx_order_1", 0) ?:
+		      order_step(SPIN(fx_order_a), SPIN(fx_order_b), "fx_order_2", 1);
 	} else if (!strcmp(pattern, "irq_unsafe")) {
 		struct fx_thread t = {};
 
@@ -1095,6 +1288,8 @@ static int run_command(char *line)
 		return cmd_hold(arg, a, b, n >= 5 ? c : 2);
 	if (n == 2 && !strcmp(cmd, "order"))
 		return cmd_order(arg);
+	if (n == 2 && !strcmp(cmd, "classes"))
+		return cmd_classes(arg);
 	if (n == 1 && (!strcmp(cmd, "deadlock") || !strcmp(cmd, "hung")))
 		return cmd_scenario(cmd);
 	if (n == 3 && !strcmp(cmd, "lockloop"))
@@ -1154,6 +1349,12 @@ static int __init fixture_init(void)
 	result = kvzalloc(RESULT_SIZE, GFP_KERNEL);
 	if (!result)
 		return -ENOMEM;
+	fx_foo_cache = kmem_cache_create(FX_FOO_CACHE, sizeof(struct fx_foo), 0, 0, fx_foo_ctor);
+	fx_bar_cache = kmem_cache_create(FX_BAR_CACHE, sizeof(struct fx_bar), 0, 0, fx_bar_ctor);
+	if (!fx_foo_cache || !fx_bar_cache) {
+		err = -ENOMEM;
+		goto free_result;
+	}
 	/* no owner module: request_irq would pin us and block rmmod */
 	fx_irq = __irq_alloc_descs(-1, 0, 1, NUMA_NO_NODE, NULL, NULL);
 	if (fx_irq < 0) {
@@ -1178,6 +1379,8 @@ free_irq:
 free_desc:
 	irq_free_desc(fx_irq);
 free_result:
+	kmem_cache_destroy(fx_foo_cache);	/* NULL is fine */
+	kmem_cache_destroy(fx_bar_cache);
 	kvfree(result);
 	return err;
 }
@@ -1192,6 +1395,8 @@ static void __exit fixture_exit(void)
 	irq_work_sync(&fx_irq_work);
 	free_irq(fx_irq, &fx_irq_dev);
 	irq_free_desc(fx_irq);
+	kmem_cache_destroy(fx_foo_cache);
+	kmem_cache_destroy(fx_bar_cache);
 	kvfree(result);
 }
 

@@ -34,6 +34,7 @@ const volatile __s32 target_tgid = -1;	/* -1: every process */
 const volatile __s32 target_cpu = -1;	/* -1: every CPU */
 const volatile __s32 own_tgid = -1;	/* irqlock itself: its windows are our own doing */
 const volatile __u64 sample_period_ns = 0;
+const volatile __u32 nr_cpus = 1;	/* CPUs that may sample: 0 .. nr_cpus - 1 */
 const volatile bool capture_disable_stack = true;
 const volatile bool sample_softirq = false;
 const volatile bool sample_hardirq = false;
@@ -63,6 +64,7 @@ struct window_state {
 struct sample_state {
 	__u64 last_ns;		/* last tick or switch into a task; 0: none (idle) */
 	__u64 prev_tick_ns;	/* last tick, whatever it saw */
+	__u64 before_tick_ns;	/* the tick before that */
 	__u64 bh_last_ns;	/* last tick that saw softirqs off */
 	__u64 bh_start_error_ns;	/* half the tick interval the softirq-off window began in */
 	__u64 late_max_ns;	/* the latest a tick came after its due time, gaps aside */
@@ -505,6 +507,35 @@ static __always_inline __u32 tick_site(struct bpf_perf_event_data *ctx)
 	return SITE_NONE;
 }
 
+#define MAX_CPUS 256
+
+/* Whether the other CPUs' sampler ticks stopped during this CPU's gap (last, now) too: a
+ * hypervisor that paused the whole machine, not interrupts turned off here (they stop one
+ * CPU's ticks, not all).  Its late tick may still land after an sti: a stall that ended
+ * in a short irqs-off section.  A CPU that ran ticked in (last + period / 2, now - period
+ * / 2) -- one of its two latest ticks is there once the gap is over two periods and how
+ * late ticks come.  CPUs whose latest tick is older than the gap (offline) do not count;
+ * with none left nothing can be told. */
+static __always_inline bool machine_stalled(__u64 last, __u64 now)
+{
+	__u64 from = last + sample_period_ns / 2, to = now - sample_period_ns / 2;
+	__u32 zero = 0, me = bpf_get_smp_processor_id(), others = 0;
+	struct sample_state *d;
+
+	for (__u32 cpu = 0; cpu < MAX_CPUS && cpu < nr_cpus; cpu++) {
+		if (cpu == me)
+			continue;
+		d = bpf_map_lookup_percpu_elem(&samples, &zero, cpu);
+		if (!d || d->prev_tick_ns + 2 * sample_period_ns < last)
+			continue;
+		others++;
+		if ((d->prev_tick_ns > from && d->prev_tick_ns < to) ||
+		    (d->before_tick_ns > from && d->before_tick_ns < to))
+			return false;
+	}
+	return others > 0;
+}
+
 SEC("perf_event")
 int sample_tick(struct bpf_perf_event_data *ctx)
 {
@@ -529,6 +560,7 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 		    since - sample_period_ns > s->late_max_ns)
 			s->late_max_ns = since - sample_period_ns;
 	}
+	s->before_tick_ns = s->prev_tick_ns;
 	s->prev_tick_ns = now;
 	if (!sample_hardirq)
 		return 0;
@@ -546,7 +578,7 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 		return 0;
 	st->open = 1;
 	st->source = SOURCE_SAMPLE;
-	st->site = tick_site(ctx);
+	st->site = machine_stalled(last, now) ? SITE_STALL : tick_site(ctx);
 	/* The tick due after `last` was held back: the window began in [last, last + period
 	 * + how late ticks come at most in this run]; it ended when this tick could come. */
 	st->error_ns = (sample_period_ns + s->late_max_ns) / 2;

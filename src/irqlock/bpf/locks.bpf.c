@@ -149,6 +149,29 @@ struct {
 	__type(value, struct edge_use);
 } edges SEC(".maps");
 
+/* class(held) -> class(acquired): lockdep's graph, between classes of locks */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct class_edge_key);
+	__type(value, struct class_edge);
+} class_edges SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct class_edge);
+} new_class_edge SEC(".maps");
+
+/* The slab caches classes were found in: their names, sizes, whether merged. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);			/* struct kmem_cache * */
+	__type(value, struct cache_info);
+} caches SEC(".maps");
+
 /* locks taken in hardirq context, and locks seen held while a hardirq arrived */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -248,6 +271,11 @@ __u64 waits_dropped = 0;	/* a wait not timed (task_wait full) */
 __u64 self_skipped = 0;		/* lock calls made by our own map updates, ignored */
 __u64 own_process_skipped = 0;	/* events in irqlock's own process (its map reads), ignored */
 __u64 edges_dropped = 0;	/* lock-order edges not kept: edges map full */
+__u64 class_edges_dropped = 0;	/* class edges not kept: class_edges map full */
+__u64 caches_dropped = 0;	/* a slab cache's name not kept: caches map full */
+__u64 slab_locks = 0;		/* acquisitions of locks found in a slab object */
+/* The kernel's memory layout could not be read (no kallsyms for it): classes are addresses. */
+__u32 classes_unavailable = 0;
 __u64 irq_uses_dropped = 0;	/* hardirq / irqs-on uses not kept: map full */
 __u64 blocked_dropped = 0;	/* D-state sleeps not kept: blocked map full */
 __u64 returns_missed = 0;	/* kprobe mode: an acquire whose return was not seen */
@@ -425,10 +453,123 @@ static __always_inline void *lookup_or_make(struct guard *g, void *map, void *ke
 	return bpf_map_lookup_elem(map, key);
 }
 
+/* ---- lock classes -------------------------------------------------------------- *
+ * A lock in a slab object belongs to its cache at its offset in the object, found from the
+ * address as drgn's slab_object_info does: the struct page of the address in the direct
+ * map, its compound head, PG_slab, the struct slab over it, then slab_cache; the first
+ * object starts red_left_pad into the slab and each is `size` long.  Where the layout
+ * cannot be read (no kallsyms for it, a kernel without struct slab or PG_slab), a lock's
+ * class is its address and classes_unavailable says so.  The object holding a lock is
+ * alive while the lock is taken, so the page is a slab page then. */
+
+/* Randomized at boot, not in BTF: weak, so that a kernel whose kallsyms lacks them loads. */
+extern const void page_offset_base __ksym __weak;
+extern const void vmemmap_base __ksym __weak;
+extern const void high_memory __ksym __weak;
+
+#define PAGE_SHIFT 12
+
+/* Read once (the first program to need them), then kept: they do not change after boot. */
+struct memory_layout {
+	__u64 direct_start;	/* page_offset_base */
+	__u64 direct_end;	/* high_memory: the end of the directly mapped memory */
+	__u64 vmemmap;		/* vmemmap_base: struct page of pfn 0 */
+} layout = {};
+
+static __always_inline __u64 read_word(const void *p)
+{
+	__u64 v = 0;
+
+	if (p)
+		bpf_probe_read_kernel(&v, sizeof(v), p);
+	return v;
+}
+
+static __always_inline bool read_layout(void)
+{
+	__u64 start, end, vmemmap;
+
+	if (layout.vmemmap)
+		return true;
+	if (!bpf_core_type_exists(struct slab) ||
+	    !bpf_core_enum_value_exists(enum pageflags, PG_slab))
+		goto unavailable;
+	start = read_word(&page_offset_base);
+	end = read_word(&high_memory);
+	vmemmap = read_word(&vmemmap_base);
+	if (!start || end <= start || !vmemmap)
+		goto unavailable;
+	layout.direct_start = start;
+	layout.direct_end = end;
+	layout.vmemmap = vmemmap;
+	return true;
+unavailable:
+	classes_unavailable = 1;
+	return false;
+}
+
+static __always_inline void note_cache(struct guard *g, struct kmem_cache *cache)
+{
+	__u64 key = (__u64)cache;
+	struct cache_info info = {};
+	long err;
+
+	if (bpf_map_lookup_elem(&caches, &key))
+		return;
+	bpf_probe_read_kernel_str(info.name, sizeof(info.name), BPF_CORE_READ(cache, name));
+	info.size = BPF_CORE_READ(cache, size);
+	info.object_size = BPF_CORE_READ(cache, object_size);
+	info.refcount = BPF_CORE_READ(cache, refcount);
+	info.flags = BPF_CORE_READ(cache, ctor) ? CACHE_HAS_CTOR : 0;
+	err = guarded_update(g, &caches, &key, &info);
+	if (err && err != -17)
+		__sync_fetch_and_add(&caches_dropped, 1);
+}
+
+/* The class of the lock whose key is `key` (see struct lock_class). */
+static __always_inline void class_of(struct guard *g, __u64 key, struct lock_class *cls)
+{
+	__u64 addr = key & ~RAW_LOCK_TAG, page, head, flags, first;
+	__u64 page_size = bpf_core_type_size(struct page);
+	struct kmem_cache *cache;
+	__u32 size, pad = 0;
+
+	cls->cache = 0;
+	cls->where = key;
+	if (!read_layout() || addr < layout.direct_start || addr >= layout.direct_end)
+		return;	/* kernel image, modules, vmalloc (stacks): its own class */
+	page = layout.vmemmap + ((addr - layout.direct_start) >> PAGE_SHIFT) * page_size;
+	head = BPF_CORE_READ((struct page *)page, compound_head);
+	if (head & 1)
+		page = head - 1;
+	flags = BPF_CORE_READ((struct page *)page, flags);
+	if (!(flags & (1ULL << bpf_core_enum_value(enum pageflags, PG_slab))))
+		return;	/* page allocations, per-CPU areas */
+	cache = BPF_CORE_READ((struct slab *)page, slab_cache);
+	if (!cache)
+		return;
+	size = BPF_CORE_READ(cache, size);
+	if (bpf_core_field_exists(cache->red_left_pad))
+		pad = BPF_CORE_READ(cache, red_left_pad);
+	first = layout.direct_start + ((page - layout.vmemmap) / page_size << PAGE_SHIFT) + pad;
+	if (!size || addr < first)
+		return;
+	cls->cache = (__u64)cache;
+	cls->where = ((addr - first) % size) | (key & RAW_LOCK_TAG);
+	__sync_fetch_and_add(&slab_locks, 1);
+	note_cache(g, cache);
+}
+
+static __always_inline bool same_class(struct lock_class *a, struct lock_class *b)
+{
+	return a->cache == b->cache && a->where == b->where;
+}
+
 /* The lock's statistics, made if new (with its first holder): `now` is when the event
  * that needs them happened. */
 static __always_inline struct lock_stats *get_stats(void *ctx, struct guard *g, __u64 lock,
-						    __u32 kind, __u64 id, __u64 now)
+						    __u32 kind, __u64 id, __u64 now,
+						    struct lock_class *cls)
 {
 	bool made;
 	struct lock_stats *s = lookup_or_make(g, &locks, &lock, &new_stats, &locks_dropped, &made);
@@ -438,6 +579,10 @@ static __always_inline struct lock_stats *get_stats(void *ctx, struct guard *g, 
 		s->first_pid = (__u32)id;
 		s->first_tgid = id >> 32;
 		s->created_ns = now;
+		if (cls)	/* known already */
+			s->cls = *cls;
+		else
+			class_of(g, lock, &s->cls);
 		bpf_get_current_comm(s->first_comm, sizeof(s->first_comm));
 		s->first_stack_bytes = bpf_get_stack(ctx, s->first_stack, STACK_BYTES, 0);
 	}
@@ -482,19 +627,20 @@ static __always_inline struct held_stack *held_stack(struct guard *g, int c, __u
 }
 
 static __always_inline void set_held(struct held_stack *st, __u32 i, __u64 lock, __u64 now,
-				     __u32 kind, __u32 mode)
+				     __u32 kind, __u32 mode, struct lock_class *cls)
 {
 	i &= MAX_HELD - 1;
 	st->locks[i].lock = lock;
 	st->locks[i].acquired_ns = now;
 	st->locks[i].kind = kind;
 	st->locks[i].mode = mode;
+	st->locks[i].cls = *cls;
 }
 
 /* A full stack means releases we did not see (locks freed through an untraced
  * path): the oldest entry makes room, and the stale count says so. */
 static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 now, __u32 kind,
-				      __u32 mode)
+				      __u32 mode, struct lock_class *cls)
 {
 	__u32 d = st->depth, oldest = 0;
 
@@ -503,7 +649,7 @@ static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 n
 	for (__u32 i = 0; i < MAX_HELD; i++) {
 		if (i < d && st->locks[i].lock == lock) {
 			__sync_fetch_and_add(&held_overflow, 1);
-			set_held(st, i, lock, now, kind, mode);
+			set_held(st, i, lock, now, kind, mode, cls);
 			return;
 		}
 	}
@@ -512,10 +658,10 @@ static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 n
 		for (__u32 i = 1; i < MAX_HELD; i++)
 			if (st->locks[i].acquired_ns < st->locks[oldest].acquired_ns)
 				oldest = i;
-		set_held(st, oldest, lock, now, kind, mode);
+		set_held(st, oldest, lock, now, kind, mode, cls);
 		return;
 	}
-	set_held(st, d, lock, now, kind, mode);
+	set_held(st, d, lock, now, kind, mode, cls);
 	st->depth = d + 1;
 }
 
@@ -634,36 +780,65 @@ static __always_inline void note_use(void *ctx, struct guard *g, void *map, void
 		fill_use(ctx, u, id);
 }
 
-/* The first edge held -> acquired, with where this task took the held lock. */
-static __always_inline void note_edge(void *ctx, struct guard *g, struct edge_key *key, __u64 id)
+/* Who makes an edge from `held` to a lock of class `cls`, and where this task took `held`. */
+static __always_inline void fill_edge(void *ctx, struct edge_use *e, struct held_lock *held,
+				      struct lock_class *cls, __u64 id)
 {
-	struct holder_key holder = { .lock = key->from, .pid = (__u32)id };
-	bool made;
-	struct edge_use *e = lookup_or_make(g, &edges, key, &new_edge, &edges_dropped, &made);
+	struct holder_key holder = { .lock = held->lock, .pid = (__u32)id };
 	struct holder *h;
 
-	if (!e || !made)
-		return;
 	fill_use(ctx, &e->use, id);
+	e->held_cls = held->cls;
+	e->acquired_cls = *cls;
 	h = bpf_map_lookup_elem(&holders, &holder);
 	e->held_stack_bytes = h ? h->stack_bytes : -1;
 	if (h)
 		__builtin_memcpy(e->held_stack, h->stack, sizeof(e->held_stack));
 }
 
-/* An edge from every lock this context still holds to the one just taken. */
-static __always_inline void edges_from(void *ctx, struct guard *g, struct held_stack *st,
-				       __u64 lock, __u64 id)
+/* The first edge held -> acquired. */
+static __always_inline void note_edge(void *ctx, struct guard *g, struct held_lock *held,
+				      __u64 lock, struct lock_class *cls, __u64 id)
 {
-	struct edge_key key = { .to = lock };
+	struct edge_key key = { .from = held->lock, .to = lock };
+	bool made;
+	struct edge_use *e = lookup_or_make(g, &edges, &key, &new_edge, &edges_dropped, &made);
 
+	if (e && made)
+		fill_edge(ctx, e, held, cls, id);
+}
+
+/* The first edge class(held) -> class(acquired), with its two instances. */
+static __always_inline void note_class_edge(void *ctx, struct guard *g, struct held_lock *held,
+					    __u64 lock, struct lock_class *cls, __u64 id)
+{
+	struct class_edge_key key = { .from = held->cls, .to = *cls };
+	bool made;
+	struct class_edge *e = lookup_or_make(g, &class_edges, &key, &new_class_edge,
+					      &class_edges_dropped, &made);
+
+	if (!e || !made)
+		return;
+	e->from_lock = held->lock;
+	e->to_lock = lock;
+	fill_edge(ctx, &e->edge, held, cls, id);
+}
+
+/* An edge from every lock this context still holds to the one just taken, between the
+ * locks and between their classes (two locks of one class, as double_rq_lock takes them,
+ * order nothing between classes). */
+static __always_inline void edges_from(void *ctx, struct guard *g, struct held_stack *st,
+				       __u64 lock, struct lock_class *cls, __u64 id)
+{
 	drop_released(st);
 	for (__u32 i = 0; i < MAX_HELD; i++) {
 		if (i >= st->depth)
 			break;
-		key.from = st->locks[i].lock;
-		if (key.from != lock)
-			note_edge(ctx, g, &key, id);
+		if (st->locks[i].lock == lock)
+			continue;
+		note_edge(ctx, g, &st->locks[i], lock, cls, id);
+		if (!same_class(&st->locks[i].cls, cls))
+			note_class_edge(ctx, g, &st->locks[i], lock, cls, id);
 	}
 }
 
@@ -679,29 +854,32 @@ static __always_inline void count_seen(void)
 static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64 lock, __u64 id,
 					__u32 kind, __u32 mode, bool order)
 {
+	struct lock_class cls = { .where = lock };
 	struct lock_stats *s;
 	struct held_stack *st;
 	__u64 now;
 
 	now = bpf_ktime_get_ns();
+	if (track_order)	/* each time: the address may be another object's by now */
+		class_of(g, lock, &cls);
 	/* Edges first: the new lock is not on the held stack yet. */
 	if (track_order && order) {
 		__u32 key = c, pid = (__u32)id;
 		struct held_stack *held = bpf_map_lookup_elem(&cpu_held, &key);
 
 		if (held)
-			edges_from(ctx, g, held, lock, id);
+			edges_from(ctx, g, held, lock, &cls, id);
 		held = c == 0 ? bpf_map_lookup_elem(&task_held, &pid) : NULL;
 		if (held)
-			edges_from(ctx, g, held, lock, id);
+			edges_from(ctx, g, held, lock, &cls, id);
 	}
 	st = mode == MODE_RELEASE_UNSEEN ? NULL : held_stack(g, c, kind, (__u32)id, true);
 	if (st)
-		push_held(st, lock, now, kind, mode);
+		push_held(st, lock, now, kind, mode, &cls);
 	if (track_irq_safety && c == 2)
 		note_use(ctx, g, &hardirq_locks, &lock, id, &irq_uses_dropped);
 	count_seen();
-	s = get_stats(ctx, g, lock, kind, id, now);
+	s = get_stats(ctx, g, lock, kind, id, now, track_order ? &cls : NULL);
 	if (s) {
 		if (s->first_pid == (__u32)id)
 			__sync_fetch_and_add(&s->first_acquisitions, 1);
@@ -987,7 +1165,7 @@ int BPF_PROG(contention_end, void *lockp, int ret)
 	}
 	if (!start || ret)
 		return 0;	/* not seen begin, or the wait was interrupted (no lock taken) */
-	s = get_stats(ctx, &g, lock, kind_of_wait(flags), bpf_get_current_pid_tgid(), now);
+	s = get_stats(ctx, &g, lock, kind_of_wait(flags), bpf_get_current_pid_tgid(), now, NULL);
 	if (!s)
 		return 0;
 	__sync_fetch_and_add(&s->contended, 1);

@@ -25,6 +25,26 @@ enum lock_kind { LOCK_SPIN = 0, LOCK_RW = 1, LOCK_MUTEX = 2, LOCK_RWSEM = 3, LOC
 enum lock_mode { MODE_EXCLUSIVE = 0, MODE_SHARED = 1,
 		 MODE_RELEASE_UNSEEN = 2 /* exclusive, but its release is inlined: never held */ };
 
+/* A lock's class, lockdep's "locks that are logically the same": a lock inside a slab object
+ * is its cache and its offset in the object (every inode's i_rwsem is one class); any other
+ * lock is its own class, its key -- user space names a static lock by its symbol and folds
+ * the copies of a per-CPU lock into one. */
+struct lock_class {
+	__u64 cache;		/* struct kmem_cache *; 0: not in a slab object */
+	__u64 where;		/* the offset in the object (| RAW_LOCK_TAG); else the lock's key */
+};
+
+/* A slab cache a class was found in, read when first seen. */
+struct cache_info {
+	char name[32];
+	__u32 size;		/* the stride between objects (object and metadata) */
+	__u32 object_size;
+	__s32 refcount;		/* > 1: other caches were merged into it (mixed types) */
+	__u32 flags;		/* CACHE_HAS_CTOR: never merged */
+};
+
+#define CACHE_HAS_CTOR 1
+
 struct lock_stats {
 	__u32 kind;
 	__u32 first_pid;	/* who took it first while we watched: names a dynamic lock */
@@ -36,6 +56,7 @@ struct lock_stats {
 	__u64 wait_max_ns;
 	__u64 last_acquired_ns;	/* the latest exclusive acquisition seen: checks held entries */
 	__u64 created_ns;	/* holds that began before are not this entry's (LRU reuse) */
+	struct lock_class cls;	/* when the entry was made */
 	/* The first holder, kept with the lock: its entry in the holders map may have gone
 	 * (LRU) while the lock's stayed, and a lock is shown with at least its first holder. */
 	__u64 first_acquisitions;
@@ -67,6 +88,7 @@ struct held_lock {
 	__u64 acquired_ns;
 	__u32 kind;
 	__u32 mode;
+	struct lock_class cls;	/* irqlock deadlock only */
 };
 
 struct held_stack {
@@ -123,6 +145,20 @@ struct edge_use {
 	__s32 held_stack_bytes;	/* < 0: not known */
 	__u32 pad;
 	__u64 held_stack[LOCKS_MAX_STACK];
+	struct lock_class held_cls;	/* the classes of the two locks when the edge was made */
+	struct lock_class acquired_cls;
+};
+
+/* class(held) -> class(acquired), two different classes, with the first example. */
+struct class_edge_key {
+	struct lock_class from;
+	struct lock_class to;
+};
+
+struct class_edge {
+	__u64 from_lock;	/* the two instances of the first example */
+	__u64 to_lock;
+	struct edge_use edge;
 };
 
 #endif

@@ -12,8 +12,14 @@ Four findings, each read from maps the BPF side keeps:
 - hung tasks: asleep in D state longer than a threshold, with the lock they
   wait for and its owner when known.
 
-Locks are instances (addresses), not lockdep's classes: a cycle is between
-these very locks.  A trylock orders nothing (it cannot wait).
+Lock orders are kept at two levels.  Between instances (addresses): a cycle is
+between these very locks.  Between classes (classes.py: a slab cache and offset,
+a per-CPU variable, a static lock), as lockdep does: once any task took a lock
+of class A and then one of class B, and any other task takes them the other way
+round -- on other objects -- the inversion is there before the two ever meet on
+the same objects.  Two locks of one class order nothing between classes (as
+double_rq_lock takes them); between instances, both orders of such a pair are a
+"recursive" cycle.  A trylock orders nothing (it cannot wait).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from irqlock.analysis.graphs import DEFAULT_CYCLE_LIMIT, simple_cycles
 from irqlock.bpf.loader import Map
 from irqlock.defaults import DEFAULT_DEADLOCK_MAX_LOCKS, DEFAULT_MAX_EDGES
 from irqlock.kernel.kmsg import KernelLog, KernelReport
+from irqlock.tracers.classes import ClassNames, LockClass, LockClassStruct
 from irqlock.tracers.locks import (
     MAX_STACK,
     TASK_COMM_LEN,
@@ -69,6 +76,8 @@ class EdgeUseStruct(ctypes.Structure):
         ("held_stack_bytes", ctypes.c_int32),
         ("pad", ctypes.c_uint32),
         ("held_stack", ctypes.c_uint64 * MAX_STACK),
+        ("held_cls", LockClassStruct),
+        ("acquired_cls", LockClassStruct),
     ]
 
 
@@ -76,9 +85,23 @@ class EdgeKey(ctypes.Structure):
     _fields_ = [("held", ctypes.c_uint64), ("acquired", ctypes.c_uint64)]
 
 
+class ClassEdgeKey(ctypes.Structure):
+    """struct class_edge_key (locks.h)."""
+
+    _fields_ = [("held", LockClassStruct), ("acquired", LockClassStruct)]
+
+
+class ClassEdgeStruct(ctypes.Structure):
+    """struct class_edge (locks.h): the first example, its two instances."""
+
+    _fields_ = [("held_lock", ctypes.c_uint64), ("acquired_lock", ctypes.c_uint64),
+                ("edge", EdgeUseStruct)]
+
+
 class HeldLockStruct(ctypes.Structure):
     _fields_ = [("lock", ctypes.c_uint64), ("acquired_ns", ctypes.c_uint64),
-                ("kind", ctypes.c_uint32), ("mode", ctypes.c_uint32)]
+                ("kind", ctypes.c_uint32), ("mode", ctypes.c_uint32),
+                ("cls", LockClassStruct)]
 
 
 class HeldStackStruct(ctypes.Structure):
@@ -115,13 +138,17 @@ def _u32(raw: bytes) -> int:
 class LockRef:
     addr: int
     name: str | None
+    cls: LockClass | None = None  # its class, where known
 
     @property
     def label(self) -> str:
         return self.name or hex(self.addr)
 
     def to_json(self) -> dict[str, Any]:
-        return {"addr": hex(self.addr), "name": self.name}
+        found: dict[str, Any] = {"addr": hex(self.addr), "name": self.name}
+        if self.cls:
+            found.update(self.cls.to_json())
+        return found
 
 
 @dataclass(frozen=True)
@@ -138,29 +165,54 @@ class OrderEdge:
 
     def to_json(self) -> dict[str, Any]:
         return {"from": hex(self.held.addr), "to": hex(self.acquired.addr),
-                "from_name": self.held.name, "to_name": self.acquired.name, "pid": self.pid,
+                "from_name": self.held.name, "to_name": self.acquired.name,
+                "from_class": self.held.cls.label if self.held.cls else None,
+                "to_class": self.acquired.cls.label if self.acquired.cls else None,
+                "pid": self.pid,
                 "tgid": self.tgid, "comm": self.comm, "held_stack": self.held_stack,
                 "acquire_stack": self.acquire_stack}
 
 
 @dataclass(frozen=True)
 class LockCycle:
+    """A cycle between lock instances, or (level "class") between classes: then each
+    lock stands for its class, with the instances of each edge's first example."""
+
     locks: list[LockRef]
     edges: list[OrderEdge]
+    level: str = "instance"
 
     @property
     def dynamic(self) -> bool:
         """Only dynamic locks (no symbol), each edge from another process: the same
         addresses may have been different locks when each edge was made (memory
-        freed and reused, as page-table locks are).  Reported, with that caveat."""
-        return (all(lock.name is None for lock in self.locks)
+        freed and reused, as page-table locks are).  Reported, with that caveat.
+        (A class is computed when its lock is taken: never a reused address's.)"""
+        return (self.level == "instance" and all(lock.name is None for lock in self.locks)
                 and len({edge.tgid for edge in self.edges}) == len(self.edges))
 
+    @property
+    def recursive(self) -> bool:
+        """Instances of one class taken in both orders (lockdep's recursive locking)."""
+        classes = {lock.cls.key if lock.cls else None for lock in self.locks}
+        return self.level == "instance" and len(classes) == 1 and None not in classes
+
+    @property
+    def merged_caches(self) -> list[str]:
+        """Classes in merged slab caches: each may be several types' locks."""
+        return [lock.cls.label for lock in self.locks if lock.cls and lock.cls.merged]
+
+    @property
+    def labels(self) -> list[str]:
+        return [lock.cls.label if self.level == "class" and lock.cls else lock.label
+                for lock in self.locks]
+
     def to_json(self) -> dict[str, Any]:
-        return {"type": "lock_cycle", "length": len(self.locks),
+        return {"type": "lock_cycle", "level": self.level, "length": len(self.locks),
                 "locks": [lock.to_json() for lock in self.locks],
                 "edges": [edge.to_json() for edge in self.edges],
-                "maybe_reused_addresses": self.dynamic}
+                "maybe_reused_addresses": self.dynamic, "recursive": self.recursive,
+                "merged_caches": self.merged_caches}
 
 
 @dataclass(frozen=True)
@@ -271,6 +323,7 @@ class DeadlockState:
     """What has been reported already, so that each finding is reported once."""
 
     cycles: set[tuple[int, ...]] = field(default_factory=set)
+    class_cycles: set[tuple[tuple[Any, ...], ...]] = field(default_factory=set)
     irq_unsafe: set[int] = field(default_factory=set)
     deadlocks: set[frozenset[int]] = field(default_factory=set)
     hung: set[tuple[int, int]] = field(default_factory=set)
@@ -291,10 +344,10 @@ class DeadlockFinder:
     def _map(self, name: str) -> Map:
         return self.tracer.obj.map(name)
 
-    def lock(self, key: int) -> LockRef:
+    def lock(self, key: int, cls: LockClass | None = None) -> LockRef:
         """The lock a map key stands for, named."""
         addr = lock_address(key)
-        return LockRef(addr, self.tracer.kallsyms.data_name(addr))
+        return LockRef(addr, self.tracer.kallsyms.data_name(addr), cls)
 
     def _stack(self, raw: ctypes.Array[ctypes.c_uint64], size: int) -> list[str]:
         return caller_frames(self.tracer.kallsyms.stack(list(raw[: max(size, 0) // 8])))
@@ -317,7 +370,13 @@ class DeadlockFinder:
     # ---- lock-order cycles --------------------------------------------------
 
     def lock_cycles(self) -> Iterator[LockCycle]:
-        """Cycles not reported before, each made (symbolized) only when asked for."""
+        """Cycles not reported before, between instances, then between classes, each made
+        (symbolized) only when asked for."""
+        names = self.tracer.class_names()
+        yield from self._instance_cycles(names)
+        yield from self._class_cycles(names)
+
+    def _instance_cycles(self, names: ClassNames) -> Iterator[LockCycle]:
         edges: dict[tuple[int, int], EdgeUseStruct] = {}
         for raw_key, value in self._map("edges").items():
             k = EdgeKey.from_buffer_copy(raw_key)
@@ -332,18 +391,62 @@ class DeadlockFinder:
                 continue
             self.seen.cycles.add(tuple(cycle))
             pairs = [(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle))]
-            yield LockCycle(locks=[self.lock(addr) for addr in cycle],
-                            edges=[self._edge(held, acquired, edges[(held, acquired)])
-                                   for held, acquired in pairs])
+            made = [self._edge(held, acquired, edges[(held, acquired)], names)
+                    for held, acquired in pairs]
+            yield LockCycle(locks=[edge.held for edge in made], edges=made)
 
-    def _edge(self, held: int, acquired: int, edge: EdgeUseStruct) -> OrderEdge:
+    def _class_cycles(self, names: ClassNames) -> Iterator[LockCycle]:
+        """Cycles between classes; per-CPU copies fold into one class here, and edges
+        between two copies of one variable are same-class nesting, no edge."""
+        index: dict[tuple[Any, ...], int] = {}
+        examples: dict[tuple[int, int], tuple[ClassEdgeStruct, LockClass, LockClass]] = {}
+        for raw_key, value in self._map("class_edges").items():
+            k = ClassEdgeKey.from_buffer_copy(raw_key)
+            held, acquired = names.of(k.held), names.of(k.acquired)
+            if held.key == acquired.key:
+                continue
+            a = index.setdefault(held.key, len(index))
+            b = index.setdefault(acquired.key, len(index))
+            if (a, b) not in examples:
+                examples[(a, b)] = (ClassEdgeStruct.from_buffer_copy(value), held, acquired)
+        graph: dict[int, list[int]] = {}
+        for a, b in examples:
+            graph.setdefault(a, []).append(b)
+        keys = {i: key for key, i in index.items()}
+        found = simple_cycles(graph, self.cycle_limit)
+        self.seen.cycles_truncated |= found.truncated
+        for cycle in found.cycles:
+            seen_key = tuple(keys[node] for node in cycle)
+            if seen_key in self.seen.class_cycles:
+                continue
+            self.seen.class_cycles.add(seen_key)
+            made = []
+            for i, a in enumerate(cycle):
+                example, held, acquired = examples[(a, cycle[(i + 1) % len(cycle)])]
+                made.append(self._class_edge(example, held, acquired))
+            yield LockCycle(locks=[edge.held for edge in made], edges=made, level="class")
+
+    def _edge(self, held: int, acquired: int, edge: EdgeUseStruct,
+              names: ClassNames) -> OrderEdge:
         use = edge.use
         held_stack = self._stack(edge.held_stack, edge.held_stack_bytes) \
             if edge.held_stack_bytes >= 0 else self._first_stack(held, use.pid)
-        return OrderEdge(held=self.lock(held), acquired=self.lock(acquired), pid=use.pid,
-                         tgid=use.tgid, comm=use.comm.decode(errors="replace"),
+        return OrderEdge(held=self.lock(held, names.of(edge.held_cls)),
+                         acquired=self.lock(acquired, names.of(edge.acquired_cls)),
+                         pid=use.pid, tgid=use.tgid, comm=use.comm.decode(errors="replace"),
                          held_stack=held_stack,
                          acquire_stack=self._stack(use.stack, use.stack_bytes))
+
+    def _class_edge(self, example: ClassEdgeStruct, held: LockClass,
+                    acquired: LockClass) -> OrderEdge:
+        edge = example.edge
+        held_stack = self._stack(edge.held_stack, edge.held_stack_bytes) \
+            if edge.held_stack_bytes >= 0 else self._first_stack(example.held_lock, edge.use.pid)
+        return OrderEdge(held=self.lock(example.held_lock, held),
+                         acquired=self.lock(example.acquired_lock, acquired),
+                         pid=edge.use.pid, tgid=edge.use.tgid,
+                         comm=edge.use.comm.decode(errors="replace"), held_stack=held_stack,
+                         acquire_stack=self._stack(edge.use.stack, edge.use.stack_bytes))
 
     # ---- IRQ safety ---------------------------------------------------------
 
@@ -543,7 +646,10 @@ class DeadlockWatch:
         stats.update(tool="deadlock", edges=self.tracer.obj.map("edges").count(),
                      max_edges=self.options.max_edges, cycle_limit=self.options.cycle_limit,
                      cycles_truncated=self.finder.seen.cycles_truncated,
-                     edges_dropped=g("edges_dropped"), irq_uses_dropped=g("irq_uses_dropped"),
+                     edges_dropped=g("edges_dropped"),
+                     class_edges=self.tracer.obj.map("class_edges").count(),
+                     class_edges_dropped=g("class_edges_dropped"),
+                     irq_uses_dropped=g("irq_uses_dropped"),
                      blocked_dropped=g("blocked_dropped"),
                      blocked_before_start=self.blocked_before_start,
                      kernel_log=self.kernel_log.error or "ok",

@@ -31,8 +31,10 @@ MAX_STACK = 32
 KINDS = ("hardirq", "preempt", "softirq")
 SOURCES = ("tracepoint", "lock", "sample")
 # enum tick_site (irqoff.h): what confirms a window as interrupts-off (softirqs-off) time.
-SITES = ("none", "sti", "popf", "exact", "seen")
+# "stall": every CPU's ticks stopped at once -- a hypervisor paused the machine.
+SITES = ("none", "sti", "popf", "exact", "seen", "stall")
 UNCONFIRMED = "none"
+STALLED = "stall"
 
 # Lock functions that turn interrupts off or back on, by how irqoff.bpf.c handles them.
 LOCK_IRQSAVE = ["_raw_spin_lock_irqsave", "_raw_read_lock_irqsave", "_raw_write_lock_irqsave"]
@@ -55,8 +57,8 @@ class SampleState(ctypes.Structure):
     """struct sample_state of irqoff.bpf.c: the sampler's per-CPU state."""
 
     _fields_ = [("last_ns", ctypes.c_uint64), ("prev_tick_ns", ctypes.c_uint64),
-                ("bh_last_ns", ctypes.c_uint64), ("bh_start_error_ns", ctypes.c_uint64),
-                ("late_max_ns", ctypes.c_uint64)]
+                ("before_tick_ns", ctypes.c_uint64), ("bh_last_ns", ctypes.c_uint64),
+                ("bh_start_error_ns", ctypes.c_uint64), ("late_max_ns", ctypes.c_uint64)]
 
 
 class IrqoffEvent(ctypes.Structure):
@@ -109,7 +111,7 @@ class IrqoffWindow:
     @property
     def confirmed(self) -> bool:
         """Known to be interrupts-off (softirqs-off) time, not a CPU the hypervisor ran late."""
-        return self.site != UNCONFIRMED
+        return self.site not in (UNCONFIRMED, STALLED)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "irqoff", "kind": self.kind, "cpu": self.cpu, "pid": self.pid,
@@ -226,6 +228,7 @@ class IrqoffTracer:
         self.obj = self._load(plan.lock_method == "fentry")
         self._ringbuf = -1
         self.unconfirmed = 0
+        self.stalled = 0
         if not attach:
             return
         try:
@@ -260,7 +263,8 @@ class IrqoffTracer:
         obj.set_rodata(threshold_ns=c.threshold_ns, target_tgid=-1 if c.tgid is None else c.tgid,
                        own_tgid=os.getpid(),
                        target_cpu=-1 if c.cpu is None else c.cpu, sample_period_ns=c.period_ns,
-                       sample_hardirq=int(self.plan.sample), sample_softirq=int(self.plan.softirq))
+                       sample_hardirq=int(self.plan.sample), sample_softirq=int(self.plan.softirq),
+                       nr_cpus=max(online_cpus()) + 1)
         wanted = self._section_programs()
         for program in SECTION_PROGRAMS:
             if program not in wanted:
@@ -312,8 +316,9 @@ class IrqoffTracer:
             return ks.stack(list(stack[: max(size, 0) // 8]))
 
         site = SITES[e.site] if e.site < len(SITES) else UNCONFIRMED
-        if site == UNCONFIRMED:
+        if site in (UNCONFIRMED, STALLED):
             self.unconfirmed += 1
+            self.stalled += site == STALLED
             if not self.config.unconfirmed:
                 return
         self._on_window(IrqoffWindow(
@@ -341,6 +346,8 @@ class IrqoffTracer:
                 # sampled windows over the threshold whose closing tick no site confirms
                 # (reported only with --unconfirmed, "confirmed": false)
                 "unconfirmed_windows": self.unconfirmed,
+                # of those, windows in which every CPU's ticks stopped (a paused machine)
+                "stalled_windows": self.stalled,
                 "sampler_period_ns": self.config.period_ns if self.plan.sampler else 0,
                 "sampler_late_max_ns": self._sampler_late_max_ns(),
                 "not_attached": self.plan.not_attached}

@@ -11,17 +11,23 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from irqlock.analysis.histograms import LOGLIN_BUCKETS, loglinear_bounds, loglinear_percentile
+from irqlock.analysis.histograms import (
+    LOGLIN_BUCKETS,
+    loglinear_bounds,
+    loglinear_index,
+    loglinear_percentile,
+)
 from irqlock.bpf.loader import BPF_MAP_TYPE_LRU_HASH, BpfObject
 from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import LOCK_FUNCTIONS, KernelFeatures, kind_functions
 from irqlock.kernel.kallsyms import Kallsyms, Symbols
+from irqlock.tracers.classes import ClassNames, LockClass, LockClassStruct
 
 TASK_COMM_LEN = 16
 MAX_STACK = 24
@@ -50,11 +56,15 @@ HOLDERS_PER_LOCK = 2  # holders map size = this x --max-locks
 LRU_MAPS = ("locks", "holders")
 MAX_TASKS = 8192
 IRQ_USES = 4096  # locks taken in hardirq / held with interrupts on, each
-# Maps only irqlock deadlock fills, and the entries each gets then (None: --max-edges);
-# otherwise 1, as a hash map is allocated whole at load, used or not.
-DEADLOCK_MAPS: dict[str, int | None] = {"edges": None, "hardirq_locks": IRQ_USES,
+# Maps only irqlock deadlock fills, and the entries each gets then (None: --max-edges;
+# the class graph a quarter of that: there are far fewer classes than locks); otherwise
+# 1, as a hash map is allocated whole at load, used or not.
+DEADLOCK_MAPS: dict[str, int | None] = {"edges": None, "class_edges": None,
+                                        "hardirq_locks": IRQ_USES,
                                         "irqs_on_locks": IRQ_USES, "blocked": MAX_TASKS,
                                         "wait_stacks": MAX_TASKS}
+CLASS_EDGES_SHARE = 4  # class_edges = max_edges // this
+CACHES = 4096  # slab caches named (a kernel has a few hundred)
 
 
 def is_release(function: str) -> bool:
@@ -104,6 +114,7 @@ class LockStatsStruct(ctypes.Structure):
         ("wait_max_ns", ctypes.c_uint64),
         ("last_acquired_ns", ctypes.c_uint64),
         ("created_ns", ctypes.c_uint64),
+        ("cls", LockClassStruct),
         ("first_acquisitions", ctypes.c_uint64),
         ("first_tgid", ctypes.c_uint32),
         ("first_stack_bytes", ctypes.c_int32),
@@ -159,6 +170,16 @@ class Timing:
         return {"count": self.count, "total": self.total, "max": self.max, "p50": self.p50,
                 "p99": self.p99}
 
+    @classmethod
+    def merged(cls, timings: Sequence[Timing]) -> Timing:
+        """Of several locks at once (a class): their histograms added, bucket by bucket."""
+        counts = [0] * LOGLIN_BUCKETS
+        for timing in timings:
+            for low, n in timing.histogram:
+                counts[loglinear_index(low)] += n
+        return cls.of(sum(t.total for t in timings), max((t.max for t in timings), default=0),
+                      counts)
+
 
 @dataclass(frozen=True)
 class Coverage:
@@ -200,6 +221,7 @@ class LockRecord:
     hold: Timing
     wait: Timing
     holders: list[Holder] = field(default_factory=list)
+    cls: LockClass | None = None  # its class when first seen (classes.py)
 
     @property
     def label(self) -> str:
@@ -207,12 +229,67 @@ class LockRecord:
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "lock", "addr": hex(self.addr), "name": self.name, "site": self.site,
+                "class": self.cls.label if self.cls else None,
+                "merged_cache": self.cls.merged if self.cls else False,
                 "kind": self.kind, "acquisitions": self.acquisitions,
                 "contended": self.contended, "hold_ns": self.hold.to_json(),
                 "wait_ns": self.wait.to_json(),
                 "hold_histogram": [list(b) for b in self.hold.histogram],
                 "wait_histogram": [list(b) for b in self.wait.histogram],
                 "holders": [h.to_json() for h in self.holders]}
+
+
+@dataclass
+class ClassRecord:
+    """The locks of one class (classes.py) together: "all i_rwsems", not one of them."""
+
+    cls: LockClass
+    kind: str
+    locks: int  # instances seen
+    acquisitions: int
+    contended: int
+    hold: Timing
+    wait: Timing
+    holders: list[Holder] = field(default_factory=list)  # per task, over all its instances
+
+    @property
+    def label(self) -> str:
+        return self.cls.label
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "lock_class", "class": self.cls.label, "merged_cache": self.cls.merged,
+                "kind": self.kind, "locks": self.locks, "acquisitions": self.acquisitions,
+                "contended": self.contended, "hold_ns": self.hold.to_json(),
+                "wait_ns": self.wait.to_json(),
+                "hold_histogram": [list(b) for b in self.hold.histogram],
+                "wait_histogram": [list(b) for b in self.wait.histogram],
+                "holders": [h.to_json() for h in self.holders]}
+
+
+def by_class(records: Sequence[LockRecord]) -> list[ClassRecord]:
+    """Lock records added up per class and kind (a record without a class is its own)."""
+    groups: dict[tuple[Any, ...], list[LockRecord]] = {}
+    for r in records:
+        cls = r.cls or LockClass(key=("addr", r.addr), label=r.label)
+        groups.setdefault((cls.key, r.kind), []).append(replace(r, cls=cls))
+    result = []
+    for members in groups.values():
+        holders: dict[int, Holder] = {}
+        for r in members:
+            for h in r.holders:
+                seen = holders.get(h.pid)
+                holders[h.pid] = h if seen is None else \
+                    replace(seen, acquisitions=seen.acquisitions + h.acquisitions)
+        first = members[0]
+        assert first.cls is not None
+        result.append(ClassRecord(
+            cls=first.cls, kind=first.kind, locks=len(members),
+            acquisitions=sum(r.acquisitions for r in members),
+            contended=sum(r.contended for r in members),
+            hold=Timing.merged([r.hold for r in members]),
+            wait=Timing.merged([r.wait for r in members]),
+            holders=sorted(holders.values(), key=lambda h: -h.acquisitions)))
+    return result
 
 
 @dataclass
@@ -330,10 +407,12 @@ class LocksTracer:
         self.obj.set_max_entries("holders", c.max_locks * HOLDERS_PER_LOCK)
         self.obj.set_max_entries("task_held", MAX_TASKS)
         self.obj.set_max_entries("task_wait", MAX_TASKS)
-        used = {"edges": c.order, "hardirq_locks": c.irq_safety, "irqs_on_locks": c.irq_safety,
-                "blocked": c.blocked, "wait_stacks": c.blocked}
+        self.obj.set_max_entries("caches", CACHES)
+        used = {"edges": c.order, "class_edges": c.order, "hardirq_locks": c.irq_safety,
+                "irqs_on_locks": c.irq_safety, "blocked": c.blocked, "wait_stacks": c.blocked}
         for name, size in DEADLOCK_MAPS.items():
-            entries = c.max_edges if size is None else size
+            entries = size if size is not None else \
+                max(1, c.max_edges // CLASS_EDGES_SHARE) if name == "class_edges" else c.max_edges
             self.obj.set_max_entries(name, entries if used[name] else 1)
         unused = "fentry" if self.plan.method == "kprobe" else "kprobe"
         for function in LOCK_FUNCTION_NAMES - NOT_TRACED:
@@ -376,6 +455,7 @@ class LocksTracer:
         lock) it is much cheaper: what a metrics refresh every second needs.
         """
         holders = self._holders() if with_holders else {}
+        names = self.class_names()
         records: list[LockRecord] = []
         for key, value in self.obj.map("locks").items():
             lock = int.from_bytes(key, "little")
@@ -394,7 +474,7 @@ class LocksTracer:
                 acquisitions=s.acquisitions, contended=s.contended,
                 hold=Timing.of(s.hold_total_ns, s.hold_max_ns, s.hold_hist),
                 wait=Timing.of(s.wait_total_ns, s.wait_max_ns, s.wait_hist),
-                holders=lock_holders))
+                holders=lock_holders, cls=names.of(s.cls)))
         self.covered = Coverage(shown=sum(r.acquisitions for r in records),
                                 seen=self.acquisitions_seen())
         return self._name_wait_locks(records)
@@ -418,6 +498,10 @@ class LocksTracer:
                                                                             0) // 8])))
         return Holder(pid=s.first_pid, tgid=s.first_tgid, comm=s.first_comm.decode(errors="replace"),
                       acquisitions=s.first_acquisitions, first_stack=stack)
+
+    def class_names(self) -> ClassNames:
+        """Names for the classes seen so far (the slab caches met, kallsyms)."""
+        return ClassNames.from_map(self.obj.map("caches").items(), self.kallsyms)
 
     def acquisitions_seen(self) -> int:
         """Acquisitions of every lock since the start or the last clear (kept or not)."""
@@ -458,6 +542,11 @@ class LocksTracer:
                 "waits_dropped": g("waits_dropped"), "self_skipped": g("self_skipped"),
                 "probe": self.plan.method, "returns_missed": g("returns_missed"),
                 "max_locks": self.config.max_locks,
+                "lock_classes": "unavailable (the kernel's memory layout cannot be read: "
+                "no page_offset_base, vmemmap_base or high_memory in kallsyms, or no struct "
+                "slab / PG_slab in its BTF): classes are addresses"
+                if g("classes_unavailable") else "slab cache + offset",
+                "slab_locks": g("slab_locks"), "caches_dropped": g("caches_dropped"),
                 "map_bytes": self.map_bytes(),
                 "waits": "lock:contention_begin/end" if self.plan.contention
                 else "unavailable (no lock:contention tracepoints)",
@@ -466,7 +555,8 @@ class LocksTracer:
     def map_bytes(self) -> int:
         """Memory the kernel charges for the tracer's big maps (preallocated: this is the cap)."""
         return sum(self.obj.map(name).memlock_bytes()
-                   for name in ("locks", "holders", "task_held", "task_wait", *DEADLOCK_MAPS))
+                   for name in ("locks", "holders", "task_held", "task_wait", "caches",
+                                *DEADLOCK_MAPS))
 
     def _pause(self, paused: bool) -> None:
         """While paused every lock program does nothing (control in locks.bpf.c)."""
