@@ -15,7 +15,10 @@ linux-perf installed by `scripts/setup.sh --bench`):
     fixture's spin_lock/spin_unlock micro-loop;
 (d) the same pair taken while a mutex is held, untraced, under `irqlock locks`
     and under `irqlock deadlock`, whose every such acquisition checks the held
-    mutex against its owner word before it draws (here: finds) the order edge.
+    mutex against its owner word before it draws (here: finds) the order edge;
+(e) the pair of (d) with both locks inside slab objects, under `irqlock deadlock`:
+    each acquisition also looks up its lock's class (the slab cache and offset,
+    from the struct page of the address) and its class edge.
 
 Figures are medians of REPEAT runs; under TCG only the ratios mean anything.
 """
@@ -60,6 +63,10 @@ def per_pair_ns() -> float:
 
 def nested_pair_ns() -> float:
     return lockloop("nested", SPIN_PAIRS) * 1e9 / SPIN_PAIRS
+
+
+def nested_slab_pair_ns() -> float:
+    return lockloop("nested_slab", SPIN_PAIRS) * 1e9 / SPIN_PAIRS
 
 
 def row(label: str, attach_s: float | None, seconds: float, base: float) -> str:
@@ -107,6 +114,15 @@ def main() -> None:
             traced = median(nested_pair_ns)
         print(f"  {label:<34}{traced:>8.0f} ns  +{traced - untraced:.0f} ns "
               f"({traced / untraced:.1f}x)")
+
+    print(f"(e) the pair of (d) in slab objects: the cost of lock classes, {SPIN_PAIRS} pairs")
+    static_untraced, slab_untraced = median(nested_pair_ns), median(nested_slab_pair_ns)
+    with irqlock("deadlock"):
+        static_traced, slab_traced = median(nested_pair_ns), median(nested_slab_pair_ns)
+    added_static, added_slab = static_traced - static_untraced, slab_traced - slab_untraced
+    print(f"  static locks (no class lookup): +{added_static:.0f} ns per pair; slab locks "
+          f"(class lookup): +{added_slab:.0f} ns; the class costs {added_slab - added_static:.0f}"
+          f" ns ({added_slab / added_static:.2f}x what irqlock deadlock adds)")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@
  *   percpu                  each CPU's address of the per-CPU variable cpu_number
  *   lockloop KIND N         take and release a fixture lock N times in a row
  *                           (KIND: spin spin_irqsave mutex, or nested: spin while
- *                           a mutex is held, an order edge each time) and report the
+ *                           a mutex is held, an order edge each time; nested_slab: the
+ *                           same with both locks in slab objects) and report the
  *                           time per pair: what a tracer adds to each one
  *
  * Every blocking wait is killable or completes, so the module always unloads.
@@ -1183,10 +1184,29 @@ static int cmd_lockloop(const char *kind, u64 n)
 				cond_resched();
 		}
 		mutex_unlock(&fx_loop_mutex);
+	} else if (!strcmp(kind, "nested_slab")) {
+		/* the same inside slab objects: each acquisition's lock class is looked up */
+		int err = alloc_objects();
+
+		if (err)
+			return err;
+		start = ktime_get_ns();
+		mutex_lock(&foo[0]->mutex);
+		for (i = 0; i < n; i++) {
+			spin_lock(&foo[1]->lock);
+			spin_unlock(&foo[1]->lock);
+			if ((i & 1023) == 1023)
+				cond_resched();
+		}
+		mutex_unlock(&foo[0]->mutex);
+		total = ktime_get_ns() - start;
+		free_objects();
+		goto done;
 	} else {
 		return -EINVAL;
 	}
 	total = ktime_get_ns() - start;
+done:
 	out("{\"cmd\":\"lockloop\",\"kind\":\"%s\",\"count\":%llu,\"total_ns\":%llu,"
 	    "\"ns_per_pair\":%llu}\n", kind, n, total, total / n);
 	return 0;

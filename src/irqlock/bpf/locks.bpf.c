@@ -529,13 +529,16 @@ static __always_inline void note_cache(struct guard *g, struct kmem_cache *cache
 /* The class of the lock whose key is `key` (see struct lock_class). */
 static __always_inline void class_of(struct guard *g, __u64 key, struct lock_class *cls)
 {
-	__u64 addr = key & ~RAW_LOCK_TAG, page, head, flags, first;
-	__u64 page_size = bpf_core_type_size(struct page);
+	__u64 page_size = bpf_core_type_size(struct page), number = 0, addr, page, head, flags, first;
 	struct kmem_cache *cache;
 	__u32 size, pad = 0;
 
 	cls->cache = 0;
 	cls->where = key;
+	/* The key may be the traced function's argument, a pointer the verifier allows no bit
+	 * operations on: its value, read as a number. */
+	bpf_probe_read_kernel(&number, sizeof(number), &key);
+	addr = number & ~RAW_LOCK_TAG;
 	if (!read_layout() || addr < layout.direct_start || addr >= layout.direct_end)
 		return;	/* kernel image, modules, vmalloc (stacks): its own class */
 	page = layout.vmemmap + ((addr - layout.direct_start) >> PAGE_SHIFT) * page_size;
@@ -555,7 +558,7 @@ static __always_inline void class_of(struct guard *g, __u64 key, struct lock_cla
 	if (!size || addr < first)
 		return;
 	cls->cache = (__u64)cache;
-	cls->where = ((addr - first) % size) | (key & RAW_LOCK_TAG);
+	cls->where = ((addr - first) % size) | (number & RAW_LOCK_TAG);
 	__sync_fetch_and_add(&slab_locks, 1);
 	note_cache(g, cache);
 }
