@@ -40,7 +40,7 @@ def assert_edges_match(cycle: dict[str, Any], truth: dict[str, Any]) -> None:
     assert len(cycle["edges"]) == len(made)
     for edge in cycle["edges"]:
         fixture_edge = made[(edge["from"], edge["to"])]
-        if edge["from_name"] is not None or cycle["level"] == "instance":  # static locks
+        if fixture_edge["held"] in FIXTURE_ORDER_LOCKS:  # static locks: their symbols
             assert (edge["from_name"], edge["to_name"]) == (fixture_edge["held"],
                                                             fixture_edge["acquired"])
         assert edge["pid"] == fixture_edge["task"]["pid"]
@@ -225,10 +225,16 @@ LOAD_S = float(os.environ.get("IRQLOCK_LOAD_S", "30"))
 
 def described(findings: list[dict[str, Any]]) -> str:
     """Findings as their locks and the tasks and stacks of their edges, for a failure."""
+    def label(lock: dict[str, Any], level: str) -> str:
+        return str((lock.get("class") if level == "class" else lock["name"]) or lock["addr"])
+
     return "\n".join(
-        " -> ".join(lock["name"] or lock["addr"] for lock in f.get("locks", [f]))
-        + "".join(f"\n  {e['comm']}[{e['pid']}] {e['from_name']}->{e['to_name']}: "
-                  f"{e['acquire_stack'][:6]}" for e in f.get("edges", []))
+        f"[{f.get('level', '')}] "
+        + " -> ".join(label(lock, f.get("level", "")) for lock in f.get("locks", [f]))
+        + "".join(f"\n  {e['comm']}[{e['pid']}] {e['from_name'] or e['from']} ({e['from_class']})"
+                  f" -> {e['to_name'] or e['to']} ({e['to_class']}): held at "
+                  f"{e['held_stack'][:4]}, took at {e['acquire_stack'][:6]}"
+                  for e in f.get("edges", []))
         for f in findings)
 
 

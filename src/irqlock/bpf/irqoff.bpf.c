@@ -160,6 +160,38 @@ static __always_inline void irqs_are_on(void)
 	}
 }
 
+#define MAX_CPUS 256
+
+/* Whether the other CPUs' sampler ticks stopped during this CPU's gap (last, now) too: a
+ * hypervisor that paused the whole machine, not interrupts turned off here (they stop one
+ * CPU's ticks, not all).  Its late tick may still land after an sti: a stall that ended in
+ * a short irqs-off section.  An exact window a stall covers is mostly the stall too.
+ * A CPU that ran ticked in (last + period / 2, now - period / 2): one of its two latest
+ * ticks is there once the gap is over three periods (two, and how late ticks come).  CPUs
+ * whose latest tick is older than the gap (offline) do not count; with none left, or
+ * without the sampler, nothing can be told. */
+static __always_inline bool machine_stalled(__u64 last, __u64 now)
+{
+	__u64 from = last + sample_period_ns / 2, to = now - sample_period_ns / 2;
+	__u32 zero = 0, me = bpf_get_smp_processor_id(), others = 0;
+	struct sample_state *d;
+
+	if (now - last <= 3 * sample_period_ns)
+		return false;	/* too short to tell: a running CPU may tick just outside */
+	for (__u32 cpu = 0; cpu < MAX_CPUS && cpu < nr_cpus; cpu++) {
+		if (cpu == me)
+			continue;
+		d = bpf_map_lookup_percpu_elem(&samples, &zero, cpu);
+		if (!d || d->prev_tick_ns + 2 * sample_period_ns < last)
+			continue;
+		others++;
+		if ((d->prev_tick_ns > from && d->prev_tick_ns < to) ||
+		    (d->before_tick_ns > from && d->before_tick_ns < to))
+			return false;
+	}
+	return others > 0;
+}
+
 static __always_inline void close_window(void *ctx, struct window_state *st, __u32 kind,
 					 __u64 end_ns)
 {
@@ -201,6 +233,9 @@ static __always_inline void close_window(void *ctx, struct window_state *st, __u
 	e->kind = kind;
 	e->source = st->source;
 	e->site = st->site;
+	if (st->source != SOURCE_SAMPLE && kind == KIND_HARDIRQ && sample_hardirq &&
+	    machine_stalled(st->start_ns, end_ns))
+		e->site = SITE_STALL;
 	e->disable_stack_bytes = st->disable_stack_bytes;
 	__builtin_memcpy(e->comm, st->comm, sizeof(e->comm));
 	__builtin_memcpy(e->disable_stack, st->disable_stack, sizeof(e->disable_stack));
@@ -505,35 +540,6 @@ static __always_inline __u32 tick_site(struct bpf_perf_event_data *ctx)
 		    shadow_instruction(&code[SITE_BYTES - len], len))
 			return SITE_STI;
 	return SITE_NONE;
-}
-
-#define MAX_CPUS 256
-
-/* Whether the other CPUs' sampler ticks stopped during this CPU's gap (last, now) too: a
- * hypervisor that paused the whole machine, not interrupts turned off here (they stop one
- * CPU's ticks, not all).  Its late tick may still land after an sti: a stall that ended
- * in a short irqs-off section.  A CPU that ran ticked in (last + period / 2, now - period
- * / 2) -- one of its two latest ticks is there once the gap is over two periods and how
- * late ticks come.  CPUs whose latest tick is older than the gap (offline) do not count;
- * with none left nothing can be told. */
-static __always_inline bool machine_stalled(__u64 last, __u64 now)
-{
-	__u64 from = last + sample_period_ns / 2, to = now - sample_period_ns / 2;
-	__u32 zero = 0, me = bpf_get_smp_processor_id(), others = 0;
-	struct sample_state *d;
-
-	for (__u32 cpu = 0; cpu < MAX_CPUS && cpu < nr_cpus; cpu++) {
-		if (cpu == me)
-			continue;
-		d = bpf_map_lookup_percpu_elem(&samples, &zero, cpu);
-		if (!d || d->prev_tick_ns + 2 * sample_period_ns < last)
-			continue;
-		others++;
-		if ((d->prev_tick_ns > from && d->prev_tick_ns < to) ||
-		    (d->before_tick_ns > from && d->before_tick_ns < to))
-			return false;
-	}
-	return others > 0;
 }
 
 SEC("perf_event")
