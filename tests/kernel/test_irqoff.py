@@ -277,7 +277,8 @@ def test_stalled_vcpu_is_no_irqoff_window(fixture: Fixture) -> None:
             off = fixture.run("irqoff irq_disable 3000 5")
         tool.stop()
     stats = tool.of_type("stats")[0]
-    in_busy = overlapping(of_task(tool, busy), busy)
+    # (an exact lock window in an interrupt over the busy-wait is real: not in question here)
+    in_busy = [w for w in overlapping(of_task(tool, busy), busy) if w["source"] == "sample"]
     assert [w for w in in_busy if not w["confirmed"]], \
         "no late tick in the busy-wait: the stalls did not happen, the test proves nothing"
     assert not [w for w in in_busy if w["confirmed"]], json.dumps(in_busy)
