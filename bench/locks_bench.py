@@ -4,7 +4,7 @@
 Runs inside the VM (the fixture module loaded; bpfcc-tools, stress-ng and
 linux-perf installed by `scripts/setup.sh --bench`):
 
-    scripts/vmtest.py -- .venv/bin/python bench/locks_bench.py
+    scripts/vmtest.py -- .venv/bin/python bench/locks_bench.py [SECTION...]
 
 (a) mutex-heavy: the fixture's mutex_lock/mutex_unlock micro-loop, untraced,
     under `irqlock locks --kind mutex`, under `irqlock locks` (all kinds) and
@@ -25,6 +25,7 @@ Figures are medians of REPEAT runs; under TCG only the ratios mean anything.
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import statistics
@@ -74,11 +75,7 @@ def row(label: str, attach_s: float | None, seconds: float, base: float) -> str:
     return f"  {label:<34}{attach}{seconds:>10.3f}s{seconds / base:>8.2f}x"
 
 
-def main() -> None:
-    release = Path("/proc/sys/kernel/osrelease").read_text().strip()
-    print(f"locks bench on {release}; median of {REPEAT}; attach s = start to attached")
-    print(f"  {'':<34}{'attach':>8}{'time':>11}{'ratio':>9}")
-
+def mutex_heavy_section() -> None:
     print(f"(a) mutex-heavy: fixture mutex_lock/unlock loop, {MUTEX_PAIRS} pairs")
     base = median(mutex_heavy)
     print(row("untraced", None, base, base))
@@ -92,12 +89,16 @@ def main() -> None:
     else:
         print(f"  klockstat: {KLOCKSTAT} not installed (scripts/setup.sh --bench)")
 
+
+def messaging_section() -> None:
     print("(b) mixed: perf bench sched messaging -g 4 -l 50")
     base = median(messaging)
     print(row("untraced", None, base, base))
     with irqlock("locks") as attach:
         print(row("irqlock locks (all four kinds)", attach, median(messaging), base))
 
+
+def spin_pair_section() -> None:
     print(f"(c) cost per spin_lock/spin_unlock pair: fixture loop, {SPIN_PAIRS} pairs")
     untraced = median(per_pair_ns)
     with irqlock("locks", "--kind", "spin"):
@@ -105,6 +106,8 @@ def main() -> None:
     print(f"  untraced {untraced:.0f} ns, traced {traced:.0f} ns: +{traced - untraced:.0f} ns "
           f"per pair ({traced / untraced:.1f}x)")
 
+
+def nested_pair_section() -> None:
     print(f"(d) cost per spin pair taken while a mutex is held: fixture loop, {SPIN_PAIRS} pairs")
     untraced = median(nested_pair_ns)
     print(f"  {'untraced':<34}{untraced:>8.0f} ns")
@@ -115,14 +118,33 @@ def main() -> None:
         print(f"  {label:<34}{traced:>8.0f} ns  +{traced - untraced:.0f} ns "
               f"({traced / untraced:.1f}x)")
 
+
+def class_section() -> None:
     print(f"(e) the pair of (d) in slab objects: the cost of lock classes, {SPIN_PAIRS} pairs")
     static_untraced, slab_untraced = median(nested_pair_ns), median(nested_slab_pair_ns)
     with irqlock("deadlock"):
         static_traced, slab_traced = median(nested_pair_ns), median(nested_slab_pair_ns)
     added_static, added_slab = static_traced - static_untraced, slab_traced - slab_untraced
-    print(f"  static locks (no class lookup): +{added_static:.0f} ns per pair; slab locks "
-          f"(class lookup): +{added_slab:.0f} ns; the class costs {added_slab - added_static:.0f}"
-          f" ns ({added_slab / added_static:.2f}x what irqlock deadlock adds)")
+    print(f"  untraced: static {static_untraced:.0f} ns, slab {slab_untraced:.0f} ns per pair")
+    print(f"  irqlock deadlock adds: static locks (no class lookup) +{added_static:.0f} ns, "
+          f"slab locks (class lookup) +{added_slab:.0f} ns: the class costs "
+          f"{added_slab - added_static:.0f} ns ({added_slab / added_static:.2f}x)")
+
+
+SECTIONS = {"a": mutex_heavy_section, "b": messaging_section, "c": spin_pair_section,
+            "d": nested_pair_section, "e": class_section}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("sections", nargs="*", choices=[[], *SECTIONS], metavar="SECTION",
+                        help="a b c d e (default: all)")
+    chosen = parser.parse_args().sections or list(SECTIONS)
+    release = Path("/proc/sys/kernel/osrelease").read_text().strip()
+    print(f"locks bench on {release}; median of {REPEAT}; attach s = start to attached")
+    print(f"  {'':<34}{'attach':>8}{'time':>11}{'ratio':>9}")
+    for name in chosen:
+        SECTIONS[name]()
 
 
 if __name__ == "__main__":
