@@ -137,9 +137,12 @@ SECTIONS = {"a": mutex_heavy_section, "b": messaging_section, "c": spin_pair_sec
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("sections", nargs="*", choices=[[], *SECTIONS], metavar="SECTION",
-                        help="a b c d e (default: all)")
+    parser.add_argument("sections", nargs="*", metavar="SECTION",
+                        help=f"{' '.join(SECTIONS)} (default: all)")
     chosen = parser.parse_args().sections or list(SECTIONS)
+    unknown = [name for name in chosen if name not in SECTIONS]
+    if unknown:
+        parser.error(f"no section {', '.join(unknown)} (sections: {' '.join(SECTIONS)})")
     release = Path("/proc/sys/kernel/osrelease").read_text().strip()
     print(f"locks bench on {release}; median of {REPEAT}; attach s = start to attached")
     print(f"  {'':<34}{'attach':>8}{'time':>11}{'ratio':>9}")
