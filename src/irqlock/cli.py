@@ -180,7 +180,7 @@ def _threshold(parser: argparse.ArgumentParser, default_ns: int, default_text: s
 
 
 def _cmd_irqoff(args: argparse.Namespace) -> int:
-    from irqlock import irqoff_cmd
+    from irqlock.commands import irqoff as irqoff_cmd
     from irqlock.kernel.features import probe
     from irqlock.tracers.irqoff import DEFAULT_PERIOD_NS, IrqoffConfig
 
@@ -192,7 +192,7 @@ def _cmd_irqoff(args: argparse.Namespace) -> int:
 
 
 def _cmd_irq(args: argparse.Namespace) -> int:
-    from irqlock import irqline_cmd
+    from irqlock.commands import irqline as irqline_cmd
     from irqlock.kernel.features import probe
     from irqlock.tracers.irqline import IrqlineConfig
 
@@ -224,7 +224,7 @@ def _positive(text: str) -> int:
 
 
 def _cmd_locks(args: argparse.Namespace) -> int:
-    from irqlock import locks_cmd
+    from irqlock.commands import locks as locks_cmd
     from irqlock.kernel.features import probe
     from irqlock.tracers.locks import LocksConfig
 
@@ -239,7 +239,7 @@ def _cmd_locks(args: argparse.Namespace) -> int:
 
 
 def _cmd_deadlock(args: argparse.Namespace) -> int:
-    from irqlock import deadlock_cmd
+    from irqlock.commands import deadlock as deadlock_cmd
     from irqlock.kernel.features import probe
     from irqlock.tracers.deadlock import DeadlockOptions
 
@@ -307,7 +307,7 @@ def _tracer_flags() -> _Parser:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    from irqlock import record_cmd
+    from irqlock.commands import record as record_cmd
     from irqlock.kernel.features import probe
 
     return record_cmd.run(_selection(args), args.output, probe(args.btf), args.duration,
@@ -315,13 +315,13 @@ def _cmd_record(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from irqlock import report_cmd
+    from irqlock.commands import report as report_cmd
 
     return report_cmd.run(args.recording, args.json, args.html, args.folded)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from irqlock import serve_cmd
+    from irqlock.commands import serve as serve_cmd
     from irqlock.kernel.features import probe
 
     return serve_cmd.run(_selection(args), args.listen, probe(args.btf), args.duration,

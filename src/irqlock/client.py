@@ -1,6 +1,6 @@
 """The clients of a running `irqlock serve` session: status, config and clear.
 
-Kept apart from serve_cmd, and light to import: a client is a short-lived
+Kept apart from commands/serve.py, and light to import: a client is a short-lived
 process, often started while the session traces every lock in the kernel,
 where every module imported costs time (seconds, under emulation).  Hence
 HTTP/1.0 over a plain socket to our own server, rather than http.client and

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from irqlock import deadlock_cmd, irqline_cmd, irqoff_cmd, locks_cmd
+from irqlock.commands import deadlock as deadlock_cmd
+from irqlock.commands import irqline as irqline_cmd
+from irqlock.commands import irqoff as irqoff_cmd
+from irqlock.commands import locks as locks_cmd
 from irqlock.defaults import DEFAULT_MAX_LOCKS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from irqlock.commands.report import folded_stacks
 from irqlock.errors import IrqlockError
 from irqlock.report import html
 from irqlock.report.prometheus import Metrics
 from irqlock.report.recording import RecordingReader, RecordingWriter
-from irqlock.report_cmd import folded_stacks
 
 STACK = ["_raw_spin_unlock_irqrestore+0x1d/0x40", "fx_irqoff_spin_irqsave+0x63/0xa0 [fx]"]
 
