@@ -146,10 +146,13 @@ class DeadlockPrinter:
         found = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in self.counts.items())
         self.out.write(f"\nfound: {found}\n")
         self.out.write(f"stats: order edges {stats['edges']} (cap {stats['max_edges']}, "
-                       f"{stats['edges_dropped']} dropped), recursion misses "
+                       f"{stats['edges_dropped']} dropped), class edges {stats['class_edges']} "
+                       f"({stats['class_edges_dropped']} dropped; classes: "
+                       f"{stats['lock_classes']}), recursion misses "
                        f"{stats['recursion_misses']}, stale held entries {stats['held_overflow']}"
                        f", tasks blocked before the start {stats['blocked_before_start']}\n")
-        dropped = {k: stats[k] for k in ("edges_dropped", "irq_uses_dropped", "blocked_dropped",
+        dropped = {k: stats[k] for k in ("edges_dropped", "class_edges_dropped", "caches_dropped",
+                                         "irq_uses_dropped", "blocked_dropped",
                                          "waits_dropped", "locks_dropped", "holders_dropped",
                                          "tasks_dropped") if stats[k]}
         if dropped:
