@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from irqlock.analysis.histograms import Summary
 from irqlock.errors import IrqlockError
-from irqlock.report import html
+from irqlock.report import cycle_lock_label, html
 from irqlock.report.recording import RecordingReader
 from irqlock.units import format_ns
 
@@ -76,7 +76,8 @@ def summary(records: list[dict[str, Any]], meta: dict[str, Any], out: TextIO) ->
 def _finding(r: dict[str, Any]) -> str:
     kind = r["type"]
     if kind == "lock_cycle":
-        return " -> ".join(lock["name"] or lock["addr"] for lock in [*r["locks"], r["locks"][0]])
+        return f"[{r.get('level', 'instance')}] " + " -> ".join(
+            cycle_lock_label(r, lock) for lock in [*r["locks"], r["locks"][0]])
     if kind == "irq_unsafe_lock":
         return f"{r['name'] or r['addr']}: taken in hardirq, held with interrupts on by " \
                f"{r['comm']}[{r['pid']}]"

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from irqlock.report import cycle_edge_labels, cycle_lock_label
 from irqlock.report.charts import (
     PALETTE,
     GraphEdge,
@@ -141,7 +142,7 @@ def _graph_section(cycles: list[dict[str, Any]]) -> str:
     edges: dict[tuple[str, str], GraphEdge] = {}
     for cycle in cycles:
         for e in cycle["edges"]:
-            source, target = e["from_name"] or e["from"], e["to_name"] or e["to"]
+            source, target = cycle_edge_labels(cycle, e)
             for name in (source, target):
                 if name not in nodes:
                     nodes.append(name)
@@ -150,10 +151,11 @@ def _graph_section(cycles: list[dict[str, Any]]) -> str:
                                                 f"holding {source}", True)
     details = "".join(
         f'<div class="cycle" data-length="{len(c["locks"])}"><p>'
-        + esc(" -> ".join((lock["name"] or lock["addr"]) for lock in [*c["locks"], c["locks"][0]]))
+        + esc(f"[{c.get('level', 'instance')}] " + " -> ".join(
+            cycle_lock_label(c, lock) for lock in [*c["locks"], c["locks"][0]]))
         + "</p>" + _table("", ["task", "held", "then took", "held at", "took at"],
-                          ([esc(f"{e['comm']}[{e['pid']}]"), esc(e["from_name"] or e["from"]),
-                            esc(e["to_name"] or e["to"]), _stack(e["held_stack"], 6),
+                          ([esc(f"{e['comm']}[{e['pid']}]"), esc(cycle_edge_labels(c, e)[0]),
+                            esc(cycle_edge_labels(c, e)[1]), _stack(e["held_stack"], 6),
                             _stack(e["acquire_stack"], 6)] for e in c["edges"])) + "</div>"
         for c in cycles)
     return (f"<h2>Lock-order graph ({len(cycles)} cycles)</h2>"
