@@ -116,9 +116,10 @@ def _lock_label(lock: dict[str, Any]) -> str:
 
 def _locks_section(locks: list[dict[str, Any]]) -> str:
     ranked = sorted(locks, key=lambda r: -r["hold_ns"]["total"])
-    table = _table("locks-top", ["lock", "kind", "acquired", "contended", "hold p50", "hold p99",
-                                 "hold max", "wait p50", "wait max", "holders"],
-                   ([esc(_lock_label(r)), esc(r["kind"]), str(r["acquisitions"]),
+    table = _table("locks-top", ["lock", "class", "kind", "acquired", "contended", "hold p50",
+                                 "hold p99", "hold max", "wait p50", "wait max", "holders"],
+                   ([esc(_lock_label(r)), esc(r.get("class") or ""), esc(r["kind"]),
+                     str(r["acquisitions"]),
                      str(r["contended"]), esc(format_ns(r["hold_ns"]["p50"])),
                      esc(format_ns(r["hold_ns"]["p99"])), esc(format_ns(r["hold_ns"]["max"])),
                      esc(format_ns(r["wait_ns"]["p50"])), esc(format_ns(r["wait_ns"]["max"])),
