@@ -275,6 +275,12 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
             truths += [fixture.run("order abba"), fixture.run("order class_spin")]
         time.sleep(LOAD_S / 3)
         tool.stop()
+    stats = tool.of_type("stats")[0]
+    print(json.dumps({k: stats.get(k) for k in (
+        "edges", "class_edges", "class_edges_dropped", "cycles_truncated", "slab_locks",
+        "stale_dropped", "held_overflow", "self_skipped", "recursion_misses",
+        "acquisitions_seen", "covered_share", "edges_dropped", "map_bytes")}))
+    print(described(tool.of_type("lock_cycle")))
     abba, class_abba = truths[0::2], truths[1::2]
     (cycle,) = fixture_cycles(tool)
     assert_edges_match(cycle, {**abba[0], "edges": [e for t in abba for e in t["edges"]]})
@@ -289,8 +295,4 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
     assert not others, described(others)
     unsafe = tool.of_type("irq_unsafe_lock")
     assert not unsafe, described(unsafe)
-    stats = tool.of_type("stats")[0]
     assert stats["map_bytes"] <= 64 << 20, stats  # the default budget, kernel overhead included
-    print(json.dumps({k: stats.get(k) for k in (
-        "edges", "stale_dropped", "held_overflow", "self_skipped", "recursion_misses",
-        "acquisitions_seen", "covered_share", "edges_dropped", "map_bytes")}))

@@ -55,8 +55,8 @@ def test_raw_tag_keeps_a_class_apart_from_its_sleeping_lock(names: ClassNames) -
 
 def test_static_and_unknown_locks_are_their_own_class(names: ClassNames) -> None:
     assert names.of(LockClassStruct(cache=0, where=0xffffffff82000000)).label == "jiffies_lock"
-    unknown = names.of(LockClassStruct(cache=0, where=0xff11_0000_1234_5678))
-    assert unknown.label == "0xff11000012345678"
+    unknown = names.of(LockClassStruct(cache=1, where=0xff11_0000_1234_5678))  # anonymous
+    assert unknown.label == "0xff11000012345678" and unknown.key[0] == "addr"
 
 
 def timing(values: list[int]) -> Timing:

@@ -466,15 +466,47 @@ static __always_inline void *lookup_or_make(struct guard *g, void *map, void *ke
 extern const void page_offset_base __ksym __weak;
 extern const void vmemmap_base __ksym __weak;
 extern const void high_memory __ksym __weak;
+extern const void __per_cpu_offset __ksym __weak;
+extern const void pcpu_unit_size __ksym __weak;
 
 #define PAGE_SHIFT 12
+#define KERNEL_MAP_START 0xffffffff80000000ULL	/* the kernel image, then modules */
+#define MAX_CPUS 256
+const volatile __u32 nr_cpus = 1;	/* possible CPUs: __per_cpu_offset[0 .. nr_cpus) */
 
 /* Read once (the first program to need them), then kept: they do not change after boot. */
 struct memory_layout {
 	__u64 direct_start;	/* page_offset_base */
 	__u64 direct_end;	/* high_memory: the end of the directly mapped memory */
-	__u64 vmemmap;		/* vmemmap_base: struct page of pfn 0 */
+	__u64 percpu_start;	/* the first per-CPU chunk: every CPU's static per-CPU variables */
+	__u64 percpu_end;
+	__u64 vmemmap;		/* vmemmap_base: struct page of pfn 0 (set last: the layout is read) */
 } layout = {};
+
+/* Where the CPUs' copies of the static per-CPU variables are (the first chunk). */
+static __always_inline void read_percpu_area(void)
+{
+	__u64 start = ~0ULL, end = 0, base;
+	__u32 unit = 0;
+
+	if (!&__per_cpu_offset || !&pcpu_unit_size)
+		return;
+	bpf_probe_read_kernel(&unit, sizeof(unit), &pcpu_unit_size);
+	for (__u32 cpu = 0; cpu < MAX_CPUS && cpu < nr_cpus; cpu++) {
+		base = 0;
+		bpf_probe_read_kernel(&base, sizeof(base), (void *)&__per_cpu_offset + cpu * 8);
+		if (!base)
+			continue;
+		if (base < start)
+			start = base;
+		if (base + unit > end)
+			end = base + unit;
+	}
+	if (unit && end > start) {
+		layout.percpu_start = start;
+		layout.percpu_end = end;
+	}
+}
 
 static __always_inline __u64 read_word(const void *p)
 {
@@ -501,6 +533,7 @@ static __always_inline bool read_layout(void)
 		goto unavailable;
 	layout.direct_start = start;
 	layout.direct_end = end;
+	read_percpu_area();
 	layout.vmemmap = vmemmap;
 	return true;
 unavailable:
@@ -533,14 +566,16 @@ static __always_inline void class_of(struct guard *g, __u64 key, struct lock_cla
 	struct kmem_cache *cache;
 	__u32 size, pad = 0;
 
-	cls->cache = 0;
 	cls->where = key;
 	/* The key may be the traced function's argument, a pointer the verifier allows no bit
 	 * operations on: its value, read as a number. */
 	bpf_probe_read_kernel(&number, sizeof(number), &key);
 	addr = number & ~RAW_LOCK_TAG;
+	cls->cache = addr >= KERNEL_MAP_START ? CLASS_STATIC : CLASS_ANONYMOUS;
 	if (!read_layout() || addr < layout.direct_start || addr >= layout.direct_end)
-		return;	/* kernel image, modules, vmalloc (stacks): its own class */
+		return;	/* kernel image and modules (static), vmalloc (stacks) */
+	if (addr >= layout.percpu_start && addr < layout.percpu_end)
+		cls->cache = CLASS_STATIC;	/* named by kallsyms too */
 	page = layout.vmemmap + ((addr - layout.direct_start) >> PAGE_SHIFT) * page_size;
 	head = BPF_CORE_READ((struct page *)page, compound_head);
 	if (head & 1)
@@ -549,7 +584,7 @@ static __always_inline void class_of(struct guard *g, __u64 key, struct lock_cla
 	if (!(flags & (1ULL << bpf_core_enum_value(enum pageflags, PG_slab))))
 		return;	/* page allocations, per-CPU areas */
 	cache = BPF_CORE_READ((struct slab *)page, slab_cache);
-	if (!cache)
+	if ((__u64)cache <= CLASS_ANONYMOUS)
 		return;
 	size = BPF_CORE_READ(cache, size);
 	if (bpf_core_field_exists(cache->red_left_pad))
@@ -840,7 +875,8 @@ static __always_inline void edges_from(void *ctx, struct guard *g, struct held_s
 		if (st->locks[i].lock == lock)
 			continue;
 		note_edge(ctx, g, &st->locks[i], lock, cls, id);
-		if (!same_class(&st->locks[i].cls, cls))
+		if (!same_class(&st->locks[i].cls, cls) && cls->cache != CLASS_ANONYMOUS &&
+		    st->locks[i].cls.cache != CLASS_ANONYMOUS)
 			note_class_edge(ctx, g, &st->locks[i], lock, cls, id);
 	}
 }
@@ -857,7 +893,7 @@ static __always_inline void count_seen(void)
 static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64 lock, __u64 id,
 					__u32 kind, __u32 mode, bool order)
 {
-	struct lock_class cls = { .where = lock };
+	struct lock_class cls = { .cache = CLASS_ANONYMOUS, .where = lock };
 	struct lock_stats *s;
 	struct held_stack *st;
 	__u64 now;

@@ -30,9 +30,15 @@ enum lock_mode { MODE_EXCLUSIVE = 0, MODE_SHARED = 1,
  * lock is its own class, its key -- user space names a static lock by its symbol and folds
  * the copies of a per-CPU lock into one. */
 struct lock_class {
-	__u64 cache;		/* struct kmem_cache *; 0: not in a slab object */
+	__u64 cache;		/* struct kmem_cache *; else CLASS_STATIC or CLASS_ANONYMOUS */
 	__u64 where;		/* the offset in the object (| RAW_LOCK_TAG); else the lock's key */
 };
+
+/* Not in a slab object: a static or per-CPU lock (named by kallsyms), or any other lock --
+ * page allocations, vmalloc, stacks: its address tells nothing of what it is, and it is left
+ * out of the class graph (the graph between instances has it). */
+#define CLASS_STATIC 0
+#define CLASS_ANONYMOUS 1
 
 /* A slab cache a class was found in, read when first seen. */
 struct cache_info {

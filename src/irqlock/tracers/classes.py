@@ -25,6 +25,7 @@ from typing import Any
 from irqlock.kernel.kallsyms import Kallsyms
 
 RAW_LOCK_TAG = 1  # locks.h: a raw spinlock's key (and class offset) carries it on PREEMPT_RT
+CLASS_ANONYMOUS = 1  # locks.h: not static, per-CPU or in a slab object (its address only)
 CACHE_HAS_CTOR = 1
 # Caches that every kmalloc() of its size class shares, whatever the type.
 KMALLOC_PREFIXES = ("kmalloc-", "dma-kmalloc-")
@@ -96,7 +97,7 @@ class ClassNames:
         spinlock's class keeps its tag in the key, apart from a sleeping lock that
         starts at the same place; the label is the same.)"""
         where = raw.where & ~RAW_LOCK_TAG
-        if raw.cache:
+        if raw.cache > CLASS_ANONYMOUS:
             cache = self.caches.get(raw.cache)
             name = cache.name if cache else f"cache@{raw.cache:#x}"
             return LockClass(key=("slab", name, raw.cache, raw.where),

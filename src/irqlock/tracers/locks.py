@@ -27,6 +27,7 @@ from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import LOCK_FUNCTIONS, KernelFeatures, kind_functions
 from irqlock.kernel.kallsyms import Kallsyms, Symbols
+from irqlock.kernel.percpu import possible_cpus
 from irqlock.tracers.classes import ClassNames, LockClass, LockClassStruct
 
 TASK_COMM_LEN = 16
@@ -399,7 +400,8 @@ class LocksTracer:
                             rt_kernel=int(self.plan.preempt_rt), own_tgid=os.getpid(),
                             plain_unlock_traced=int("_raw_spin_lock" not in self.plan.functions
                                                     or "_raw_spin_unlock" in self.plan.functions),
-                            own_misses_per_lock_call=3 if kprobes and spin_traced else 0)
+                            own_misses_per_lock_call=3 if kprobes and spin_traced else 0,
+                            nr_cpus=max(1, possible_cpus()))
         if not kprobes:
             for name in LRU_MAPS:
                 self.obj.set_type(name, BPF_MAP_TYPE_LRU_HASH)
