@@ -100,7 +100,7 @@ class ClassNames:
         if raw.cache > CLASS_ANONYMOUS:
             cache = self.caches.get(raw.cache)
             name = cache.name if cache else f"cache@{raw.cache:#x}"
-            return LockClass(key=("slab", name, raw.cache, raw.where),
+            return LockClass(key=("slab", raw.cache, raw.where),
                              label=slab_label(name, where),
                              merged=cache.merged if cache else False)
         symbol = self.kallsyms.data_name(where)
