@@ -372,15 +372,15 @@ class DeadlockFinder:
     def lock_cycles(self) -> Iterator[LockCycle]:
         """Cycles not reported before, between instances, then between classes, each made
         (symbolized) only when asked for."""
-        names = self.tracer.class_names()
-        yield from self._instance_cycles(names)
-        yield from self._class_cycles(names)
+        yield from self._instance_cycles()
+        yield from self._class_cycles()
 
-    def _instance_cycles(self, names: ClassNames) -> Iterator[LockCycle]:
+    def _instance_cycles(self) -> Iterator[LockCycle]:
         edges: dict[tuple[int, int], EdgeUseStruct] = {}
         for raw_key, value in self._map("edges").items():
             k = EdgeKey.from_buffer_copy(raw_key)
             edges[(k.held, k.acquired)] = EdgeUseStruct.from_buffer_copy(value)
+        names = self.tracer.class_names()  # after the edges: every cache they name is in
         graph: dict[int, list[int]] = {}
         for held, acquired in edges:
             graph.setdefault(held, []).append(acquired)
@@ -395,13 +395,14 @@ class DeadlockFinder:
                     for held, acquired in pairs]
             yield LockCycle(locks=[edge.held for edge in made], edges=made)
 
-    def _class_cycles(self, names: ClassNames) -> Iterator[LockCycle]:
+    def _class_cycles(self) -> Iterator[LockCycle]:
         """Cycles between classes; per-CPU copies fold into one class here, and edges
         between two copies of one variable are same-class nesting, no edge."""
         index: dict[tuple[Any, ...], int] = {}
         examples: dict[tuple[int, int], tuple[ClassEdgeStruct, LockClass, LockClass]] = {}
-        for raw_key, value in self._map("class_edges").items():
-            k = ClassEdgeKey.from_buffer_copy(raw_key)
+        edges = [(ClassEdgeKey.from_buffer_copy(k), v) for k, v in self._map("class_edges").items()]
+        names = self.tracer.class_names()  # after the edges: every cache they name is in
+        for k, value in edges:
             held, acquired = names.of(k.held), names.of(k.acquired)
             if held.key == acquired.key:
                 continue
