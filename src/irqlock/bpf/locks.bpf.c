@@ -34,7 +34,8 @@
  * not fit is counted, never silently dropped.
  *
  * irqlock deadlock loads the same object with three more duties switched on:
- * lock-order edges (held -> newly acquired, first task and stack of each),
+ * lock-order edges (held -> newly acquired, first task and stack of each), between the
+ * locks and between their classes (a slab cache and offset, see class_of),
  * IRQ safety (locks taken in hardirq, locks held while a hardirq arrived), and
  * blocked tasks (who sleeps in D state since when, who waits for which lock,
  * with the stack of the wait).
@@ -273,7 +274,7 @@ __u64 own_process_skipped = 0;	/* events in irqlock's own process (its map reads
 __u64 edges_dropped = 0;	/* lock-order edges not kept: edges map full */
 __u64 class_edges_dropped = 0;	/* class edges not kept: class_edges map full */
 __u64 caches_dropped = 0;	/* a slab cache's name not kept: caches map full */
-__u64 slab_locks = 0;		/* acquisitions of locks found in a slab object */
+__u64 slab_locks = 0;		/* class lookups that found a lock in a slab object */
 /* The kernel's memory layout could not be read (no kallsyms for it): classes are addresses. */
 __u32 classes_unavailable = 0;
 __u64 irq_uses_dropped = 0;	/* hardirq / irqs-on uses not kept: map full */
