@@ -269,11 +269,12 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
     on the CPU.  Each kernel runs the models it has (the stock kernel switches between
     voluntary and full, the preemptirq kernel is full, the RT kernel is rt)."""
     truths: list[dict[str, Any]] = []
+    runs = 3  # on PREEMPT_RT one run can go unseen (see seen())
     with preemption(model), Tool("deadlock") as tool, stress_ng(LOAD_S + 60, tmp_path):
-        for _run in range(2):  # twice: on PREEMPT_RT one run can go unseen (see seen())
-            time.sleep(LOAD_S / 3)
+        for _run in range(runs):
+            time.sleep(LOAD_S / (runs + 1))
             truths += [fixture.run("order abba"), fixture.run("order class_spin")]
-        time.sleep(LOAD_S / 3)
+        time.sleep(LOAD_S / (runs + 1))
         tool.stop()
     stats = tool.of_type("stats")[0]
     print(json.dumps({k: stats.get(k) for k in (
@@ -283,17 +284,23 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
         "acquisitions_seen", "covered_share", "edges_dropped", "map_bytes")}))
     print(described(tool.of_type("lock_cycle")))
     abba, class_abba = truths[0::2], truths[1::2]
-    # (the class ABBA's objects of the second run may reuse the first run's addresses the
+    # (the class ABBA's objects of a later run may reuse an earlier run's addresses the
     # other way round: an instance cycle flagged maybe_reused_addresses, counted apart)
-    (cycle,) = [c for c in fixture_cycles(tool)
-                if {lock["name"] for lock in c["locks"]} & FIXTURE_ORDER_LOCKS]
-    assert_edges_match(cycle, {**abba[0], "edges": [e for t in abba for e in t["edges"]]})
+    cycles = [c for c in fixture_cycles(tool)
+              if {lock["name"] for lock in c["locks"]} & FIXTURE_ORDER_LOCKS]
     class_cycles = fixture_cycles(tool, "class")
-    # the static ABBA's, and the slab classes'
-    assert {frozenset(lock["class"] for lock in c["locks"]) for c in class_cycles} == {
-        frozenset({"fx_order_a", "fx_order_b"}),
-        frozenset(f"&{c['cache']}+{c['offset']:#x}" for c in class_abba[0]["classes"])}
-    ours = {id(c) for c in [cycle, *class_cycles]}
+    if not cycles and model == "rt":
+        # Under load on PREEMPT_RT our programs are preempted inside so often that a one-shot
+        # scenario can go unseen in every run; the run must say it missed events.
+        assert stats["recursion_misses"] > 0, stats
+    else:
+        (cycle,) = cycles
+        assert_edges_match(cycle, {**abba[0], "edges": [e for t in abba for e in t["edges"]]})
+        # the static ABBA's, and the slab classes'
+        assert {frozenset(lock["class"] for lock in c["locks"]) for c in class_cycles} == {
+            frozenset({"fx_order_a", "fx_order_b"}),
+            frozenset(f"&{c['cache']}+{c['offset']:#x}" for c in class_abba[0]["classes"])}
+    ours = {id(c) for c in [*cycles, *class_cycles]}
     others = [c for c in tool.of_type("lock_cycle")
               if id(c) not in ours and not c["maybe_reused_addresses"]]
     assert not others, described(others)
