@@ -27,6 +27,7 @@ from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
 from irqlock.units import format_ns
 
 MAX_EDGES_LIMIT = 1_000_000
+MISSED_WARNING = 0.01  # recursion misses over this share of acquisitions: say so
 
 
 def _frames(stack: list[str], indent: str = "      ") -> str:
@@ -158,6 +159,13 @@ class DeadlockPrinter:
         if dropped:
             self.out.write("WARNING: maps were full, findings may be missing: "
                            + ", ".join(f"{k} {v}" for k, v in dropped.items()) + "\n")
+        seen, missed = stats.get("acquisitions_seen", 0), stats["recursion_misses"]
+        if missed > MISSED_WARNING * max(seen, 1):
+            self.out.write(f"WARNING: the kernel skipped our programs {missed} times (against "
+                           f"{seen} acquisitions seen): one was already running on that CPU -- "
+                           "nested in an interrupt, or, on PREEMPT_RT and preempt=full, a task "
+                           "preempted inside it.  Lock orders taken then are not seen: cycles "
+                           "may be missing (none is made up)\n")
         if stats["cycles_truncated"]:
             self.out.write(f"WARNING: more than {stats['cycle_limit']} cycles: the rest were "
                            "not enumerated\n")
