@@ -7,6 +7,7 @@ BTF) is one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -528,3 +529,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+            raise
+        # the output's file system: nothing more can be written there
+        sys.stderr.write(f"irqlock {args.command}: error: writing the output: "
+                         f"{exc.strerror}\n")
+        return 1

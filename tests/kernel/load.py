@@ -16,7 +16,8 @@ import pytest
 # What the soak and the no-false-findings tests run: CPU, context switches, pipes, forks,
 # file I/O, file locks and SysV semaphores, one worker each.
 STRESS_MIX = ["--cpu", "1", "--switch", "1", "--pipe", "1", "--fork", "1", "--hdd", "1",
-              "--flock", "1", "--sem-sysv", "1"]
+              "--flock", "1", "--sem-sysv", "1",
+              "--hdd-bytes", "64M"]  # (1 GiB by default: the guest's /tmp, in its memory, fills)
 PREEMPT_CONTROL = Path("/sys/kernel/debug/sched/preempt")
 
 
