@@ -272,8 +272,8 @@ def overlapping(windows: list[dict[str, Any]], truth: dict[str, Any]) -> list[di
 def test_stalled_vcpu_is_no_irqoff_window(fixture: Fixture) -> None:
     """A busy-wait with interrupts on while the host stalls the vCPUs (the whole VM): every
     CPU's ticks stop at once, so the gaps are a paused machine ("stall"), and a late tick
-    that lands in ordinary code confirms nothing either: no window is confirmed there (they
-    are reported, with --unconfirmed, as unconfirmed).  A local_irq_disable window under the
+    that lands in ordinary code confirms nothing either: no window of the busy-wait is
+    confirmed (they are reported, with --unconfirmed, as unconfirmed).  A local_irq_disable window under the
     same stalls ends at the sti that let its tick in: confirmed, and within its stated
     error, unless a stall covered it."""
     with Tool("irqoff", "-t", "1ms", "--unconfirmed") as tool:
@@ -286,7 +286,14 @@ def test_stalled_vcpu_is_no_irqoff_window(fixture: Fixture) -> None:
     in_busy = [w for w in overlapping(of_task(tool, busy), busy) if w["source"] == "sample"]
     assert [w for w in in_busy if not w["confirmed"]], \
         "no late tick in the busy-wait: the stalls did not happen, the test proves nothing"
-    assert not [w for w in in_busy if w["confirmed"]], json.dumps(in_busy)
+    # A confirmed window here can only be an interrupt's own irqs-off section over the
+    # busy-wait that a vCPU descheduled by the host (not the whole VM: the other vCPU ticked
+    # on) stretched -- real irqs-off time as the guest sees it, which only a steal clock could
+    # tell apart (TCG has none).  Never one that ended in the busy-wait, interrupts on.
+    confirmed_in_busy = [w for w in in_busy if w["confirmed"]]
+    assert not [w for w in confirmed_in_busy if not w["enable_stack"]
+                or w["enable_stack"][0].split("+")[0] == busy["function"]], \
+        json.dumps(confirmed_in_busy)
     assert stats["unconfirmed_windows"] >= len(in_busy)
     assert stats["stalled_windows"] >= 1, json.dumps(in_busy)
     late = stats["sampler_late_max_ns"]
