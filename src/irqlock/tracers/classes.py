@@ -26,7 +26,6 @@ from irqlock.kernel.kallsyms import Kallsyms
 
 RAW_LOCK_TAG = 1  # locks.h: a raw spinlock's key (and class offset) carries it on PREEMPT_RT
 CLASS_ANONYMOUS = 1  # locks.h: not static, per-CPU or in a slab object (its address only)
-CACHE_HAS_CTOR = 1
 # Caches that every kmalloc() of its size class shares, whatever the type.
 KMALLOC_PREFIXES = ("kmalloc-", "dma-kmalloc-")
 _PER_CPU_COPY = re.compile(r"\[\d+\]")
@@ -49,9 +48,7 @@ class CacheInfoStruct(ctypes.Structure):
 @dataclass(frozen=True)
 class SlabCache:
     name: str
-    size: int
-    refcount: int
-    has_ctor: bool
+    refcount: int  # > 1: other caches were merged into it
 
     @property
     def merged(self) -> bool:
@@ -88,8 +85,7 @@ class ClassNames:
         for key, value in items:
             info = CacheInfoStruct.from_buffer_copy(value)
             caches[int.from_bytes(key, "little")] = SlabCache(
-                name=info.name.decode(errors="replace"), size=info.size,
-                refcount=info.refcount, has_ctor=bool(info.flags & CACHE_HAS_CTOR))
+                name=info.name.decode(errors="replace"), refcount=info.refcount)
         return cls(caches, kallsyms)
 
     def of(self, raw: LockClassStruct) -> LockClass:

@@ -37,7 +37,7 @@ from irqlock.analysis.graphs import DEFAULT_CYCLE_LIMIT, simple_cycles
 from irqlock.bpf.loader import Map
 from irqlock.defaults import DEFAULT_DEADLOCK_MAX_LOCKS, DEFAULT_MAX_EDGES
 from irqlock.kernel.kmsg import KernelLog, KernelReport
-from irqlock.tracers.classes import ClassNames, LockClass, LockClassStruct
+from irqlock.tracers.classes import LockClass, LockClassStruct
 from irqlock.tracers.locks import (
     MAX_STACK,
     TASK_COMM_LEN,
@@ -391,8 +391,11 @@ class DeadlockFinder:
                 continue
             self.seen.cycles.add(tuple(cycle))
             pairs = [(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle))]
-            made = [self._edge(held, acquired, edges[(held, acquired)], names)
-                    for held, acquired in pairs]
+            made = []
+            for held, acquired in pairs:
+                edge = edges[(held, acquired)]
+                made.append(self._edge(held, acquired, edge, names.of(edge.held_cls),
+                                       names.of(edge.acquired_cls)))
             yield LockCycle(locks=[edge.held for edge in made], edges=made)
 
     def _class_cycles(self) -> Iterator[LockCycle]:
@@ -424,30 +427,21 @@ class DeadlockFinder:
             made = []
             for i, a in enumerate(cycle):
                 example, held, acquired = examples[(a, cycle[(i + 1) % len(cycle)])]
-                made.append(self._class_edge(example, held, acquired))
+                made.append(self._edge(example.held_lock, example.acquired_lock, example.edge,
+                                       held, acquired))
             yield LockCycle(locks=[edge.held for edge in made], edges=made, level="class")
 
-    def _edge(self, held: int, acquired: int, edge: EdgeUseStruct,
-              names: ClassNames) -> OrderEdge:
+    def _edge(self, held: int, acquired: int, edge: EdgeUseStruct, held_cls: LockClass,
+              acquired_cls: LockClass) -> OrderEdge:
+        """An edge held -> acquired as the BPF side kept it, its locks of these classes."""
         use = edge.use
         held_stack = self._stack(edge.held_stack, edge.held_stack_bytes) \
             if edge.held_stack_bytes >= 0 else self._first_stack(held, use.pid)
-        return OrderEdge(held=self.lock(held, names.of(edge.held_cls)),
-                         acquired=self.lock(acquired, names.of(edge.acquired_cls)),
+        return OrderEdge(held=self.lock(held, held_cls),
+                         acquired=self.lock(acquired, acquired_cls),
                          pid=use.pid, tgid=use.tgid, comm=use.comm.decode(errors="replace"),
                          held_stack=held_stack,
                          acquire_stack=self._stack(use.stack, use.stack_bytes))
-
-    def _class_edge(self, example: ClassEdgeStruct, held: LockClass,
-                    acquired: LockClass) -> OrderEdge:
-        edge = example.edge
-        held_stack = self._stack(edge.held_stack, edge.held_stack_bytes) \
-            if edge.held_stack_bytes >= 0 else self._first_stack(example.held_lock, edge.use.pid)
-        return OrderEdge(held=self.lock(example.held_lock, held),
-                         acquired=self.lock(example.acquired_lock, acquired),
-                         pid=edge.use.pid, tgid=edge.use.tgid,
-                         comm=edge.use.comm.decode(errors="replace"), held_stack=held_stack,
-                         acquire_stack=self._stack(edge.use.stack, edge.use.stack_bytes))
 
     # ---- IRQ safety ---------------------------------------------------------
 

@@ -28,12 +28,11 @@ from irqlock.errors import IrqlockError
 from irqlock.kernel.features import LOCK_FUNCTIONS, KernelFeatures, kind_functions
 from irqlock.kernel.kallsyms import Kallsyms, Symbols
 from irqlock.kernel.percpu import possible_cpus
-from irqlock.tracers.classes import ClassNames, LockClass, LockClassStruct
+from irqlock.tracers.classes import RAW_LOCK_TAG, ClassNames, LockClass, LockClassStruct
 
 TASK_COMM_LEN = 16
 MAX_STACK = 24
 KINDS = LOCK_KINDS
-RAW_LOCK_TAG = 1  # locks.h: the bit a raw spinlock's key carries on PREEMPT_RT
 # Functions of each kind that release a lock (fentry); the others acquire (fexit).
 RELEASES = ("unlock", "up_read", "up_write")
 # In the lists but not traced: downgrade_write keeps the lock (the hold goes on).
@@ -269,22 +268,20 @@ class ClassRecord:
 
 def by_class(records: Sequence[LockRecord]) -> list[ClassRecord]:
     """Lock records added up per class and kind (a record without a class is its own)."""
-    groups: dict[tuple[Any, ...], list[LockRecord]] = {}
+    groups: dict[tuple[Any, ...], tuple[LockClass, list[LockRecord]]] = {}
     for r in records:
         cls = r.cls or LockClass(key=("addr", r.addr), label=r.label)
-        groups.setdefault((cls.key, r.kind), []).append(replace(r, cls=cls))
+        groups.setdefault((cls.key, r.kind), (cls, []))[1].append(r)
     result = []
-    for members in groups.values():
+    for cls, members in groups.values():
         holders: dict[int, Holder] = {}
         for r in members:
             for h in r.holders:
                 seen = holders.get(h.pid)
                 holders[h.pid] = h if seen is None else \
                     replace(seen, acquisitions=seen.acquisitions + h.acquisitions)
-        first = members[0]
-        assert first.cls is not None
         result.append(ClassRecord(
-            cls=first.cls, kind=first.kind, locks=len(members),
+            cls=cls, kind=members[0].kind, locks=len(members),
             acquisitions=sum(r.acquisitions for r in members),
             contended=sum(r.contended for r in members),
             hold=Timing.merged([r.hold for r in members]),
