@@ -23,7 +23,8 @@
  *                           times each and hold it US; KIND: spin
  *                           spin_irqsave spin_irq spin_bh read write mutex
  *                           rwsem_read rwsem_write
- *   order PATTERN           abba abba_mutex cycle3 cycle4 consistent irq_unsafe;
+ *   order PATTERN           abba abba_mutex cycle3 cycle4 consistent irq_unsafe
+ *                           dead_frame;
  *                           lock classes (slab caches irqlock_fx_foo, irqlock_fx_bar):
  *                           class_spin class_mutex same_class same_class_abba
  *   classes K               both irqlock_fx_foo objects' spinlocks and one irqlock_fx_bar
@@ -864,6 +865,76 @@ static int fx_irq_unsafe_thread(struct fx_thread *t)
 	return 0;
 }
 
+/* dead_frame: a spinlock on the stack that a function leaves held when it returns -- what a
+ * release the tracer did not see looks like to it (its program skipped on this CPU, with a
+ * wait queue's lock on the stack): the memory still says held, by this task, and the next
+ * call at the same depth puts its own frame there.  The lock is deepest in the frame, under
+ * a kilobyte the calls after it (a lock function, a tracer's trampoline and programs) leave
+ * untouched. */
+static noinline unsigned long fx_stack_lock(bool leave_held)
+{
+	struct {
+		spinlock_t lock;
+		char above[1024];
+	} frame;
+
+	spin_lock_init(&frame.lock);
+	spin_lock(&frame.lock);
+	barrier_data(&frame);
+	if (!leave_held) {
+		spin_unlock(&frame.lock);
+		return (unsigned long)&frame.lock;
+	}
+	/* what spin_lock took besides the lock goes back */
+#ifdef CONFIG_PREEMPT_RT
+	migrate_enable();
+	rcu_read_unlock();
+#else
+	preempt_enable();
+#endif
+	return (unsigned long)&frame.lock;
+}
+
+/* fx_order_c after the lock left held, then the same stack lock (the same address: the same
+ * function at the same depth) while fx_order_c is held: only c -> stack lock is an order. */
+static noinline unsigned long fx_dead_frame_orders(void)
+{
+	unsigned long left, taken;
+
+	left = fx_stack_lock(true);
+	spin_lock(&fx_order_c);
+	spin_unlock(&fx_order_c);
+	spin_lock(&fx_order_c);
+	taken = fx_stack_lock(false);
+	spin_unlock(&fx_order_c);
+	return left == taken ? taken : 0;
+}
+
+static unsigned long fx_dead_frame_lock;
+
+static int fx_dead_frame_thread(struct fx_thread *t)
+{
+	fx_dead_frame_lock = fx_dead_frame_orders();
+	return 0;
+}
+
+static int dead_frame_order(void)
+{
+	struct fx_thread t = {};
+	int err = fx_thread_start(&t, fx_dead_frame_thread, "fx_dead_frame", 0);
+
+	if (err)
+		return err;
+	out("{");
+	out_task("task", t.task);
+	fx_thread_reap(&t);
+	if (!fx_dead_frame_lock)
+		return -EAGAIN;	/* the two calls' frames differ: nothing to show */
+	out(",\"held\":\"fx_order_c\",\"acquired\":\"stack lock\",\"held_addr\":\"0x%lx\","
+	    "\"acquired_addr\":\"0x%lx\"}]}\n", (unsigned long)&fx_order_c, fx_dead_frame_lock);
+	return 0;
+}
+
 /* Run one kthread that takes first then second; report the edge. */
 static int order_step(struct order_lock first, struct order_lock second, const char *name, int n)
 {
@@ -1067,6 +1138,8 @@ static int cmd_order(const char *pattern)
 	} else if (!strcmp(pattern, "consistent")) {
 		err = order_step(SPIN(fx_order_a), SPIN(fx_order_b), "fx_order_1", 0) ?:
 		      order_step(SPIN(fx_order_a), SPIN(fx_order_b), "fx_order_2", 1);
+	} else if (!strcmp(pattern, "dead_frame")) {
+		return dead_frame_order();
 	} else if (!strcmp(pattern, "irq_unsafe")) {
 		struct fx_thread t = {};
 

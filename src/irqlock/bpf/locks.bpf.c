@@ -18,9 +18,10 @@
  * over one of ours, or on a preemptible kernel another task run while ours was
  * preempted) leaves a stale entry.  Before a held entry orders anything or is
  * marked as held with interrupts on, it is checked against the lock itself: a
- * spinlock's locked byte and our stamp of its latest acquisition, a rwlock's
- * counts, a mutex's or a writer rwsem's owner being this task, a reader rwsem's
- * reader count.
+ * spinlock's locked byte, a rwlock's counts, a mutex's or a writer rwsem's owner
+ * being this task, a reader rwsem's reader count; a lock held exclusively must also
+ * have had no acquisition since ours (our stamp of its latest), and one on this
+ * task's stack must lie in a frame that has not returned.
  *
  * Our own map updates take the maps' internal spinlocks; a per-CPU, per-context
  * flag tagged with the updating task makes every program ignore the lock calls
@@ -739,14 +740,12 @@ static __always_inline bool owned_by_current(long owner)
 	return (owner & ~OWNER_FLAGS) == (long)bpf_get_current_task();
 }
 
-/* Whether a held entry still holds its lock, asked of the lock itself.  A spinlock or
- * write-held rwlock must also have had no acquisition since ours (another CPU may hold
- * it now, after a release of ours we did not see); a sleeping lock held exclusively must
- * name this task as its owner.  Readers of a rwlock or rwsem are only counted: held by
- * someone, maybe not by this task. */
-/* still_held() on PREEMPT_RT for the rt_mutex based kinds: a spinlock_t and a mutex start
- * with their rt_mutex, whose owner is the task holding them; rwlocks and rwsems are rwbase. */
-static __always_inline bool rt_still_held(void *lockp, struct held_lock *h)
+/* What the lock itself says of a held entry: a spinlock's locked byte, a rwlock's writer
+ * byte or readers, a sleeping lock held exclusively naming this task as its owner.  Readers
+ * of a rwlock or rwsem are only counted: held by someone, maybe not by this task. */
+/* On PREEMPT_RT for the rt_mutex based kinds: a spinlock_t and a mutex start with their
+ * rt_mutex, whose owner is the task holding them; rwlocks and rwsems are rwbase. */
+static __always_inline bool rt_lock_says_held(void *lockp, struct held_lock *h)
 {
 	__u32 readers;
 
@@ -759,15 +758,13 @@ static __always_inline bool rt_still_held(void *lockp, struct held_lock *h)
 	       owned_by_current((long)BPF_CORE_READ((struct rwbase_rt___rt *)lockp, rtmutex.owner));
 }
 
-static __always_inline bool still_held(struct held_lock *h)
+static __always_inline bool lock_says_held(void *lockp, struct held_lock *h)
 {
-	void *lockp = (void *)(h->lock & ~RAW_LOCK_TAG);
-	struct lock_stats *s;
 	__u32 word = 0;
 	__u64 count;
 
 	if (rt_kernel && h->kind != LOCK_RAW_SPIN)
-		return rt_still_held(lockp, h);
+		return rt_lock_says_held(lockp, h);
 	if (h->kind == LOCK_MUTEX)
 		return owned_by_current(BPF_CORE_READ((struct mutex *)lockp, owner.counter));
 	if (h->kind == LOCK_RWSEM) {
@@ -781,19 +778,59 @@ static __always_inline bool still_held(struct held_lock *h)
 		return false;
 	if (h->kind == LOCK_RW && h->mode == MODE_SHARED)
 		return word >> QR_SHIFT;
-	if (h->kind == LOCK_RW ? (word & QRW_LOCKED) != QRW_LOCKED : !(word & 0xff))
-		return false;	/* the spinlock's locked byte, the rwlock's writer byte */
+	/* the spinlock's locked byte, the rwlock's writer byte */
+	return h->kind == LOCK_RW ? (word & QRW_LOCKED) == QRW_LOCKED : word & 0xff;
+}
+
+/* x86-64's THREAD_SIZE (twice that with KASAN: the upper half then goes unchecked). */
+#define TASK_STACK_BYTES (4096UL << 2)
+
+/* Where on this task's stack the frames that have returned are: from the stack's bottom up
+ * to the context of the call we trace (the trampoline's saved arguments, the kprobe's saved
+ * registers), which is below the frame of every function still running.  Empty where the
+ * program does not run on the task's stack (an interrupt's). */
+struct returned_frames {
+	__u64 from, to;
+};
+
+static __always_inline struct returned_frames returned_frames(void *ctx)
+{
+	struct returned_frames dead = {};
+	__u64 frame = 0;
+
+	/* ctx as a number: the verifier compares pointers, it does not let them be numbers */
+	if (bpf_probe_read_kernel(&frame, sizeof(frame), &ctx))
+		return dead;
+	dead.from = (__u64)BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), stack);
+	dead.to = frame - dead.from < TASK_STACK_BYTES ? frame : dead.from;
+	return dead;
+}
+
+/* Whether a held entry still holds its lock.  A lock on the stack (a wait queue's, a
+ * completion's) lives in the frame of a function still running; one in a frame that has
+ * returned is gone, and its memory is now our own frames' or a later call's, which may
+ * well hold this task's pointer where the lock's owner word was.  Nobody can have taken a
+ * lock held exclusively since we took it: our stamp of its latest acquisition says. */
+static __always_inline bool still_held(struct held_lock *h, struct returned_frames *dead)
+{
+	__u64 lock = h->lock & ~RAW_LOCK_TAG;
+	struct lock_stats *s;
+
+	if (lock - dead->from < dead->to - dead->from || !lock_says_held((void *)lock, h))
+		return false;
+	if (h->mode != MODE_EXCLUSIVE)
+		return true;
 	s = bpf_map_lookup_elem(&locks, &h->lock);
 	return !s || s->last_acquired_ns == h->acquired_ns;
 }
 
 /* Drop from `st` what its locks say is no longer held (releases we did not see). */
-static __always_inline void drop_released(struct held_stack *st)
+static __always_inline void drop_released(struct held_stack *st, struct returned_frames *dead)
 {
 	for (int i = MAX_HELD - 1; i >= 0; i--) {
 		__u32 d = st->depth;
 
-		if (i >= d || d > MAX_HELD || still_held(&st->locks[i]))
+		if (i >= d || d > MAX_HELD || still_held(&st->locks[i], dead))
 			continue;
 		remove_held(st, i, d);
 		__sync_fetch_and_add(&stale_dropped, 1);
@@ -867,9 +904,10 @@ static __always_inline void note_class_edge(void *ctx, struct guard *g, struct h
  * locks and between their classes (two locks of one class, as double_rq_lock takes them,
  * order nothing between classes). */
 static __always_inline void edges_from(void *ctx, struct guard *g, struct held_stack *st,
-				       __u64 lock, struct lock_class *cls, __u64 id)
+				       struct returned_frames *dead, __u64 lock,
+				       struct lock_class *cls, __u64 id)
 {
-	drop_released(st);
+	drop_released(st, dead);
 	for (__u32 i = 0; i < MAX_HELD; i++) {
 		if (i >= st->depth)
 			break;
@@ -904,14 +942,15 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 		class_of(g, lock, &cls);
 	/* Edges first: the new lock is not on the held stack yet. */
 	if (track_order && order) {
+		struct returned_frames dead = returned_frames(ctx);
 		__u32 key = c, pid = (__u32)id;
 		struct held_stack *held = bpf_map_lookup_elem(&cpu_held, &key);
 
 		if (held)
-			edges_from(ctx, g, held, lock, &cls, id);
+			edges_from(ctx, g, held, &dead, lock, &cls, id);
 		held = c == 0 ? bpf_map_lookup_elem(&task_held, &pid) : NULL;
 		if (held)
-			edges_from(ctx, g, held, lock, &cls, id);
+			edges_from(ctx, g, held, &dead, lock, &cls, id);
 	}
 	st = mode == MODE_RELEASE_UNSEEN ? NULL : held_stack(g, c, kind, (__u32)id, true);
 	if (st)
@@ -996,6 +1035,7 @@ static __always_inline void held_with_irqs_on(void *ctx, struct guard *g, __u32 
 {
 	struct held_stack *st = bpf_map_lookup_elem(&cpu_held, &context);
 	__u64 id = bpf_get_current_pid_tgid(), lock;
+	struct returned_frames none = {};	/* we run on the interrupt's stack */
 
 	if (!st)
 		return;
@@ -1004,7 +1044,7 @@ static __always_inline void held_with_irqs_on(void *ctx, struct guard *g, __u32 
 	for (__u32 i = 0; i < MAX_HELD; i++) {
 		if (i >= st->depth)
 			break;
-		if (!still_held(&st->locks[i]))
+		if (!still_held(&st->locks[i], &none))
 			continue;
 		lock = st->locks[i].lock;
 		note_use(ctx, g, &irqs_on_locks, &lock, id, &irq_uses_dropped);
