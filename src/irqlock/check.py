@@ -125,6 +125,7 @@ def _print_console(f: KernelFeatures, plans: list[ToolPlan], out: TextIO) -> Non
         ("perf cpu-clock", str(f.perf_cpu_clock)),
         ("sampled windows: tick site", str(f.tick_site)),
         ("sampled windows: steal clock", str(f.steal_clock)),
+        ("preempt_count", str(f.preempt_count)),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -25,6 +25,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include "irqoff.h"
+#include "preempt_count.h"
 
 #define X86_EFLAGS_IF 0x200
 #define STACK_BYTES (IRQOFF_MAX_STACK * sizeof(__u64))
@@ -275,20 +276,13 @@ int BPF_PROG(tp_preempt_enable, unsigned long ip, unsigned long parent_ip)
 
 /* ---- exact for lock paths: spin/rwlock _irq and _irqsave ------------------ */
 
-extern int __preempt_count __ksym;
-
 #define HARDIRQ_OR_NMI_MASK 0x00ff0000	/* HARDIRQ_MASK | NMI_MASK of preempt_count */
 #define SOFTIRQ_MASK 0x0000ff00		/* softirqs disabled or being served */
 
 /* Interrupts are always off in hardirq and NMI context: a lock taken there opens nothing. */
-static __always_inline int preempt_count(void)
-{
-	return *(int *)bpf_this_cpu_ptr(&__preempt_count);
-}
-
 static __always_inline bool in_hardirq_or_nmi(void)
 {
-	return preempt_count() & HARDIRQ_OR_NMI_MASK;
+	return this_cpu_preempt_count() & HARDIRQ_OR_NMI_MASK;
 }
 
 #define PENDING_STALE_NS 10000000ULL	/* 10 ms: an inner call comes within microseconds */
@@ -447,7 +441,7 @@ static __always_inline void sample_softirq_tick(void *ctx, struct sample_state *
 
 	if (!bh)
 		return;
-	if (!(preempt_count() & SOFTIRQ_MASK)) {	/* the bits of the interrupted context */
+	if (!(this_cpu_preempt_count() & SOFTIRQ_MASK)) {	/* the bits of the interrupted context */
 		softirq_window_end(ctx, s, now);
 		return;
 	}

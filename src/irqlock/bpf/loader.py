@@ -37,6 +37,7 @@ from irqlock.bpf.libbpf import (
     libbpf,
 )
 from irqlock.errors import IrqlockError
+from irqlock.kernel.sysmap import preempt_count_place
 
 DETACH_WAVE = 8  # links destroyed at once (see BpfObject.detach)
 POLL_BATCH = 1024  # records per poll() at most, so a flood cannot keep it from returning
@@ -45,6 +46,10 @@ BPF_MAP_TYPE_LRU_HASH = 9
 READ_BATCH = 4096  # hash map entries per lookup-batch call, at most ...
 READ_BATCH_BYTES = 1 << 20  # ... and at most this many bytes of values
 _BATCH_FULL = -7  # what the sample callback returns to end a poll early (not an errno used)
+
+
+# The objects that read preempt_count (see preempt_count.h), built twice
+PREEMPT_COUNT_OBJECTS = ("irqoff", "locks")
 
 
 def object_path(name: str) -> Path:
@@ -196,16 +201,25 @@ class BpfObject:
         self._handler_error: BaseException | None = None
         self._batch = 0
         self.loaded = False
+        # where the programs find preempt_count: the per-CPU ksym, or a System.map
+        self.preempt_count_from = "per-CPU ksym"
 
     # ---- open / configure ------------------------------------------------
 
     @classmethod
     def open(cls, name: str, path: Path | None = None) -> BpfObject:
+        """Open `name`'s object; where it reads preempt_count and the kernel's kallsyms has
+        no data symbols, its build that takes the addresses from System.map."""
         lib = libbpf()
-        file = path or object_path(name)
+        place = preempt_count_place() if path is None and name in PREEMPT_COUNT_OBJECTS else None
+        file = path or object_path(f"{name}.sysmap" if place else name)
         ptr = lib.call_ptr(f"open BPF object {file}", lib.lib.bpf_object__open_file,
                            str(file).encode(), None)
-        return cls(name, lib, ptr)
+        obj = cls(name, lib, ptr)
+        if place:
+            obj.set_rodata(**place.rodata())
+            obj.preempt_count_from = place.system_map
+        return obj
 
     def __enter__(self) -> BpfObject:
         return self

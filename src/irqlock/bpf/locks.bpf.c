@@ -46,6 +46,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 #include "locks.h"
+#include "preempt_count.h"
 
 #define STACK_BYTES (LOCKS_MAX_STACK * sizeof(__u64))
 #define CONTEXTS 3		/* task, softirq, hardirq; NMI is not traced */
@@ -282,12 +283,10 @@ __u64 irq_uses_dropped = 0;	/* hardirq / irqs-on uses not kept: map full */
 __u64 blocked_dropped = 0;	/* D-state sleeps not kept: blocked map full */
 __u64 returns_missed = 0;	/* kprobe mode: an acquire whose return was not seen */
 
-extern int __preempt_count __ksym;
-
 /* 0 task, 1 softirq, 2 hardirq, -1 NMI (from preempt_count's bits). */
 static __always_inline int context(void)
 {
-	int pc = *(int *)bpf_this_cpu_ptr(&__preempt_count);
+	int pc = this_cpu_preempt_count();
 
 	if (pc & 0x00f00000)
 		return -1;
@@ -1053,7 +1052,7 @@ static __always_inline void held_with_irqs_on(void *ctx, struct guard *g, __u32 
 
 static __always_inline void interrupts_arrived(void *ctx)
 {
-	int pc = *(int *)bpf_this_cpu_ptr(&__preempt_count);
+	int pc = this_cpu_preempt_count();
 	struct guard g;
 	int c;
 

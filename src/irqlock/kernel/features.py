@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from irqlock.defaults import DEFAULT_BTF
+from irqlock.errors import IrqlockError
 from irqlock.kernel import perf
+from irqlock.kernel.sysmap import preempt_count_place
 
 SPIN_FUNCTIONS = [
     "_raw_spin_lock", "_raw_spin_lock_irq", "_raw_spin_lock_irqsave", "_raw_spin_lock_bh",
@@ -97,6 +99,8 @@ class KernelFeatures:
     # What can confirm a sampled IRQ-off window as such (see irqoff.h, enum tick_site).
     tick_site: Capability = field(default_factory=lambda: Capability(False, "not probed"))
     steal_clock: Capability = field(default_factory=lambda: Capability(False, "not probed"))
+    # Where the irqoff and locks programs find preempt_count (see irqlock.kernel.sysmap)
+    preempt_count: Capability = field(default_factory=lambda: Capability(False, "not probed"))
 
     def can_trace(self, function: str) -> bool:
         support = self.functions.get(function)
@@ -228,6 +232,17 @@ def _steal_clock() -> Capability:
     return Capability(False, "none (no paravirt steal time reported)")
 
 
+def _preempt_count() -> Capability:
+    try:
+        place = preempt_count_place()
+    except IrqlockError as exc:
+        return Capability(False, str(exc))
+    if place is None:
+        return Capability(True, "per-CPU ksym (kallsyms lists data symbols)")
+    return Capability(True, f"from {place.system_map} (kallsyms lists no data symbols: "
+                      "CONFIG_KALLSYMS_ALL unset)")
+
+
 def probe(btf_path: Path = DEFAULT_BTF) -> KernelFeatures:
     """Gather the facts without attaching anything (see :mod:`irqlock.check` for the live proof)."""
     release = os.uname().release
@@ -266,6 +281,7 @@ def probe(btf_path: Path = DEFAULT_BTF) -> KernelFeatures:
         preempt_rt=config.get("CONFIG_PREEMPT_RT") == "y" or "PREEMPT_RT" in os.uname().version,
         tick_site=_tick_site(),
         steal_clock=_steal_clock(),
+        preempt_count=_preempt_count(),
     )
     # The lock functions of this kernel's flavor (rt_* only on PREEMPT_RT, _raw_read_* only off it)
     lock_functions = dict.fromkeys(f for fns in kind_functions(features.preempt_rt).values()

@@ -350,6 +350,7 @@ class IrqoffTracer:
                 "stalled_windows": self.stalled,
                 "sampler_period_ns": self.config.period_ns if self.plan.sampler else 0,
                 "sampler_late_max_ns": self._sampler_late_max_ns(),
+                "preempt_count": self.obj.preempt_count_from,
                 "not_attached": self.plan.not_attached}
 
     def _sampler_late_max_ns(self) -> int:

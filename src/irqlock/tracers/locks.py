@@ -547,6 +547,7 @@ class LocksTracer:
                 if g("classes_unavailable") else "slab cache + offset",
                 "slab_locks": g("slab_locks"), "caches_dropped": g("caches_dropped"),
                 "map_bytes": self.map_bytes(),
+                "preempt_count": self.obj.preempt_count_from,
                 "waits": "lock:contention_begin/end" if self.plan.contention
                 else "unavailable (no lock:contention tracepoints)",
                 "not_attached": self.plan.not_attached}

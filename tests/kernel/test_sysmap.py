@@ -1,0 +1,54 @@
+"""Kernels built without CONFIG_KALLSYMS_ALL: the programs find preempt_count through
+System.map (irqlock.kernel.sysmap).
+
+Debian's kernels list data symbols in kallsyms (and ship a stub System.map); here irqlock is
+given a System.map made of the three symbols it reads (IRQLOCK_SYSTEM_MAP), so the System.map
+builds of the irqoff and locks programs run on the real kernel, against the fixture's own
+figures.  A wrong address would put the locks in the wrong context (none counted, or held
+stacks mixed up) and hide softirqs-off.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from irqlock.kernel.sysmap import ANCHOR, KALLSYMS, SYSTEM_MAP_ENV, symbol_addresses
+from tests.kernel import test_irqoff, test_locks
+from tests.kernel.fixture import Fixture
+
+
+@pytest.fixture
+def no_data_symbols(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A System.map of this kernel's (KASLR-moved) addresses, for the tools the test starts."""
+    wanted = ("__preempt_count", "__per_cpu_offset", ANCHOR)
+    found = symbol_addresses(KALLSYMS.read_text(), wanted)
+    assert set(found) == set(wanted), found
+    system_map = tmp_path / "System.map"
+    system_map.write_text("".join(f"{found[n]:016x} D {n}\n" for n in wanted))
+    monkeypatch.setenv(SYSTEM_MAP_ENV, str(system_map))
+
+
+def test_check_plans_preempt_count_from_system_map(no_data_symbols: None) -> None:
+    done = subprocess.run([sys.executable, "-m", "irqlock", "check", "-j"], capture_output=True,
+                          text=True, timeout=600, check=True)
+    record = json.loads(done.stdout)
+    assert record["preempt_count"]["available"], record["preempt_count"]
+    assert "/System.map" in record["preempt_count"]["detail"]
+    # the objects' System.map builds load (check proves each plan by loading it)
+    modes = {p["tool"]: (p["mode"], p["detail"]) for p in record["plan"]}
+    assert modes["locks"][0] == "exact" and modes["deadlock"][0] == "exact", modes
+    assert modes["irqoff"][0] != "unavailable", modes
+
+
+def test_lock_holders_from_system_map(fixture: Fixture, no_data_symbols: None) -> None:
+    test_locks.test_spinlock_holders_and_hold_time(fixture, "spin", "spin_bh")
+
+
+@pytest.mark.skipif(test_irqoff.PREEMPT_RT, reason="softirqs-off is per task on PREEMPT_RT")
+def test_softirq_off_sampled_from_system_map(fixture: Fixture, no_data_symbols: None) -> None:
+    test_irqoff.test_softirq_off_is_sampled_within_bound(fixture)

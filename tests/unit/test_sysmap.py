@@ -1,0 +1,50 @@
+"""irqlock.kernel.sysmap: preempt_count's place from a System.map, KASLR applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from irqlock.errors import IrqlockError
+from irqlock.kernel.sysmap import place_from_system_map, symbol_addresses
+
+SYSTEM_MAP = """\
+0000000000000000 D __per_cpu_start
+000000000002a0c8 D __preempt_count
+ffffffff81000000 T _text
+ffffffff81000000 T startup_64
+ffffffff82a13c40 R __per_cpu_offset_end_marker
+ffffffff82a13e80 R __per_cpu_offset
+"""
+# kallsyms of the running kernel: functions only (no CONFIG_KALLSYMS_ALL), moved by KASLR
+KALLSYMS = """\
+ffffffffa5200000 T _text
+ffffffffa5200000 T startup_64
+ffffffffc0a01000 t fx_hold_spin\t[irqlock_fixture]
+"""
+
+
+def test_symbol_addresses_match_whole_names() -> None:
+    found = symbol_addresses(SYSTEM_MAP, ("__per_cpu_offset", "_text", "nothing"))
+    assert found == {"__per_cpu_offset": 0xffffffff82a13e80, "_text": 0xffffffff81000000}
+
+
+def test_place_moves_data_by_the_text_slide(tmp_path: Path) -> None:
+    system_map = tmp_path / "System.map"
+    system_map.write_text(SYSTEM_MAP)
+    place = place_from_system_map(KALLSYMS, system_map)
+    assert place.preempt_count_offset == 0x2a0c8  # a per-CPU offset: KASLR leaves it
+    assert place.per_cpu_offset_addr == 0xffffffff82a13e80 + 0xffffffffa5200000 - 0xffffffff81000000
+    assert place.rodata() == {"preempt_count_offset": 0x2a0c8,
+                              "per_cpu_offset_addr": place.per_cpu_offset_addr}
+
+
+def test_hidden_addresses_and_a_foreign_map_are_errors(tmp_path: Path) -> None:
+    system_map = tmp_path / "System.map"
+    system_map.write_text(SYSTEM_MAP)
+    with pytest.raises(IrqlockError, match="no kernel addresses"):
+        place_from_system_map(KALLSYMS.replace("ffffffffa5200000", "0000000000000000"), system_map)
+    system_map.write_text("ffffffff81000000 T _text\n")
+    with pytest.raises(IrqlockError, match="has no __preempt_count, __per_cpu_offset"):
+        place_from_system_map(KALLSYMS, system_map)
