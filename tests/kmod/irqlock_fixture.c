@@ -24,7 +24,7 @@
  *                           spin_irqsave spin_irq spin_bh read write mutex
  *                           rwsem_read rwsem_write
  *   order PATTERN           abba abba_mutex cycle3 cycle4 consistent irq_unsafe
- *                           dead_frame;
+ *                           dead_frame; read_leak then after_leak (two writes);
  *                           lock classes (slab caches irqlock_fx_foo, irqlock_fx_bar):
  *                           class_spin class_mutex same_class same_class_abba
  *   classes K               both irqlock_fx_foo objects' spinlocks and one irqlock_fx_bar
@@ -935,6 +935,83 @@ static int dead_frame_order(void)
 	return 0;
 }
 
+/* read_leak: this task read-locks fx_rwlock and lets go of it without read_unlock() (what a
+ * release the tracer's skipped program did not see looks like), while a kthread on another
+ * CPU keeps it read-held LEAK_READ_MS, so the lock's reader count still says held.
+ * after_leak, the same task's next system call on the same CPU (the caller pins it):
+ * fx_order_c, then fx_rwlock read under it -- the one real order. */
+#ifdef CONFIG_PREEMPT_RT
+/* rwlock_t is an rwbase there: no release but read_unlock() */
+static int read_leak(void) { return -EOPNOTSUPP; }
+static int after_leak(void) { return -EOPNOTSUPP; }
+static void leak_reader_reap(void) { }
+#else
+#define LEAK_READ_MS 500
+static DECLARE_COMPLETION(leak_reader_holds);
+static struct fx_thread leak_reader;
+static int leak_reader_cpu;
+
+static int fx_leak_reader(struct fx_thread *t)
+{
+	set_cpus_allowed_ptr(current, cpumask_of(leak_reader_cpu));
+	read_lock(&fx_rwlock);
+	complete(&leak_reader_holds);
+	mdelay(LEAK_READ_MS);
+	read_unlock(&fx_rwlock);
+	return 0;
+}
+
+static int read_leak(void)
+{
+	int err;
+
+	if (leak_reader.task)
+		return -EBUSY;
+	leak_reader_cpu = cpumask_any_but(cpu_online_mask, raw_smp_processor_id());
+	if (leak_reader_cpu >= nr_cpu_ids)
+		return -ENODEV;
+	reinit_completion(&leak_reader_holds);
+	err = fx_thread_start(&leak_reader, fx_leak_reader, "fx_leak_reader", 0);
+	if (err)
+		return err;
+	wait_for_completion(&leak_reader_holds);
+	read_lock(&fx_rwlock);
+	do_raw_read_unlock(&fx_rwlock);	/* read_unlock() without _raw_read_unlock() */
+	preempt_enable();
+	out("]}\n");
+	return 0;
+}
+
+static noinline void fx_after_leak(void)
+{
+	spin_lock(&fx_order_c);
+	spin_unlock(&fx_order_c);
+	spin_lock(&fx_order_c);
+	read_lock(&fx_rwlock);
+	read_unlock(&fx_rwlock);
+	spin_unlock(&fx_order_c);
+}
+
+static int after_leak(void)
+{
+	if (!leak_reader.task)
+		return -EINVAL;	/* read_leak first */
+	fx_after_leak();
+	fx_thread_reap(&leak_reader);
+	out("{");
+	out_task("task", current);
+	out(",\"held\":\"fx_order_c\",\"acquired\":\"fx_rwlock\",\"held_addr\":\"0x%lx\","
+	    "\"acquired_addr\":\"0x%lx\"}]}\n", (unsigned long)&fx_order_c,
+	    (unsigned long)&fx_rwlock);
+	return 0;
+}
+
+static void leak_reader_reap(void)
+{
+	fx_thread_reap(&leak_reader);
+}
+#endif
+
 /* Run one kthread that takes first then second; report the edge. */
 static int order_step(struct order_lock first, struct order_lock second, const char *name, int n)
 {
@@ -1140,6 +1217,10 @@ static int cmd_order(const char *pattern)
 		      order_step(SPIN(fx_order_a), SPIN(fx_order_b), "fx_order_2", 1);
 	} else if (!strcmp(pattern, "dead_frame")) {
 		return dead_frame_order();
+	} else if (!strcmp(pattern, "read_leak")) {
+		return read_leak();
+	} else if (!strcmp(pattern, "after_leak")) {
+		return after_leak();
 	} else if (!strcmp(pattern, "irq_unsafe")) {
 		struct fx_thread t = {};
 
@@ -1484,6 +1565,7 @@ static void __exit fixture_exit(void)
 	mutex_lock(&ctl_lock);
 	cmd_release();
 	line_release();
+	leak_reader_reap();	/* a read_leak without its after_leak */
 	mutex_unlock(&ctl_lock);
 	irq_work_sync(&fx_irq_work);
 	free_irq(fx_irq, &fx_irq_dev);

@@ -1106,6 +1106,24 @@ int BPF_PROG(on_irq_work_entry) { hardirq_starts(ctx); return 0; }
 SEC("tp_btf/softirq_entry")
 int BPF_PROG(on_softirq_entry) { forget_stale(1); return 0; }
 
+/* A task enters a system call holding no lock (lockdep reports one still held on the way
+ * back to user space as a bug), and so does this CPU's task context: what our stacks hold
+ * there are releases we missed, maybe a system call ago -- a reader's, which the lock's
+ * count cannot tell from another reader's. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(on_sys_enter)
+{
+	__u32 pid = (__u32)bpf_get_current_pid_tgid();
+	struct held_stack *st = bpf_map_lookup_elem(&task_held, &pid);
+
+	forget_stale(0);
+	if (st && st->depth) {
+		__sync_fetch_and_add(&held_overflow, st->depth);
+		st->depth = 0;
+	}
+	return 0;
+}
+
 /* ---- contended waits ------------------------------------------------------- */
 
 static __always_inline bool sleeping_wait(__u32 flags)

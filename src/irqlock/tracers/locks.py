@@ -38,8 +38,9 @@ RELEASES = ("unlock", "up_read", "up_write")
 # In the lists but not traced: downgrade_write keeps the lock (the hold goes on).
 NOT_TRACED = {"downgrade_write"}
 CONTENTION_PROGRAMS = ["contention_end", "contention_begin"]
-# Where a context's held stack starts empty (stale entries are dropped); a hardirq's
-# start also marks what the interrupted context holds for IRQ safety.
+# Where a context's held stack starts empty (stale entries are dropped: a system call's
+# entry empties the task's); a hardirq's start also marks what the interrupted context
+# holds for IRQ safety.
 CONTEXT_START_PROGRAMS = {
     "on_softirq_entry": "irq/softirq_entry", "on_irq_handler_entry": "irq/irq_handler_entry",
     "on_local_timer_entry": "irq_vectors/local_timer_entry",
@@ -47,6 +48,7 @@ CONTEXT_START_PROGRAMS = {
     "on_call_function_single_entry": "irq_vectors/call_function_single_entry",
     "on_reschedule_entry": "irq_vectors/reschedule_entry",
     "on_irq_work_entry": "irq_vectors/irq_work_entry",
+    "on_sys_enter": "raw_syscalls/sys_enter",
 }
 BLOCKED_PROGRAMS = ["on_sched_switch"]
 HOLDERS_PER_LOCK = 2  # holders map size = this x --max-locks
