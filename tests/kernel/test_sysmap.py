@@ -1,5 +1,5 @@
 """Kernels built without CONFIG_KALLSYMS_ALL: the programs find preempt_count through
-System.map (irqlock.kernel.sysmap).
+System.map (irqlock.kernel.sysmap), or, with no map either, irqoff runs without it.
 
 Debian's kernels list data symbols in kallsyms (and ship a stub System.map); here irqlock is
 given a System.map made of the three symbols it reads (IRQLOCK_SYSTEM_MAP), so the System.map
@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,38 @@ def test_lock_holders_from_system_map(fixture: Fixture, no_data_symbols: None) -
 @pytest.mark.skipif(test_irqoff.PREEMPT_RT, reason="softirqs-off is per task on PREEMPT_RT")
 def test_softirq_off_sampled_from_system_map(fixture: Fixture, no_data_symbols: None) -> None:
     test_irqoff.test_softirq_off_is_sampled_within_bound(fixture)
+
+
+@pytest.fixture
+def no_preempt_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A System.map without the symbols: nothing places preempt_count."""
+    system_map = tmp_path / "System.map"
+    system_map.write_text("")
+    monkeypatch.setenv(SYSTEM_MAP_ENV, str(system_map))
+
+
+def irqlock(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "irqlock", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_check_without_preempt_count_offers_irqoff_only(no_preempt_count: None) -> None:
+    record: dict[str, Any] = json.loads(irqlock("check", "-j").stdout)
+    assert not record["preempt_count"]["available"]
+    assert "has no __preempt_count" in record["preempt_count"]["detail"]
+    modes = {p["tool"]: (p["mode"], p["detail"]) for p in record["plan"]}
+    assert modes["locks"][0] == modes["deadlock"][0] == "unavailable", modes
+    assert "has no __preempt_count" in modes["locks"][1]
+    assert modes["irqoff"][0] != "unavailable", modes
+    assert "no softirq-off sampling" in modes["irqoff"][1]
+
+
+@pytest.mark.skipif(test_irqoff.PREEMPT_RT, reason="PREEMPT_RT's sampler misses windows (issue 16)")
+def test_irqoff_samples_without_preempt_count(fixture: Fixture, no_preempt_count: None) -> None:
+    test_irqoff.test_local_irq_disable_and_save_are_sampled_within_bound(fixture)
+
+
+def test_softirq_without_preempt_count_is_one_line_exit_2(no_preempt_count: None) -> None:
+    done = irqlock("irqoff", "--softirq", "-d", "1")
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1 and "preempt_count" in done.stderr, done.stderr

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from irqlock.errors import IrqlockError
+from irqlock.kernel import sysmap
 from irqlock.kernel.sysmap import place_from_system_map, symbol_addresses
 
 SYSTEM_MAP = """\
@@ -48,3 +49,25 @@ def test_hidden_addresses_and_a_foreign_map_are_errors(tmp_path: Path) -> None:
     system_map.write_text("ffffffff81000000 T _text\n")
     with pytest.raises(IrqlockError, match="has no __preempt_count, __per_cpu_offset"):
         place_from_system_map(KALLSYMS, system_map)
+
+
+@pytest.mark.parametrize("system_map, says", [
+    (SYSTEM_MAP, "from "), ("", "has no __preempt_count"), (None, "no System.map")])
+def test_source_without_data_symbols(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     system_map: str | None, says: str) -> None:
+    """kallsyms without data symbols: the map's place, or why there is none."""
+    kallsyms = tmp_path / "kallsyms"
+    kallsyms.write_text(KALLSYMS)
+    monkeypatch.setattr(sysmap, "KALLSYMS", kallsyms)
+    monkeypatch.setattr(sysmap, "SYSTEM_MAP_PATHS", (str(tmp_path / "none-{release}"),))
+    monkeypatch.delenv(sysmap.SYSTEM_MAP_ENV, raising=False)
+    if system_map is not None:
+        (tmp_path / "System.map").write_text(system_map)
+        monkeypatch.setenv(sysmap.SYSTEM_MAP_ENV, str(tmp_path / "System.map"))
+    sysmap.preempt_count_source.cache_clear()
+    try:
+        source = sysmap.preempt_count_source()
+    finally:
+        sysmap.preempt_count_source.cache_clear()
+    assert says in source.describe()
+    assert bool(source.place) == (system_map == SYSTEM_MAP)

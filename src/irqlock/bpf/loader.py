@@ -37,7 +37,7 @@ from irqlock.bpf.libbpf import (
     libbpf,
 )
 from irqlock.errors import IrqlockError
-from irqlock.kernel.sysmap import preempt_count_place
+from irqlock.kernel.sysmap import preempt_count_source
 
 DETACH_WAVE = 8  # links destroyed at once (see BpfObject.detach)
 POLL_BATCH = 1024  # records per poll() at most, so a flood cannot keep it from returning
@@ -48,8 +48,10 @@ READ_BATCH_BYTES = 1 << 20  # ... and at most this many bytes of values
 _BATCH_FULL = -7  # what the sample callback returns to end a poll early (not an errno used)
 
 
-# The objects that read preempt_count (see preempt_count.h), built twice
+# The objects that read preempt_count (see preempt_count.h), built for System.map too, and
+# the one that can run without it (no softirq-off sampling)
 PREEMPT_COUNT_OBJECTS = ("irqoff", "locks")
+RUNS_WITHOUT_PREEMPT_COUNT = ("irqoff",)
 
 
 def object_path(name: str) -> Path:
@@ -201,7 +203,7 @@ class BpfObject:
         self._handler_error: BaseException | None = None
         self._batch = 0
         self.loaded = False
-        # where the programs find preempt_count: the per-CPU ksym, or a System.map
+        # where the programs find preempt_count (PreemptCountSource.describe())
         self.preempt_count_from = "per-CPU ksym"
 
     # ---- open / configure ------------------------------------------------
@@ -211,14 +213,23 @@ class BpfObject:
         """Open `name`'s object; where it reads preempt_count and the kernel's kallsyms has
         no data symbols, its build that takes the addresses from System.map."""
         lib = libbpf()
-        place = preempt_count_place() if path is None and name in PREEMPT_COUNT_OBJECTS else None
-        file = path or object_path(f"{name}.sysmap" if place else name)
+        source = preempt_count_source() if path is None and name in PREEMPT_COUNT_OBJECTS \
+            else None
+        build = name
+        if source and source.unplaced:
+            if name not in RUNS_WITHOUT_PREEMPT_COUNT:
+                raise IrqlockError(f"{name}: {source.unplaced}")
+            build = f"{name}.nopc"
+        elif source and source.place:
+            build = f"{name}.sysmap"
+        file = path or object_path(build)
         ptr = lib.call_ptr(f"open BPF object {file}", lib.lib.bpf_object__open_file,
                            str(file).encode(), None)
         obj = cls(name, lib, ptr)
-        if place:
-            obj.set_rodata(**place.rodata())
-            obj.preempt_count_from = place.system_map
+        if source:
+            obj.preempt_count_from = source.describe()
+            if source.place:
+                obj.set_rodata(**source.place.rodata())
         return obj
 
     def __enter__(self) -> BpfObject:

@@ -4,7 +4,10 @@
  * The verifier places a per-CPU ksym through kallsyms, which has no data symbols on a
  * kernel built without CONFIG_KALLSYMS_ALL: the object then fails to load.  For such
  * kernels the same source is built with PERCPU_FROM_SYSTEM_MAP (<name>.sysmap.bpf.o),
- * and user space sets the two addresses from the kernel's System.map. */
+ * and user space sets the two addresses from the kernel's System.map.  Where there is no
+ * map either, irqoff is built with NO_PREEMPT_COUNT (irqoff.nopc.bpf.o): it reads 0, and
+ * user space offers no softirq-off sampling there (the lock paths tell interrupts on from
+ * the flags an _irqsave saved, and nest their calls by depth: they need no context). */
 #ifndef IRQLOCK_PREEMPT_COUNT_H
 #define IRQLOCK_PREEMPT_COUNT_H
 
@@ -20,6 +23,11 @@ static __always_inline int this_cpu_preempt_count(void)
 	bpf_probe_read_kernel(&base, sizeof(base), (void *)slot);
 	bpf_probe_read_kernel(&pc, sizeof(pc), (void *)(base + preempt_count_offset));
 	return pc;
+}
+#elif defined(NO_PREEMPT_COUNT)
+static __always_inline int this_cpu_preempt_count(void)
+{
+	return 0;
 }
 #else
 extern int __preempt_count __ksym;

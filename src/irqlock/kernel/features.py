@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from irqlock.defaults import DEFAULT_BTF
-from irqlock.errors import IrqlockError
 from irqlock.kernel import perf
-from irqlock.kernel.sysmap import preempt_count_place
+from irqlock.kernel.sysmap import preempt_count_source
 
 SPIN_FUNCTIONS = [
     "_raw_spin_lock", "_raw_spin_lock_irq", "_raw_spin_lock_irqsave", "_raw_spin_lock_bh",
@@ -233,14 +232,9 @@ def _steal_clock() -> Capability:
 
 
 def _preempt_count() -> Capability:
-    try:
-        place = preempt_count_place()
-    except IrqlockError as exc:
-        return Capability(False, str(exc))
-    if place is None:
-        return Capability(True, "per-CPU ksym (kallsyms lists data symbols)")
-    return Capability(True, f"from {place.system_map} (kallsyms lists no data symbols: "
-                      "CONFIG_KALLSYMS_ALL unset)")
+    source = preempt_count_source()
+    return Capability(False, source.unplaced) if source.unplaced else \
+        Capability(True, source.describe())
 
 
 def probe(btf_path: Path = DEFAULT_BTF) -> KernelFeatures:
@@ -337,7 +331,10 @@ def plan(features: KernelFeatures) -> list[ToolPlan]:
         blocker = ""
     method = "fentry/fexit" if features.fentry.available else "kprobe/kretprobe"
 
-    plans.append(_plan_irqoff(features, blocker, method))
+    irqoff = _plan_irqoff(features, blocker, method)
+    if irqoff.mode != "unavailable" and not features.preempt_count.available:
+        irqoff.detail += "; no softirq-off sampling (no preempt_count)"
+    plans.append(irqoff)
 
     # irq: one named IRQ line
     _, line_missing = _traceable(features, IRQ_LINE_FUNCTIONS)

@@ -6,7 +6,9 @@ verifier places through kallsyms -- and a kernel built without CONFIG_KALLSYMS_A
 only functions there: the object does not load.  For such kernels the same programs are
 built to read it at addresses user space gives (`<name>.sysmap.bpf.o`): its offset in the
 per-CPU area and `__per_cpu_offset`'s address, from the kernel's System.map, moved by
-KASLR's slide (a function's address in kallsyms less its address in System.map).
+KASLR's slide (a function's address in kallsyms less its address in System.map).  Where
+no map places it either, irqoff runs without it (`irqoff.nopc.bpf.o`: no softirq-off
+sampling) and the lock tracers cannot run.
 """
 
 from __future__ import annotations
@@ -81,22 +83,42 @@ def place_from_system_map(kallsyms: str, system_map: Path) -> PreemptCountPlace:
                              system_map=str(system_map))
 
 
+@dataclass(frozen=True)
+class PreemptCountSource:
+    """Where the programs find preempt_count: the per-CPU ksym (neither field set), a
+    System.map (`place`), or nowhere (`unplaced`: why)."""
+
+    place: PreemptCountPlace | None = None
+    unplaced: str = ""
+
+    def describe(self) -> str:
+        if self.unplaced:
+            return f"none ({self.unplaced})"
+        if self.place:
+            return (f"from {self.place.system_map} (kallsyms lists no data symbols: "
+                    "CONFIG_KALLSYMS_ALL unset)")
+        return "per-CPU ksym (kallsyms lists data symbols)"
+
+
 @lru_cache(maxsize=1)
-def preempt_count_place() -> PreemptCountPlace | None:
-    """None where the verifier can place `__preempt_count` itself (kallsyms lists it);
-    else its place from System.map.  IrqlockError, saying why, where neither can."""
+def preempt_count_source() -> PreemptCountSource:
+    """The per-CPU ksym where kallsyms lists `__preempt_count` (the verifier places it);
+    else its place from System.map; else nowhere, and why."""
     try:
         kallsyms = KALLSYMS.read_text()
     except OSError as exc:
-        raise IrqlockError(f"cannot read {KALLSYMS}: {exc.strerror}") from None
+        return PreemptCountSource(unplaced=f"cannot read {KALLSYMS}: {exc.strerror}")
     given = os.environ.get(SYSTEM_MAP_ENV)
     if not given and symbol_addresses(kallsyms, ("__preempt_count",)):
-        return None
+        return PreemptCountSource()
     release = os.uname().release
     system_map = Path(given) if given else system_map_path(release)
     if system_map is None:
-        raise IrqlockError(
+        return PreemptCountSource(unplaced=(
             "this kernel's kallsyms has no data symbols (built without CONFIG_KALLSYMS_ALL) and "
             f"there is no System.map ({', '.join(p.format(release=release) for p in SYSTEM_MAP_PATHS)}"
-            f", or {SYSTEM_MAP_ENV}=PATH) to find preempt_count by")
-    return place_from_system_map(kallsyms, system_map)
+            f", or {SYSTEM_MAP_ENV}=PATH) to find preempt_count by"))
+    try:
+        return PreemptCountSource(place=place_from_system_map(kallsyms, system_map))
+    except IrqlockError as exc:
+        return PreemptCountSource(unplaced=str(exc))

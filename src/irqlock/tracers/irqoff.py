@@ -190,6 +190,9 @@ def choose_sources(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan
         if features.preempt_rt:
             raise IrqlockError("--softirq reads softirqs-off from preempt_count, which PREEMPT_RT "
                                "does not use for it (local_bh_disable is a per-task lock there)")
+        if not features.preempt_count.available:
+            raise IrqlockError("--softirq reads softirqs-off from preempt_count, which irqlock "
+                               f"cannot find on this kernel: {features.preempt_count.detail}")
         if not features.perf_cpu_clock.available:
             raise IrqlockError(f"--softirq samples with perf cpu-clock: "
                                f"{features.perf_cpu_clock.detail}")
