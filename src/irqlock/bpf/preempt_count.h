@@ -6,8 +6,8 @@
  * kernels the same source is built with PERCPU_FROM_SYSTEM_MAP (<name>.sysmap.bpf.o),
  * and user space sets the two addresses from the kernel's System.map.  Where there is no
  * map either, irqoff is built with NO_PREEMPT_COUNT (irqoff.nopc.bpf.o): it reads 0, and
- * user space offers no softirq-off sampling there (the lock paths tell interrupts on from
- * the flags an _irqsave saved, and nest their calls by depth: they need no context). */
+ * user space runs only its sampler there, without softirq-off (the exact lock paths need
+ * preempt_count to keep a hardirq's lock calls apart from the task's they interrupted). */
 #ifndef IRQLOCK_PREEMPT_COUNT_H
 #define IRQLOCK_PREEMPT_COUNT_H
 

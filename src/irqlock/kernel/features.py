@@ -298,6 +298,9 @@ def _plan_irqoff(features: KernelFeatures, blocker: str, method: str) -> ToolPla
     if features.preemptirq_tracepoints.available:
         return ToolPlan("irqoff", "exact", "preemptirq:irq_disable/irq_enable tracepoints")
     locks_ok, _ = _traceable(features, [f for f in SPIN_FUNCTIONS + RWLOCK_FUNCTIONS if "irq" in f])
+    if not features.preempt_count.available:
+        locks_ok = []  # they need preempt_count to tell a hardirq's calls apart
+        blocker = blocker or "no preempt_count for the exact lock paths"
     sampler = features.perf_cpu_clock
     if features.preempt_rt:  # spinlock_t's _irqsave leaves interrupts on there
         method += " (raw spinlocks only: on PREEMPT_RT spinlock_t and rwlock_t do not turn " \
@@ -333,7 +336,7 @@ def plan(features: KernelFeatures) -> list[ToolPlan]:
 
     irqoff = _plan_irqoff(features, blocker, method)
     if irqoff.mode != "unavailable" and not features.preempt_count.available:
-        irqoff.detail += "; no softirq-off sampling (no preempt_count)"
+        irqoff.detail += ", no softirq-off sampling"
     plans.append(irqoff)
 
     # irq: one named IRQ line

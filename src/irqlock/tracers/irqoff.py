@@ -200,7 +200,14 @@ def choose_sources(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan
     if config.mode in ("auto", "exact") and tracepoints:
         plan.tracepoints = True
         return plan
-    if config.mode in ("auto", "exact"):
+    if config.mode in ("auto", "exact") and not features.preempt_count.available:
+        # a hardirq's lock calls would be taken for the task's it interrupted
+        if config.mode == "exact":
+            raise IrqlockError("exact lock paths tell a hardirq's lock calls apart by "
+                               "preempt_count, which irqlock cannot find on this kernel: "
+                               f"{features.preempt_count.detail}")
+        plan.not_attached.append("lock paths (no preempt_count)")
+    elif config.mode in ("auto", "exact"):
         functions = LOCK_IRQSAVE + UNLOCK_IRQRESTORE + LOCK_IRQ + UNLOCK_IRQ
         plan.lock_functions = [f for f in functions if features.can_trace(f)]
         plan.not_attached = [f for f in functions if f not in plan.lock_functions]
