@@ -17,13 +17,15 @@ YES, NO = Capability(True, ""), Capability(False, "missing")
 
 
 def features(*, root: bool = True, btf: bool = True, fentry: bool = True, kprobes: bool = True,
-             preemptirq: bool = False, perf: bool = True, functions: bool = True) -> KernelFeatures:
+             preemptirq: bool = False, perf: bool = True, functions: bool = True,
+             preempt_count: bool = True) -> KernelFeatures:
     f = KernelFeatures(
         release="6.1.0-test", root=root, btf=YES if btf else NO, btf_path="/btf",
         config_source=None, tracefs="/sys/kernel/tracing",
         fentry=YES if fentry else NO, kprobes=YES if kprobes else NO,
         preemptirq_tracepoints=YES if preemptirq else NO, lock_contention_tracepoints=YES,
-        irq_handler_tracepoints=YES, perf_cpu_clock=YES if perf else NO)
+        irq_handler_tracepoints=YES, perf_cpu_clock=YES if perf else NO,
+        preempt_count=YES if preempt_count else NO)
     f.functions = {n: FunctionSupport(fentry and functions, kprobes and functions)
                    for n in IRQ_LINE_FUNCTIONS + LOCK_FUNCTIONS}
     return f
@@ -36,6 +38,14 @@ def modes(f: KernelFeatures) -> dict[str, str]:
 def test_stock_kernel_plan() -> None:
     assert modes(features()) == {"irqoff": "exact+sampled", "irq": "exact", "locks": "exact",
                                  "deadlock": "exact"}
+
+
+def test_without_preempt_count_irqoff_only_samples() -> None:
+    """No data symbols in kallsyms and no System.map (a kernel without KALLSYMS_ALL)."""
+    plans = {p.tool: p for p in plan(features(preempt_count=False))}
+    assert plans["irqoff"].mode == "sampled" and "no softirq-off" in plans["irqoff"].detail
+    assert plans["locks"].mode == plans["deadlock"].mode == "unavailable"
+    assert "preempt_count" in plans["locks"].detail
 
 
 def test_preemptirq_kernel_is_exact() -> None:

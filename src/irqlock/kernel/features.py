@@ -356,6 +356,8 @@ def plan(features: KernelFeatures) -> list[ToolPlan]:
     if not features.preempt_rt:
         del kinds["raw_spinlock"]  # one with spinlock there
     traced_kinds = [k for k, fns in kinds.items() if _traceable(features, fns)[0]]
+    if not blocker and not features.preempt_count.available:
+        blocker = f"needs preempt_count: {features.preempt_count.detail}"
     if blocker or not traced_kinds:
         plans.append(ToolPlan("locks", "unavailable", blocker or "no lock function can be traced"))
         plans.append(ToolPlan("deadlock", "unavailable", blocker or "needs the lock tracer"))
