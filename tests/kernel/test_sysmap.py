@@ -84,7 +84,13 @@ def test_irqoff_samples_without_preempt_count(fixture: Fixture, no_preempt_count
     test_irqoff.test_local_irq_disable_and_save_are_sampled_within_bound(fixture)
 
 
-def test_softirq_without_preempt_count_is_one_line_exit_2(no_preempt_count: None) -> None:
-    done = irqlock("irqoff", "--softirq", "-d", "1")
+@pytest.mark.parametrize("option", [["--softirq"], ["-m", "exact"]])
+def test_what_needs_preempt_count_is_one_line_exit_2(no_preempt_count: None,
+                                                     option: list[str]) -> None:
+    """softirq-off sampling, and the exact lock paths (on a kernel without preemptirq
+    tracepoints: the preemptirq one needs no preempt_count for them)."""
+    if option == ["-m", "exact"] and Path("/sys/kernel/tracing/events/preemptirq").is_dir():
+        pytest.skip("exact mode comes from the preemptirq tracepoints here")
+    done = irqlock("irqoff", *option, "-d", "1")
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.splitlines()) == 1 and "preempt_count" in done.stderr, done.stderr
