@@ -211,7 +211,8 @@ class BpfObject:
     @classmethod
     def open(cls, name: str, path: Path | None = None) -> BpfObject:
         """Open `name`'s object; where it reads preempt_count and the kernel's kallsyms has
-        no data symbols, its build that takes the addresses from System.map."""
+        no data symbols, its build that takes the addresses from System.map, or, with no
+        map, the build without it (irqoff's only)."""
         lib = libbpf()
         source = preempt_count_source() if path is None and name in PREEMPT_COUNT_OBJECTS \
             else None

@@ -95,8 +95,7 @@ class PreemptCountSource:
         if self.unplaced:
             return f"none ({self.unplaced})"
         if self.place:
-            return (f"from {self.place.system_map} (kallsyms lists no data symbols: "
-                    "CONFIG_KALLSYMS_ALL unset)")
+            return f"from {self.place.system_map}"
         return "per-CPU ksym (kallsyms lists data symbols)"
 
 
