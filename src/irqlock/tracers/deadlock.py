@@ -376,14 +376,14 @@ class DeadlockFinder:
         yield from self._class_cycles()
 
     def _instance_cycles(self) -> Iterator[LockCycle]:
-        edges: dict[tuple[int, int], EdgeUseStruct] = {}
-        for raw_key, value in self._map("edges").items():
-            k = EdgeKey.from_buffer_copy(raw_key)
-            edges[(k.held, k.acquired)] = EdgeUseStruct.from_buffer_copy(value)
-        names = self.tracer.class_names()  # after the edges: every cache they name is in
+        # The graph only: an edge's example (two stacks, kilobytes) is read when a new cycle
+        # goes through it, or the memory of each analysis would grow with the edges.
+        edges_map = self._map("edges")
         graph: dict[int, list[int]] = {}
-        for held, acquired in edges:
-            graph.setdefault(held, []).append(acquired)
+        for raw_key, _example in edges_map.items():
+            k = EdgeKey.from_buffer_copy(raw_key)
+            graph.setdefault(k.held, []).append(k.acquired)
+        names = self.tracer.class_names()  # after the edges: every cache they name is in
         found = simple_cycles(graph, self.cycle_limit)
         self.seen.cycles_truncated |= found.truncated
         for cycle in found.cycles:
@@ -393,43 +393,55 @@ class DeadlockFinder:
             pairs = [(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle))]
             made = []
             for held, acquired in pairs:
-                edge = edges[(held, acquired)]
+                raw = edges_map.lookup(bytes(EdgeKey(held, acquired)))
+                if raw is None:
+                    break  # cleared since (irqlock serve's clear): no longer a cycle
+                edge = EdgeUseStruct.from_buffer_copy(raw)
                 made.append(self._edge(held, acquired, edge, names.of(edge.held_cls),
                                        names.of(edge.acquired_cls)))
-            yield LockCycle(locks=[edge.held for edge in made], edges=made)
+            else:
+                yield LockCycle(locks=[edge.held for edge in made], edges=made)
 
     def _class_cycles(self) -> Iterator[LockCycle]:
         """Cycles between classes; per-CPU copies fold into one class here, and edges
         between two copies of one variable are same-class nesting, no edge."""
         index: dict[tuple[Any, ...], int] = {}
-        examples: dict[tuple[int, int], tuple[ClassEdgeStruct, LockClass, LockClass]] = {}
-        edges = [(ClassEdgeKey.from_buffer_copy(k), v) for k, v in self._map("class_edges").items()]
+        # (the example itself is read when a new cycle goes through it, as for instances)
+        examples: dict[tuple[int, int], tuple[bytes, LockClass, LockClass]] = {}
+        class_edges = self._map("class_edges")
+        keys = [raw_key for raw_key, _example in class_edges.items()]
         names = self.tracer.class_names()  # after the edges: every cache they name is in
-        for k, value in edges:
+        for raw_key in keys:
+            k = ClassEdgeKey.from_buffer_copy(raw_key)
             held, acquired = names.of(k.held), names.of(k.acquired)
             if held.key == acquired.key:
                 continue
             a = index.setdefault(held.key, len(index))
             b = index.setdefault(acquired.key, len(index))
             if (a, b) not in examples:
-                examples[(a, b)] = (ClassEdgeStruct.from_buffer_copy(value), held, acquired)
+                examples[(a, b)] = (raw_key, held, acquired)
         graph: dict[int, list[int]] = {}
         for a, b in examples:
             graph.setdefault(a, []).append(b)
-        keys = {i: key for key, i in index.items()}
+        class_keys = {i: key for key, i in index.items()}
         found = simple_cycles(graph, self.cycle_limit)
         self.seen.cycles_truncated |= found.truncated
         for cycle in found.cycles:
-            seen_key = tuple(keys[node] for node in cycle)
+            seen_key = tuple(class_keys[node] for node in cycle)
             if seen_key in self.seen.class_cycles:
                 continue
             self.seen.class_cycles.add(seen_key)
             made = []
             for i, a in enumerate(cycle):
-                example, held, acquired = examples[(a, cycle[(i + 1) % len(cycle)])]
+                raw_key, held, acquired = examples[(a, cycle[(i + 1) % len(cycle)])]
+                raw = class_edges.lookup(raw_key)
+                if raw is None:
+                    break  # cleared since: no longer a cycle
+                example = ClassEdgeStruct.from_buffer_copy(raw)
                 made.append(self._edge(example.held_lock, example.acquired_lock, example.edge,
                                        held, acquired))
-            yield LockCycle(locks=[edge.held for edge in made], edges=made, level="class")
+            else:
+                yield LockCycle(locks=[edge.held for edge in made], edges=made, level="class")
 
     def _edge(self, held: int, acquired: int, edge: EdgeUseStruct, held_cls: LockClass,
               acquired_cls: LockClass) -> OrderEdge:
