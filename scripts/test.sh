@@ -32,7 +32,8 @@ pair() {  # run two shards at once: "NAME KERNEL TEST..." "NAME KERNEL TEST..."
   wait $second || status=1
 }
 a_tests="tests/kernel/test_check.py tests/kernel/test_irqline.py tests/kernel/test_irqoff.py
-         tests/kernel/test_kallsyms.py tests/kernel/test_loader.py tests/kernel/test_locks.py"
+         tests/kernel/test_kallsyms.py tests/kernel/test_loader.py tests/kernel/test_locks.py
+         tests/kernel/test_sysmap.py"
 b_tests=""  # every other kernel test: none is left out
 for f in tests/kernel/test_*.py; do
   [[ " $(echo $a_tests) " == *" $f "* ]] || b_tests+=" $f"
