@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -21,12 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from irqlock import client
 from tests.helpers import free_port
 from tests.kernel.fixture import Fixture
-from tests.kernel.tool import Tool
-
-
-def irqlock(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "irqlock", *args], capture_output=True,
-                          text=True, timeout=300)
+from tests.kernel.tool import Tool, irqlock
 
 
 def fixture_windows(records: list[dict[str, Any]], truth: dict[str, Any]) -> list[dict[str, Any]]:

@@ -11,32 +11,30 @@ stacks mixed up) and hide softirqs-off.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from irqlock.kernel.sysmap import ANCHOR, KALLSYMS, SYSTEM_MAP_ENV, symbol_addresses
+from irqlock.kernel.sysmap import KALLSYMS, MAPPED_SYMBOLS, SYSTEM_MAP_ENV, symbol_addresses
 from tests.kernel import test_irqoff, test_locks
 from tests.kernel.fixture import Fixture
+from tests.kernel.tool import irqlock
 
 
 @pytest.fixture
 def no_data_symbols(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A System.map of this kernel's (KASLR-moved) addresses, for the tools the test starts."""
-    wanted = ("__preempt_count", "__per_cpu_offset", ANCHOR)
-    found = symbol_addresses(KALLSYMS.read_text(), wanted)
-    assert set(found) == set(wanted), found
+    found = symbol_addresses(KALLSYMS.read_text(), MAPPED_SYMBOLS)
+    assert set(found) == set(MAPPED_SYMBOLS), found
     system_map = tmp_path / "System.map"
-    system_map.write_text("".join(f"{found[n]:016x} D {n}\n" for n in wanted))
+    system_map.write_text("".join(f"{found[n]:016x} D {n}\n" for n in MAPPED_SYMBOLS))
     monkeypatch.setenv(SYSTEM_MAP_ENV, str(system_map))
 
 
 def test_check_plans_preempt_count_from_system_map(no_data_symbols: None) -> None:
-    done = subprocess.run([sys.executable, "-m", "irqlock", "check", "-j"], capture_output=True,
-                          text=True, timeout=600, check=True)
+    done = irqlock("check", "-j")
+    assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["preempt_count"]["available"], record["preempt_count"]
     assert "/System.map" in record["preempt_count"]["detail"]
@@ -61,11 +59,6 @@ def no_preempt_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     system_map = tmp_path / "System.map"
     system_map.write_text("")
     monkeypatch.setenv(SYSTEM_MAP_ENV, str(system_map))
-
-
-def irqlock(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "irqlock", *args], capture_output=True,
-                          text=True, timeout=600)
 
 
 def test_check_without_preempt_count_offers_irqoff_only(no_preempt_count: None) -> None:

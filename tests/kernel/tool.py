@@ -26,6 +26,12 @@ def _bpftool(*args: str) -> list[dict[str, Any]]:
     return result
 
 
+def irqlock(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`irqlock ARGS` in the foreground, to its end: its exit code and output."""
+    return subprocess.run([sys.executable, "-m", "irqlock", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def bpf_program_ids() -> set[int]:
     """Every BPF program loaded in the kernel now."""
     return {int(p["id"]) for p in _bpftool("prog", "show")}

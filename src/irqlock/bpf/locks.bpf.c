@@ -1067,14 +1067,17 @@ static __always_inline void interrupts_arrived(void *ctx)
  * local timer interrupt arrives): what our stack still has there is a release we
  * missed (the kernel skips a program that is already running on this CPU), and it
  * would only mislead: hold times, order edges, IRQ safety. */
-static __always_inline void forget_stale(__u32 context)
+static __always_inline void forget(struct held_stack *st)
 {
-	struct held_stack *st = bpf_map_lookup_elem(&cpu_held, &context);
-
 	if (st && st->depth) {
 		__sync_fetch_and_add(&held_overflow, st->depth);
 		st->depth = 0;
 	}
+}
+
+static __always_inline void forget_stale(__u32 context)
+{
+	forget(bpf_map_lookup_elem(&cpu_held, &context));
 }
 
 /* Where a hardirq starts: nothing held in hardirq context yet, and the interrupted
@@ -1114,13 +1117,9 @@ SEC("tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter)
 {
 	__u32 pid = (__u32)bpf_get_current_pid_tgid();
-	struct held_stack *st = bpf_map_lookup_elem(&task_held, &pid);
 
 	forget_stale(0);
-	if (st && st->depth) {
-		__sync_fetch_and_add(&held_overflow, st->depth);
-		st->depth = 0;
-	}
+	forget(bpf_map_lookup_elem(&task_held, &pid));
 	return 0;
 }
 

@@ -29,6 +29,7 @@ SYSTEM_MAP_PATHS = ("/boot/System.map-{release}", "/lib/modules/{release}/System
 # tests of this path, which run on kernels that list data symbols.
 SYSTEM_MAP_ENV = "IRQLOCK_SYSTEM_MAP"
 ANCHOR = "_text"  # a symbol kallsyms always has, to measure KASLR's slide by
+MAPPED_SYMBOLS = ("__preempt_count", "__per_cpu_offset", ANCHOR)  # what is read from a map
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,10 @@ def system_map_path(release: str) -> Path | None:
 def place_from_system_map(kallsyms: str, system_map: Path) -> PreemptCountPlace:
     """preempt_count's place from `system_map`, KASLR's slide measured against `kallsyms`."""
     try:
-        mapped = symbol_addresses(system_map.read_text(errors="replace"),
-                                  ("__preempt_count", "__per_cpu_offset", ANCHOR))
+        mapped = symbol_addresses(system_map.read_text(errors="replace"), MAPPED_SYMBOLS)
     except OSError as exc:
         raise IrqlockError(f"cannot read {system_map}: {exc.strerror}") from None
-    missing = [n for n in ("__preempt_count", "__per_cpu_offset", ANCHOR) if n not in mapped]
+    missing = [n for n in MAPPED_SYMBOLS if n not in mapped]
     if missing:
         raise IrqlockError(f"{system_map} has no {', '.join(missing)}: not this kernel's map?")
     running = symbol_addresses(kallsyms, (ANCHOR,)).get(ANCHOR, 0)
