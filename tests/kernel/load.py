@@ -23,7 +23,11 @@ PREEMPT_CONTROL = Path("/sys/kernel/debug/sched/preempt")
 
 @contextmanager
 def stress_ng(seconds: float, temp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """stress-ng's mix for `seconds` at most; killed with all its workers on leaving."""
+    """stress-ng's mix for `seconds` at most; killed with all its workers on leaving.
+
+    A tracer under test is started before it and stopped after it: under TCG beside
+    stress-ng's workers, `irqlock locks` took 96 s to load and attach (9 s without them)
+    and the suite paid that in every load test, for nothing the tests look at."""
     stress = subprocess.Popen(
         ["stress-ng", *STRESS_MIX, "--temp-path", str(temp_path), "--timeout", str(int(seconds))],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -313,11 +313,12 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
     voluntary and full, the preemptirq kernel is full, the RT kernel is rt)."""
     truths: list[dict[str, Any]] = []
     runs = 3  # on PREEMPT_RT one run can go unseen (see seen())
-    with preemption(model), Tool("deadlock") as tool, stress_ng(LOAD_S + 60, tmp_path):
-        for _run in range(runs):
+    with preemption(model), Tool("deadlock") as tool:
+        with stress_ng(LOAD_S + 60, tmp_path):
+            for _run in range(runs):
+                time.sleep(LOAD_S / (runs + 1))
+                truths += [fixture.run("order abba"), fixture.run("order class_spin")]
             time.sleep(LOAD_S / (runs + 1))
-            truths += [fixture.run("order abba"), fixture.run("order class_spin")]
-        time.sleep(LOAD_S / (runs + 1))
         tool.stop()
     stats = tool.of_type("stats")[0]
     print(json.dumps({k: stats.get(k) for k in (

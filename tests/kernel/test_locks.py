@@ -254,16 +254,16 @@ def locks_under_load(how: str, tmp_path: Path) -> list[dict[str, Any]]:
     """LOAD_S seconds of `irqlock locks` (or of a recording of locks, as its report prints
     it) under stress-ng's mix, with the default settings: its lock and stats records."""
     recording = tmp_path / "run.db"
-    command = {"locks": ["locks", "-d", str(LOAD_S), "-j"],
-               "record": ["record", "--locks", "-o", str(recording), "-d", str(LOAD_S)]}[how]
-    with stress_ng(LOAD_S + 60, tmp_path):
-        done = subprocess.run([sys.executable, "-m", "irqlock", *command], capture_output=True,
-                              text=True, timeout=600)
+    command = {"locks": ["locks"], "record": ["record", "--locks", "-o", str(recording)]}[how]
+    with Tool(*command) as tool:
+        with stress_ng(LOAD_S + 60, tmp_path):
+            time.sleep(LOAD_S)
+        tool.stop()
+    if how == "locks":
+        return tool.records
+    done = subprocess.run([sys.executable, "-m", "irqlock", "report", str(recording), "-j"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    if how == "record":
-        done = subprocess.run([sys.executable, "-m", "irqlock", "report", str(recording), "-j"],
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
@@ -289,10 +289,11 @@ def test_by_class_adds_up_each_class_under_load(fixture: Fixture, tmp_path: Path
     """--by class under stress-ng: each of the fixture's classes (two slab caches of its
     own: both foos' spinlocks are one class, bar's mutex another) with every acquisition
     of all its instances, and every class row consistent."""
-    with stress_ng(LOAD_S + 60, tmp_path), Tool("locks", "--by", "class") as tool:
-        time.sleep(LOAD_S / 2)
-        truth = fixture.run("classes 1000")
-        time.sleep(LOAD_S / 2)
+    with Tool("locks", "--by", "class") as tool:
+        with stress_ng(LOAD_S + 60, tmp_path):
+            time.sleep(LOAD_S / 2)
+            truth = fixture.run("classes 1000")
+            time.sleep(LOAD_S / 2)
         tool.stop()
     rows = {r["class"]: r for r in tool.of_type("lock_class")}
     for c in truth["classes"]:
