@@ -16,20 +16,13 @@ step .venv/bin/mypy
 step .venv/bin/python -m pytest -q --timeout 300 --junitxml=build/junit/unit.xml tests/unit
 
 # Kernel tests in VMs, two at a time (each VM is one emulation thread; the machine has two
-# cores): Debian's stock kernel in two shards of about equal length, then its PREEMPT_RT kernel
-# (scripts/setup.sh installs it) in two more -- what differs there: spinlocks sleep, handlers
-# are threads, spin_lock_irqsave leaves interrupts on -- and, when ../shared/kernels has it,
-# the preemptirq kernel.
+# cores), in two lanes of about equal length: Debian's stock kernel in two shards, its
+# PREEMPT_RT kernel (scripts/setup.sh installs it) in two more -- what differs there: spinlocks
+# sleep, handlers are threads, spin_lock_irqsave leaves interrupts on -- and, when
+# ../shared/kernels has it, the preemptirq kernel.
 shard() {  # NAME KERNEL TEST...
   local name=$1 kernel=$2; shift 2
   scripts/vmtest.py --kernel "$kernel" --name "$name" --junit "build/junit/$name.xml" --tests "$@"
-}
-pair() {  # run two shards at once: "NAME KERNEL TEST..." "NAME KERNEL TEST..."
-  local first second
-  shard $1 & first=$!
-  shard $2 & second=$!
-  wait $first || status=1
-  wait $second || status=1
 }
 a_tests="tests/kernel/test_check.py tests/kernel/test_irqline.py tests/kernel/test_irqoff.py
          tests/kernel/test_kallsyms.py tests/kernel/test_loader.py tests/kernel/test_locks.py
@@ -38,13 +31,10 @@ b_tests=""  # every other kernel test: none is left out
 for f in tests/kernel/test_*.py; do
   [[ " $(echo $a_tests) " == *" $f "* ]] || b_tests+=" $f"
 done
-echo "== scripts/vmtest.py (stock kernel, two VMs at once)" >&2
-pair "stock-a stock $a_tests" "stock-b stock $b_tests"
 reports=(build/junit/unit.xml build/junit/stock-a.xml build/junit/stock-b.xml
          build/junit/rt-a.xml build/junit/rt-b.xml)
 # The preemptirq kernel runs only what its tracepoints change (and lock-order analysis on a
 # preemptible kernel): their flood makes every test there several times slower under TCG.
-# It follows the shorter RT shard.
 irqtrace_tests=(tests/kernel/test_irqoff.py tests/kernel/test_check.py
                 "tests/kernel/test_deadlock.py::test_no_false_findings_under_load")
 irqtrace() {
@@ -57,12 +47,19 @@ irqtrace() {
 if compgen -G "../shared/kernels/irqtrace-6.1/linux-image-*.deb" >/dev/null; then
   reports+=(build/junit/irqtrace.xml)
 fi
-echo "== scripts/vmtest.py (PREEMPT_RT kernel, then the preemptirq kernel, two VMs at once)" >&2
-( shard rt-a rt tests/kernel/test_check.py tests/kernel/test_locks.py; ok=$?
-  irqtrace || ok=1; exit $ok ) & lane=$!
-shard rt-b rt tests/kernel/test_deadlock.py tests/kernel/test_irqoff.py \
-  tests/kernel/test_irqline.py || status=1
-wait $lane || status=1
+# Shard lengths in the VM (s, the last full run less the load tests' saving): stock-b 1240,
+# stock-a 750, rt-b 950, rt-a 700, irqtrace 300: the lanes come to about 1940 and 2000.
+echo "== scripts/vmtest.py (stock, PREEMPT_RT and preemptirq kernels, two VMs at once)" >&2
+( ok=0; shard stock-b stock $b_tests || ok=1
+  shard rt-a rt tests/kernel/test_check.py tests/kernel/test_locks.py || ok=1
+  exit $ok ) & lane_a=$!
+( ok=0; shard stock-a stock $a_tests || ok=1
+  shard rt-b rt tests/kernel/test_deadlock.py tests/kernel/test_irqoff.py \
+    tests/kernel/test_irqline.py || ok=1
+  irqtrace || ok=1
+  exit $ok ) & lane_b=$!
+wait $lane_a || status=1
+wait $lane_b || status=1
 # The HTML report the VM tests rendered, in headless Chromium on this machine (Chromium
 # under the guest's emulation takes minutes to start).
 step .venv/bin/python -m pytest -q --timeout 600 --junitxml=build/junit/browser.xml tests/browser
