@@ -292,7 +292,15 @@ def _traceable(features: KernelFeatures, names: list[str]) -> tuple[list[str], l
 
 
 def _plan_irqoff(features: KernelFeatures, blocker: str, method: str) -> ToolPlan:
-    """All interrupts of a CPU: tracepoints, else lock paths exact plus cpu-clock sampling."""
+    """All interrupts of a CPU, and softirq-off windows where preempt_count can be read."""
+    irqoff = _irqoff_sources(features, blocker, method)
+    if irqoff.mode != "unavailable" and not features.preempt_count.available:
+        irqoff.detail += ", no softirq-off sampling"
+    return irqoff
+
+
+def _irqoff_sources(features: KernelFeatures, blocker: str, method: str) -> ToolPlan:
+    """Tracepoints, else lock paths exact plus cpu-clock sampling."""
     if not (features.root and features.btf.available):
         return ToolPlan("irqoff", "unavailable", blocker)
     if features.preemptirq_tracepoints.available:
@@ -334,10 +342,7 @@ def plan(features: KernelFeatures) -> list[ToolPlan]:
         blocker = ""
     method = "fentry/fexit" if features.fentry.available else "kprobe/kretprobe"
 
-    irqoff = _plan_irqoff(features, blocker, method)
-    if irqoff.mode != "unavailable" and not features.preempt_count.available:
-        irqoff.detail += ", no softirq-off sampling"
-    plans.append(irqoff)
+    plans.append(_plan_irqoff(features, blocker, method))
 
     # irq: one named IRQ line
     _, line_missing = _traceable(features, IRQ_LINE_FUNCTIONS)
