@@ -390,8 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     irqoff.add_argument("--unconfirmed", action="store_true",
                         help="also report sampled windows that nothing confirms as IRQ-off time "
                              "(their closing tick landed in ordinary code: a virtual CPU run "
-                             "late looks the same), marked \"confirmed\": false; counted in "
-                             "stats either way")
+                             "late looks the same), marked \"confirmed\": false, and the "
+                             "spans over the threshold in which the sampler was blind (no "
+                             "tick came to a running CPU); counted in stats either way")
     irqoff.add_argument("--preempt", action="store_true",
                         help="also report preempt-off windows (needs preemptirq tracepoints)")
     irqoff.add_argument("--ringbuf-pages", type=_positive, default=256, metavar="N",

@@ -120,12 +120,7 @@ def assert_confirmed_or_late(w: dict[str, Any], tw: dict[str, Any]) -> None:
     # window is that the stall covers, whatever was happening in the guest
 
 
-# A known defect, shown as such in every run: on PREEMPT_RT under emulation the sampler now
-# and then sees no tick for a whole window (its program skipped or its tick lost: not yet
-# understood; issue 16).  Everywhere else the test must pass.
 @stock_only
-@pytest.mark.xfail(PREEMPT_RT, strict=False,
-                   reason="PREEMPT_RT: the sampler sometimes misses a window (issue 16)")
 def test_local_irq_disable_and_save_are_sampled_within_bound(fixture: Fixture) -> None:
     with Tool("irqoff", "-t", "1ms", "--unconfirmed") as tool:
         truths = [fixture.run(f"irqoff {api} {us}") for api in ("irq_disable", "irq_save")
@@ -140,6 +135,12 @@ def test_local_irq_disable_and_save_are_sampled_within_bound(fixture: Fixture) -
         # (for a failure: what the same CPU reported around it, of any task)
         near = [w for w in tool.of_type("irqoff") if w["cpu"] == tw["cpu"]
                 and w["start_ns"] < tw["end_ns"] + 50_000_000 and w["end_ns"] > tw["start_ns"] - 50_000_000]
+        if not found and blind_over(tool, tw):
+            # No tick came to that CPU over the window, nor for a while around it, though
+            # it kept running: under TCG on a busy host the timer interrupts of every CPU
+            # stop for 10-15 ms now and then (seen in one window of 15 on PREEMPT_RT with
+            # two host CPUs taken).  The sampler cannot see in there, and it said so.
+            continue
         assert len(found) == 1, json.dumps([truth, of_task(tool, truth), near, stats])
         w = found[0]
         found_windows.append(w)
@@ -157,6 +158,25 @@ def test_local_irq_disable_and_save_are_sampled_within_bound(fixture: Fixture) -
         assert any(truth["function"] in f for f in w["enable_stack"]), json.dumps([w, tw])
     assert any(w["confirmed"] for w in found_windows), json.dumps(found_windows)
     assert stats["unconfirmed_windows"] >= sum(not w["confirmed"] for w in found_windows)
+    assert_blind_spans_consistent(tool)
+
+
+def blind_over(tool: Tool, tw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sampler's blind spans (--unconfirmed) on the CPU of a fixture window, covering it."""
+    return [b for b in tool.of_type("sampler_blind") if b["cpu"] == tw["cpu"]
+            and b["start_ns"] <= tw["start_ns"] and b["end_ns"] >= tw["end_ns"]]
+
+
+def assert_blind_spans_consistent(tool: Tool) -> None:
+    """Blind spans listed (--unconfirmed: those over the threshold) agree with the stats."""
+    stats = tool.of_type("stats")[0]
+    spans = tool.of_type("sampler_blind")
+    assert stats["blind_spans_over_threshold"] == len(spans), stats
+    assert stats["blind_max_ns"] == max((b["duration_ns"] for b in spans), default=0), stats
+    assert stats["blind_spans"] >= len(spans) and stats["blind_ns"] >= sum(
+        b["duration_ns"] for b in spans), stats
+    period = stats["sampler_period_ns"]
+    assert all(b["duration_ns"] >= max(2 * period, 1_000_000) for b in spans), spans
 
 
 def test_softirq_on_rt_is_one_line_exit_2(fixture: Fixture) -> None:
@@ -299,6 +319,10 @@ def test_stalled_vcpu_is_no_irqoff_window(fixture: Fixture) -> None:
         json.dumps(confirmed_in_busy)
     assert stats["unconfirmed_windows"] >= len(in_busy)
     assert stats["stalled_windows"] >= 1, json.dumps(in_busy)
+    # The other CPU idles meanwhile: its ticks stop with the machine, and the stalls it sat
+    # through in idle (no window can explain them) are the sampler's blind spans.
+    assert stats["blind_spans"] >= 1, stats
+    assert_blind_spans_consistent(tool)
     late = stats["sampler_late_max_ns"]
     confirmed = 0
     for tw in off["windows"]:

@@ -99,7 +99,7 @@ def test_metrics_parse_and_count() -> None:
     metrics.observe({"type": "lock_cycle"})
     metrics.set_locks([lock('fx "odd" name', 7)])
     metrics.set_stats([{"tool": "irqoff", "lost_events": 5, "recursion_misses": 1,
-                        "locks_dropped": 2}])
+                        "locks_dropped": 2, "blind_ns": 12_500_000}])
     families = {f.name: f for f in text_string_to_metric_families(metrics.text())}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in families.values() for s in f.samples}
@@ -115,6 +115,7 @@ def test_metrics_parse_and_count() -> None:
                     (("kind", "spinlock"), ("lock", 'fx "odd" name')))] == 7
     assert samples[("irqlock_lost_events_total", (("tool", "irqoff"),))] == 5
     assert samples[("irqlock_dropped_total", (("tool", "irqoff"), ("what", "locks")))] == 2
+    assert samples[("irqlock_sampler_blind_seconds_total", (("tool", "irqoff"),))] == 0.0125
 
 
 def test_folded_stacks_outer_frame_first_weighted_by_time() -> None:

@@ -97,6 +97,8 @@ __u64 unmatched_opens = 0;	/* a window opened while one was open: its end was no
 __u64 windows_seen = 0;		/* closed windows, any length */
 __u64 stale_windows = 0;	/* lock windows whose end was not traced, discarded */
 __u64 own_windows = 0;		/* windows over the threshold in irqlock's own process */
+__u64 blind_spans = 0;		/* spans of two periods or more with no tick: see note_blind */
+__u64 blind_ns = 0;		/* their total length */
 
 static __always_inline struct window_state *state(__u32 kind)
 {
@@ -536,6 +538,40 @@ static __always_inline __u32 tick_site(struct bpf_perf_event_data *ctx)
 	return SITE_NONE;
 }
 
+/* No tick came to this CPU from `prev` until `until`, though it kept running: it switched
+ * tasks, idled or ran user code in between (no task kept interrupts off all along, so no
+ * window explains it).  A hypervisor holding back the timer interrupt does that (under TCG
+ * every CPU's at once, for many milliseconds): the sampler saw nothing there, and says so
+ * rather than let a window it could not see look like none. */
+static __always_inline void note_blind(struct bpf_perf_event_data *ctx, __u64 prev, __u64 until)
+{
+	struct irqoff_event *e;
+	__u32 cpu;
+
+	if (!prev || until - prev < 2 * sample_period_ns)
+		return;
+	__sync_fetch_and_add(&blind_spans, 1);
+	__sync_fetch_and_add(&blind_ns, until - prev);
+	cpu = bpf_get_smp_processor_id();
+	if (until - prev < threshold_ns || (target_cpu >= 0 && cpu != target_cpu))
+		return;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&lost_events, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->start_ns = prev;
+	e->end_ns = until;
+	e->cpu = cpu;
+	e->kind = KIND_HARDIRQ;
+	e->source = SOURCE_SAMPLE;
+	e->site = SITE_BLIND;
+	e->disable_stack_bytes = -1;
+	e->enable_stack_bytes = -1;
+	bpf_ringbuf_submit(e, 0);
+}
+
 SEC("perf_event")
 int sample_tick(struct bpf_perf_event_data *ctx)
 {
@@ -543,7 +579,7 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 	struct sample_state *s = bpf_map_lookup_elem(&samples, &zero);
 	struct window_state *lock = state(KIND_HARDIRQ);
 	struct window_state *st = bpf_map_lookup_elem(&windows, &slot);
-	__u64 now = bpf_ktime_get_ns(), last;
+	__u64 now = bpf_ktime_get_ns(), last, prev;
 
 	if (!s || !lock || !st)
 		return 0;
@@ -560,15 +596,20 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 		    since - sample_period_ns > s->late_max_ns)
 			s->late_max_ns = since - sample_period_ns;
 	}
-	s->before_tick_ns = s->prev_tick_ns;
+	prev = s->prev_tick_ns;
+	s->before_tick_ns = prev;
 	s->prev_tick_ns = now;
 	if (!sample_hardirq)
 		return 0;
 	last = s->last_ns;
 	s->last_ns = pid ? now : 0;
 	/* Interrupts came back on where this tick landed: in the kernel, in a task. */
-	if (!last || !pid || (ctx->regs.cs & 3) != 0)
+	if (!last || !pid || (ctx->regs.cs & 3) != 0) {
+		note_blind(ctx, prev, now);
 		return 0;
+	}
+	/* A switch into this task after the last tick: the ticks due before it did not come. */
+	note_blind(ctx, prev, last);
 	/* A tick was due at most one period after last and could not fire: the
 	 * window began in [last, last + period] and ended just before now. */
 	if (now - last < 2 * sample_period_ns)

@@ -17,7 +17,10 @@ enum irqoff_source { SOURCE_TRACEPOINT = 0, SOURCE_LOCK = 1, SOURCE_SAMPLE = 2 }
 enum tick_site { SITE_NONE = 0, SITE_STI = 1, SITE_POPF = 2,
 		 SITE_EXACT = 3,	/* not sampled */
 		 SITE_SEEN = 4,	/* softirq-off: ticks saw the softirq bits set */
-		 SITE_STALL = 5 };	/* every CPU's ticks stopped at once: the machine stalled */
+		 SITE_STALL = 5,	/* every CPU's ticks stopped at once: the machine stalled */
+		 SITE_BLIND = 6 };	/* not a window: a span in which no tick came to a CPU that
+					 * kept running (switching, idle, in user space), so nothing
+					 * explains it: the sampler saw nothing there */
 
 struct irqoff_event {
 	__u64 start_ns;

@@ -14,6 +14,7 @@ from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.tracers.irqoff import (
     MIN_PERIOD_NS,
+    BlindSpan,
     IrqoffConfig,
     IrqoffTracer,
     IrqoffWindow,
@@ -53,6 +54,15 @@ class IrqoffPrinter:
             self.out.write("  enabled at:\n" + "".join(f"    {f}\n" for f in w.enable_stack))
         self.out.flush()
 
+    def blind(self, span: BlindSpan) -> None:
+        if self.as_json:
+            self.out.write(json.dumps(span.to_json()) + "\n")
+        else:
+            self.out.write(f"sampler blind {format_ns(span.duration_ns)} cpu {span.cpu} at "
+                           f"{span.start_ns / 1e9:.6f}: no tick came, though the CPU kept "
+                           "running; IRQ-off windows in there are not seen\n")
+        self.out.flush()
+
     def summary(self, stats: dict[str, Any]) -> None:
         if self.as_json:
             for (cpu, kind, source), s in sorted(self.summaries.items()):
@@ -89,6 +99,13 @@ class IrqoffPrinter:
             self.out.write(f"{stalled} sampled windows set aside: every CPU's ticks stopped at "
                            "once (a hypervisor paused the machine; interrupts turned off stop "
                            "one CPU's); --unconfirmed shows them\n")
+        blind = stats.get("blind_spans_over_threshold", 0)
+        if blind:
+            self.out.write(f"WARNING: the sampler was blind {blind} times over the threshold "
+                           f"(longest {format_ns(stats['blind_max_ns'])}): no tick came to a "
+                           "CPU that kept running (a hypervisor holding its timer interrupt "
+                           "back); IRQ-off windows in there are not seen; --unconfirmed "
+                           "lists them\n")
         late = stats.get("sampler_late_max_ns", 0)
         if late > stats.get("sampler_period_ns", 0) // 2 > 0:
             self.out.write(f"WARNING: sampler ticks came up to {late // 1000} us late (a hypervisor "
@@ -119,7 +136,7 @@ def run(config: IrqoffConfig, features: KernelFeatures, duration_s: float | None
         ready_file: Path | None, as_json: bool) -> int:
     plan = validate(config, features)
     printer = IrqoffPrinter(as_json)
-    with IrqoffTracer(config, plan, printer.window) as tracer:
+    with IrqoffTracer(config, plan, printer.window, on_blind=printer.blind) as tracer:
         description = plan.describe(config.period_ns)
         if as_json:
             printer.out.write(json.dumps({"type": "irqoff_plan", "mode": config.mode,

@@ -34,6 +34,8 @@ HELP = {
     "irqlock_lost_events_total": "events the tracers could not deliver",
     "irqlock_recursion_misses_total": "probe hits the kernel skipped (a BPF program was running)",
     "irqlock_dropped_total": "entries not kept because a map was full",
+    "irqlock_sampler_blind_seconds_total": "time the irqoff sampler saw nothing: no tick came "
+                                           "to a running CPU (a hypervisor held it back)",
     "irqlock_up": "1 while the session runs",
 }
 Labels = tuple[tuple[str, str], ...]
@@ -139,9 +141,13 @@ class Metrics:
     def set_stats(self, stats: Iterable[dict[str, Any]]) -> None:
         """Drop counters of each tracer (monotonic in the tracer: set, not added)."""
         self.stats_counters = {"irqlock_lost_events_total": {},
-                               "irqlock_recursion_misses_total": {}, "irqlock_dropped_total": {}}
+                               "irqlock_recursion_misses_total": {}, "irqlock_dropped_total": {},
+                               "irqlock_sampler_blind_seconds_total": {}}
         for s in stats:
             tool = (("tool", s.get("tool", "?")),)
+            if "blind_ns" in s:
+                self.stats_counters["irqlock_sampler_blind_seconds_total"][tool] = \
+                    s["blind_ns"] / 1e9
             self.stats_counters["irqlock_lost_events_total"][tool] = s.get("lost_events", 0)
             self.stats_counters["irqlock_recursion_misses_total"][tool] = \
                 s.get("recursion_misses", 0)

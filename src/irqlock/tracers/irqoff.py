@@ -32,9 +32,11 @@ KINDS = ("hardirq", "preempt", "softirq")
 SOURCES = ("tracepoint", "lock", "sample")
 # enum tick_site (irqoff.h): what confirms a window as interrupts-off (softirqs-off) time.
 # "stall": every CPU's ticks stopped at once -- a hypervisor paused the machine.
-SITES = ("none", "sti", "popf", "exact", "seen", "stall")
+# "blind": not a window but a span no tick came in, though the CPU kept running (BlindSpan).
+SITES = ("none", "sti", "popf", "exact", "seen", "stall", "blind")
 UNCONFIRMED = "none"
 STALLED = "stall"
+BLIND = "blind"
 
 # Lock functions that turn interrupts off or back on, by how irqoff.bpf.c handles them.
 LOCK_IRQSAVE = ["_raw_spin_lock_irqsave", "_raw_read_lock_irqsave", "_raw_write_lock_irqsave"]
@@ -121,6 +123,26 @@ class IrqoffWindow:
                 "error_ns": self.error_ns, "disable_ip": self.disable_ip,
                 "disable_parent_ip": self.disable_parent_ip,
                 "disable_stack": self.disable_stack, "enable_stack": self.enable_stack}
+
+
+@dataclass(frozen=True)
+class BlindSpan:
+    """A span of two sampling periods or more in which no tick came to a CPU that kept
+    running (it switched tasks, idled or ran user code meanwhile, so no task kept interrupts
+    off all along): a hypervisor held the timer interrupt back.  The sampler saw nothing
+    there: an IRQ-off window inside it is not reported."""
+
+    cpu: int
+    start_ns: int
+    end_ns: int
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "sampler_blind", "cpu": self.cpu, "start_ns": self.start_ns,
+                "end_ns": self.end_ns, "duration_ns": self.duration_ns}
 
 
 @dataclass
@@ -230,11 +252,17 @@ class IrqoffTracer:
 
     def __init__(self, config: IrqoffConfig, plan: SourcePlan,
                  on_window: Callable[[IrqoffWindow], None], symbols: Symbols | None = None,
-                 attach: bool = True) -> None:
-        """attach=False: only load (irqlock check proves the object loads here)."""
+                 attach: bool = True,
+                 on_blind: Callable[[BlindSpan], None] | None = None) -> None:
+        """attach=False: only load (irqlock check proves the object loads here).
+        on_blind: given the sampler's blind spans over the threshold with --unconfirmed
+        (they are counted in stats either way)."""
         self.config = config
         self.plan = plan
         self._on_window = on_window
+        self._on_blind = on_blind
+        self.blind_over_threshold = 0
+        self.blind_max_ns = 0
         self.obj = self._load(plan.lock_method == "fentry")
         self._ringbuf = -1
         self.unconfirmed = 0
@@ -326,6 +354,13 @@ class IrqoffTracer:
             return ks.stack(list(stack[: max(size, 0) // 8]))
 
         site = SITES[e.site] if e.site < len(SITES) else UNCONFIRMED
+        if site == BLIND:
+            span = BlindSpan(cpu=e.cpu, start_ns=e.start_ns, end_ns=e.end_ns)
+            self.blind_over_threshold += 1
+            self.blind_max_ns = max(self.blind_max_ns, span.duration_ns)
+            if self.config.unconfirmed and self._on_blind:
+                self._on_blind(span)
+            return
         if site in (UNCONFIRMED, STALLED):
             self.unconfirmed += 1
             self.stalled += site == STALLED
@@ -358,6 +393,12 @@ class IrqoffTracer:
                 "unconfirmed_windows": self.unconfirmed,
                 # of those, windows in which every CPU's ticks stopped (a paused machine)
                 "stalled_windows": self.stalled,
+                # spans of two periods or more in which no tick came to a running CPU
+                # (BlindSpan): how many, their total, and those over the threshold
+                "blind_spans": self.obj.read_global("blind_spans"),
+                "blind_ns": self.obj.read_global("blind_ns"),
+                "blind_spans_over_threshold": self.blind_over_threshold,
+                "blind_max_ns": self.blind_max_ns,
                 "sampler_period_ns": self.config.period_ns if self.plan.sampler else 0,
                 "sampler_late_max_ns": self._sampler_late_max_ns(),
                 "preempt_count": self.obj.preempt_count_from,
