@@ -941,19 +941,15 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 		class_of(g, lock, &cls);
 	/* Edges first: the new lock is not on the held stack yet. */
 	if (track_order && order) {
+		struct returned_frames dead = returned_frames(ctx);
 		__u32 key = c, pid = (__u32)id;
-		struct held_stack *on_cpu = bpf_map_lookup_elem(&cpu_held, &key);
-		struct held_stack *of_task = c == 0 ? bpf_map_lookup_elem(&task_held, &pid) : NULL;
+		struct held_stack *held = bpf_map_lookup_elem(&cpu_held, &key);
 
-		/* Most acquisitions are made holding nothing: no stack to read then. */
-		if ((on_cpu && on_cpu->depth) || (of_task && of_task->depth)) {
-			struct returned_frames dead = returned_frames(ctx);
-
-			if (on_cpu)
-				edges_from(ctx, g, on_cpu, &dead, lock, &cls, id);
-			if (of_task)
-				edges_from(ctx, g, of_task, &dead, lock, &cls, id);
-		}
+		if (held)
+			edges_from(ctx, g, held, &dead, lock, &cls, id);
+		held = c == 0 ? bpf_map_lookup_elem(&task_held, &pid) : NULL;
+		if (held)
+			edges_from(ctx, g, held, &dead, lock, &cls, id);
 	}
 	st = mode == MODE_RELEASE_UNSEEN ? NULL : held_stack(g, c, kind, (__u32)id, true);
 	if (st)
