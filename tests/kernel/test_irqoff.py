@@ -141,7 +141,8 @@ def test_local_irq_disable_and_save_are_sampled_within_bound(fixture: Fixture) -
             # stop for 10-15 ms now and then (seen in one window of 15 on PREEMPT_RT with
             # two host CPUs taken).  The sampler cannot see in there, and it said so.
             continue
-        assert len(found) == 1, json.dumps([truth, of_task(tool, truth), near, stats])
+        assert len(found) == 1, json.dumps([truth, of_task(tool, truth), near, stats,
+                                            tool.of_type("sampler_blind")])
         w = found[0]
         found_windows.append(w)
         assert not w["exact"] and w["source"] == "sample" and w["error_ns"] > 0
@@ -150,7 +151,14 @@ def test_local_irq_disable_and_save_are_sampled_within_bound(fixture: Fixture) -
         # most a period before it, or as late as the run's latest tick (emulation runs a
         # CPU late: sampler_late_max_ns).
         late = stats["sampler_late_max_ns"]
-        assert abs(w["start_ns"] - tw["start_ns"]) <= w["error_ns"] + late, json.dumps([w, tw, late])
+        if w["site"] == "stall":
+            # Every CPU's ticks stopped (a blind span) from before the window began: its
+            # start is the task's last tick or switch-in, earlier than the truth's, never
+            # later.  Such a window is set aside as unconfirmed for that very reason.
+            assert w["start_ns"] <= tw["start_ns"] + w["error_ns"] + late, json.dumps([w, tw])
+        else:
+            assert abs(w["start_ns"] - tw["start_ns"]) <= w["error_ns"] + late, \
+                json.dumps([w, tw, late])
         # The end is the first tick after interrupts came back on, in the fixture's call
         # (it stays there a while with interrupts on).  On hardware that tick comes within
         # microseconds; under TCG beside another busy guest it has come milliseconds late.
@@ -327,7 +335,10 @@ def test_stalled_vcpu_is_no_irqoff_window(fixture: Fixture) -> None:
     confirmed = 0
     for tw in off["windows"]:
         found = overlapping(of_task(tool, off), {"windows": [tw]})
-        assert len(found) == 1, json.dumps([tw, of_task(tool, off)])
+        if not found and blind_over(tool, tw):
+            continue  # the ticks stopped around it: the sampler said it saw nothing there
+        assert len(found) == 1, json.dumps([tw, of_task(tool, off),
+                                            tool.of_type("sampler_blind")])
         (w,) = found
         assert_confirmed_or_late(w, tw)
         confirmed += w["confirmed"]

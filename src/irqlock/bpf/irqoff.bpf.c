@@ -448,8 +448,14 @@ static __always_inline void sample_softirq_tick(void *ctx, struct sample_state *
 		return;
 	}
 	s->bh_last_ns = now;
-	if (bh->open)
+	/* A tick's stack can come out as one frame, where the unwinder has nothing to go on
+	 * (seen: a tick at __static_call_text_end+0x0, the thunks that follow it): a later
+	 * tick in the window tells where softirqs are off instead. */
+	if (bh->open) {
+		if (bh->disable_stack_bytes <= (int)sizeof(__u64))
+			capture_disable_site(ctx, bh);
 		return;
+	}
 	capture_disable_site(ctx, bh);	/* where softirqs are off: this tick's stack */
 	capture_task(bh);
 	bh->open = 1;
