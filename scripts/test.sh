@@ -47,8 +47,8 @@ irqtrace() {
 if compgen -G "../shared/kernels/irqtrace-6.1/linux-image-*.deb" >/dev/null; then
   reports+=(build/junit/irqtrace.xml)
 fi
-# Shard lengths in the VM (s, the last full run less the load tests' saving): stock-b 1240,
-# stock-a 750, rt-b 950, rt-a 700, irqtrace 300: the lanes come to about 1940 and 2000.
+# Shard lengths in the VM (s, measured on 2026-11-30): stock-b 1153, stock-a 788, rt-b 900,
+# rt-a 741, irqtrace 305: the lanes come to about 1890 and 1990, boots aside.
 echo "== scripts/vmtest.py (stock, PREEMPT_RT and preemptirq kernels, two VMs at once)" >&2
 ( ok=0; shard stock-b stock $b_tests || ok=1
   shard rt-a rt tests/kernel/test_check.py tests/kernel/test_locks.py || ok=1
