@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 packages=(
   qemu-system-x86 linux-image-amd64 linux-headers-amd64   # the VM and its stock kernel
   linux-image-rt-amd64 linux-headers-rt-amd64             # ... and its PREEMPT_RT kernel
+  linux-image-cloud-amd64 linux-headers-cloud-amd64       # ... and its cloud kernel
+  linux-image-6.12-amd64 linux-headers-6.12-amd64         # the 6.12 series (Debian 13's), stock,
+  linux-image-6.12-rt-amd64 linux-headers-6.12-rt-amd64   # PREEMPT_RT
+  linux-image-6.12-cloud-amd64 linux-headers-6.12-cloud-amd64  # and cloud
   busybox-static kmod                                      # virtme-ng's guest init, insmod
   clang llvm libbpf-dev libbpf1 bpftool make gcc           # BPF objects and the fixture module
   python3-venv stress-ng                                   # the venv; load for the soak test

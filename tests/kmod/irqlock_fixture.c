@@ -1430,10 +1430,10 @@ static int cmd_percpu(void)
 {
 	int cpu;
 
-	out("{\"cmd\":\"percpu\",\"symbol\":\"cpu_number\",\"addrs\":{");
+	out("{\"cmd\":\"percpu\",\"symbol\":\"this_cpu_off\",\"addrs\":{");
 	for_each_possible_cpu(cpu)
 		out("%s\"%d\":\"0x%lx\"", cpu ? "," : "", cpu,
-		    (unsigned long)per_cpu_ptr(&cpu_number, cpu));
+		    (unsigned long)per_cpu_ptr(&this_cpu_off, cpu));
 	out("}}\n");
 	return 0;
 }

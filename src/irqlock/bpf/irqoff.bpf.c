@@ -524,6 +524,16 @@ static __always_inline bool shadow_instruction(const __u8 *code, int len)
 	return false;
 }
 
+/* The privilege level the tick interrupted (0: the kernel).  A perf_event program's context
+ * is the UAPI pt_regs, whose layout is ABI; since FRED (6.9) the kernel's BTF has cs as a u16
+ * in a union, and a CO-RE read of it would load 2 bytes, which the verifier refuses for this
+ * context: the 8-byte word is read at its ABI place (struct pt_regs' 18th). */
+#define PT_REGS_CS_WORD 17
+static __always_inline __u64 tick_ring(struct bpf_perf_event_data *ctx)
+{
+	return ((const __u64 *)ctx)[PT_REGS_CS_WORD] & 3;
+}
+
 /* Where the closing tick of a gap landed, as evidence that interrupts were off.  (The iret
  * that ends a hardirq handler lets a held-back tick in too, but it returns to any code: a
  * tick landing there looks like one a hypervisor ran late, and is not taken as evidence.) */
@@ -610,7 +620,7 @@ int sample_tick(struct bpf_perf_event_data *ctx)
 	last = s->last_ns;
 	s->last_ns = pid ? now : 0;
 	/* Interrupts came back on where this tick landed: in the kernel, in a task. */
-	if (!last || !pid || (ctx->regs.cs & 3) != 0) {
+	if (!last || !pid || tick_ring(ctx) != 0) {
 		note_blind(ctx, prev, now);
 		return 0;
 	}

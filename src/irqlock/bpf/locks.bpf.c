@@ -457,11 +457,11 @@ static __always_inline void *lookup_or_make(struct guard *g, void *map, void *ke
 /* ---- lock classes -------------------------------------------------------------- *
  * A lock in a slab object belongs to its cache at its offset in the object, found from the
  * address as drgn's slab_object_info does: the struct page of the address in the direct
- * map, its compound head, PG_slab, the struct slab over it, then slab_cache; the first
- * object starts red_left_pad into the slab and each is `size` long.  Where the layout
- * cannot be read (no kallsyms for it, a kernel without struct slab or PG_slab), a lock's
- * class is its address and classes_unavailable says so.  The object holding a lock is
- * alive while the lock is taken, so the page is a slab page then. */
+ * map, its compound head, whether it is a slab page, the struct slab over it, then
+ * slab_cache; the first object starts red_left_pad into the slab and each is `size` long.
+ * Where the layout cannot be read (no kallsyms for it, a kernel without struct slab or a
+ * known slab mark), a lock's class is its address and classes_unavailable says so.  The
+ * object holding a lock is alive while the lock is taken, so the page is a slab page then. */
 
 /* Randomized at boot, not in BTF: weak, so that a kernel whose kallsyms lacks them loads. */
 extern const void page_offset_base __ksym __weak;
@@ -518,14 +518,54 @@ static __always_inline __u64 read_word(const void *p)
 	return v;
 }
 
+/* A slab page is marked by a page flag to 6.9 (PG_slab), then by a page type: 6.10 and 6.11
+ * clear the type's bit in page_type (PG_slab of enum pagetype), 6.12 on put the type in its
+ * top byte (PGTY_slab).  vmlinux.h is 6.1's: the page type's names are made here, and CO-RE
+ * matches them by the part before "___". */
+enum pagetype___irqlock {
+	PGTY_slab___irqlock = 0xf5,
+	PG_slab___irqlock = 0x00001000,
+	PAGE_TYPE_BASE___irqlock = 0xf0000000,
+};
+
+struct page___irqlock {
+	unsigned int page_type;
+} __attribute__((preserve_access_index));
+
+static __always_inline bool slab_mark_known(void)
+{
+	return bpf_core_enum_value_exists(enum pageflags, PG_slab) ||
+	       bpf_core_enum_value_exists(enum pagetype___irqlock, PGTY_slab___irqlock) ||
+	       (bpf_core_enum_value_exists(enum pagetype___irqlock, PG_slab___irqlock) &&
+		bpf_core_enum_value_exists(enum pagetype___irqlock, PAGE_TYPE_BASE___irqlock));
+}
+
+static __always_inline bool is_slab_page(__u64 page)
+{
+	__u32 type, bit, base;
+
+	if (bpf_core_enum_value_exists(enum pageflags, PG_slab))
+		return BPF_CORE_READ((struct page *)page, flags) &
+		       (1ULL << bpf_core_enum_value(enum pageflags, PG_slab));
+	type = BPF_CORE_READ((struct page___irqlock *)page, page_type);
+	if (bpf_core_enum_value_exists(enum pagetype___irqlock, PGTY_slab___irqlock))
+		return type >> 24 == bpf_core_enum_value(enum pagetype___irqlock, PGTY_slab___irqlock);
+	if (bpf_core_enum_value_exists(enum pagetype___irqlock, PG_slab___irqlock) &&
+	    bpf_core_enum_value_exists(enum pagetype___irqlock, PAGE_TYPE_BASE___irqlock)) {
+		bit = bpf_core_enum_value(enum pagetype___irqlock, PG_slab___irqlock);
+		base = bpf_core_enum_value(enum pagetype___irqlock, PAGE_TYPE_BASE___irqlock);
+		return (type & (base | bit)) == base;
+	}
+	return false;
+}
+
 static __always_inline bool read_layout(void)
 {
 	__u64 start, end, vmemmap;
 
 	if (layout.vmemmap)
 		return true;
-	if (!bpf_core_type_exists(struct slab) ||
-	    !bpf_core_enum_value_exists(enum pageflags, PG_slab))
+	if (!bpf_core_type_exists(struct slab) || !slab_mark_known())
 		goto unavailable;
 	start = read_word(&page_offset_base);
 	end = read_word(&high_memory);
@@ -563,7 +603,7 @@ static __always_inline void note_cache(struct guard *g, struct kmem_cache *cache
 /* The class of the lock whose key is `key` (see struct lock_class). */
 static __always_inline void class_of(struct guard *g, __u64 key, struct lock_class *cls)
 {
-	__u64 page_size = bpf_core_type_size(struct page), number = 0, addr, page, head, flags, first;
+	__u64 page_size = bpf_core_type_size(struct page), number = 0, addr, page, head, first;
 	struct kmem_cache *cache;
 	__u32 size, pad = 0;
 
@@ -581,8 +621,7 @@ static __always_inline void class_of(struct guard *g, __u64 key, struct lock_cla
 	head = BPF_CORE_READ((struct page *)page, compound_head);
 	if (head & 1)
 		page = head - 1;
-	flags = BPF_CORE_READ((struct page *)page, flags);
-	if (!(flags & (1ULL << bpf_core_enum_value(enum pageflags, PG_slab))))
+	if (!is_slab_page(page))
 		return;	/* page allocations, per-CPU areas */
 	cache = BPF_CORE_READ((struct slab *)page, slab_cache);
 	if ((__u64)cache <= CLASS_ANONYMOUS)
