@@ -2,7 +2,7 @@
 System.map (irqlock.kernel.sysmap), or, with no map either, irqoff runs without it.
 
 Debian's kernels list data symbols in kallsyms (and ship a stub System.map); here irqlock is
-given a System.map made of the three symbols it reads (IRQLOCK_SYSTEM_MAP), so the System.map
+given a System.map made of the symbols it reads (IRQLOCK_SYSTEM_MAP), so the System.map
 builds of the irqoff and locks programs run on the real kernel, against the fixture's own
 figures.  A wrong address would put the locks in the wrong context (none counted, or held
 stacks mixed up) and hide softirqs-off.
@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from irqlock.kernel.sysmap import KALLSYMS, MAPPED_SYMBOLS, SYSTEM_MAP_ENV, symbol_addresses
+from irqlock.kernel.sysmap import (
+    KALLSYMS,
+    MAPPED_SYMBOLS,
+    PREEMPT_COUNT_VARIABLES,
+    SLIDE_WITNESSES,
+    SYSTEM_MAP_ENV,
+    symbol_addresses,
+)
 from tests.kernel import test_irqoff, test_locks
 from tests.kernel.fixture import Fixture
 from tests.kernel.tool import irqlock
@@ -25,10 +32,13 @@ from tests.kernel.tool import irqlock
 @pytest.fixture
 def no_data_symbols(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A System.map of this kernel's (KASLR-moved) addresses, for the tools the test starts."""
-    found = symbol_addresses(KALLSYMS.read_text(), MAPPED_SYMBOLS)
-    assert set(found) == set(MAPPED_SYMBOLS), found
+    kallsyms = KALLSYMS.read_text()
+    variables = symbol_addresses(kallsyms, PREEMPT_COUNT_VARIABLES)
+    assert len(variables) == 1, variables  # the one this kernel keeps its count in
+    found = symbol_addresses(kallsyms, (*MAPPED_SYMBOLS, *SLIDE_WITNESSES)) | variables
+    assert set(found) == {*MAPPED_SYMBOLS, *SLIDE_WITNESSES, *variables}, found
     system_map = tmp_path / "System.map"
-    system_map.write_text("".join(f"{found[n]:016x} D {n}\n" for n in MAPPED_SYMBOLS))
+    system_map.write_text("".join(f"{address:016x} D {name}\n" for name, address in found.items()))
     monkeypatch.setenv(SYSTEM_MAP_ENV, str(system_map))
 
 
@@ -64,10 +74,10 @@ def no_preempt_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_check_without_preempt_count_offers_irqoff_only(no_preempt_count: None) -> None:
     record: dict[str, Any] = json.loads(irqlock("check", "-j").stdout)
     assert not record["preempt_count"]["available"]
-    assert "has no __preempt_count" in record["preempt_count"]["detail"]
+    assert "has no __preempt_count or pcpu_hot" in record["preempt_count"]["detail"]
     modes = {p["tool"]: (p["mode"], p["detail"]) for p in record["plan"]}
     assert modes["locks"][0] == modes["deadlock"][0] == "unavailable", modes
-    assert "has no __preempt_count" in modes["locks"][1]
+    assert "has no __preempt_count or pcpu_hot" in modes["locks"][1]
     assert modes["irqoff"][0] != "unavailable", modes
     assert "no softirq-off sampling" in modes["irqoff"][1]
 
