@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from irqlock.bpf.libbpf import BpfProgInfo
+from irqlock.bpf.libbpf import BpfProgInfo, LibbpfError, rejection_reason
 from irqlock.bpf.loader import BpfObject
 from irqlock.errors import IrqlockError
 from irqlock.kernel.perf import PerfEventAttr
@@ -63,3 +63,28 @@ def test_plan_keeps_one_program_of_the_pair() -> None:
 def test_missing_object_file_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(IrqlockError, match="open BPF object"):
         BpfObject.open("nothing", tmp_path / "nothing.bpf.o")
+
+
+# libbpf's log of 6.12 refusing irqoff's tick program (FRED made pt_regs->cs two bytes wide)
+REFUSED_LOAD_LOG = [
+    "libbpf: prog 'tick_ring': BPF program load failed: Permission denied\n",
+    "libbpf: prog 'tick_ring': -- BEGIN PROG LOAD LOG --\n"
+    "0: R1=ctx(off=0,imm=0) R10=fp0\n"
+    "; int BPF_PROG(tick_ring, struct bpf_perf_event_data *ctx)\n"
+    "5: (69) r1 = *(u16 *)(r6 +136)\n"
+    "invalid bpf_context access off=136 size=2\n"
+    "processed 6 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0\n"
+    "\n-- END PROG LOAD LOG --\n",
+    "libbpf: failed to load object 'irqoff'\n",
+]
+
+
+def test_rejection_reason_is_the_verifiers_last_word() -> None:
+    assert rejection_reason(REFUSED_LOAD_LOG) == \
+        "tick_ring: invalid bpf_context access off=136 size=2"
+    error = LibbpfError("load BPF object irqoff", -13, REFUSED_LOAD_LOG)
+    assert str(error).splitlines()[0] == ("load BPF object irqoff: Permission denied "
+                                          "(tick_ring: invalid bpf_context access off=136 size=2)")
+    # a failure that is not the verifier's keeps its one line
+    assert rejection_reason(["libbpf: failed to find BTF for extern 'x'\n"]) == ""
+    assert str(LibbpfError("open x", -2, [])) == "open x: No such file or directory"

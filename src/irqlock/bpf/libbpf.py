@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,14 +29,36 @@ BTF_KIND_FUNC = 12
 BTF_KIND_DATASEC = 15
 
 
+# The verifier's closing lines, after the one that says why it refused
+_VERIFIER_TRAILER = re.compile(r"processed \d+ insns|verification time|stack depth|\s*$")
+
+
+def rejection_reason(log: list[str]) -> str:
+    """Why the verifier refused a program, from libbpf's log of a failed load: the program
+    and the log's last line before its statistics ("tick_ring: invalid bpf_context access
+    off=136 size=2"); "" if the log holds no verifier log."""
+    text = "".join(log)
+    failed = re.search(r"prog '([^']+)': BPF program load failed", text)
+    begin, end = text.find("-- BEGIN PROG LOAD LOG --"), text.find("-- END PROG LOAD LOG --")
+    if not failed or begin < 0 or end < begin:
+        return ""
+    lines = text[begin:end].splitlines()[1:]
+    said = [line.strip() for line in lines if not _VERIFIER_TRAILER.match(line)]
+    return f"{failed.group(1)}: {said[-1]}" if said else ""
+
+
 class LibbpfError(IrqlockError):
-    """A libbpf call failed; message holds the call, errno text and libbpf's log."""
+    """A libbpf call failed; message holds the call, errno text (and, for a program the
+    verifier refused, why) on its first line, then libbpf's log."""
 
     def __init__(self, what: str, err: int, log: list[str]) -> None:
         self.errno = abs(err)
         self.log = log
         detail = os.strerror(self.errno) if self.errno else "failed"
         message = f"{what}: {detail}"
+        reason = rejection_reason(log)
+        if reason:
+            message += f" ({reason})"
         if log:
             message += "\n" + "".join(log).rstrip()
         super().__init__(message)
