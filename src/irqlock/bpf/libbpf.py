@@ -73,7 +73,7 @@ class _BtfVarSecinfo(ctypes.Structure):
 
 
 class BpfProgInfo(ctypes.Structure):
-    """struct bpf_prog_info from uapi linux/bpf.h, up to recursion_misses."""
+    """struct bpf_prog_info from uapi linux/bpf.h, up to verified_insns (5.16)."""
 
     _fields_ = [
         ("type", ctypes.c_uint32),
@@ -111,6 +111,7 @@ class BpfProgInfo(ctypes.Structure):
         ("run_time_ns", ctypes.c_uint64),
         ("run_cnt", ctypes.c_uint64),
         ("recursion_misses", ctypes.c_uint64),
+        ("verified_insns", ctypes.c_uint32),
     ]
 
 

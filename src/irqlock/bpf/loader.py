@@ -451,6 +451,10 @@ class BpfObject:
         """Per loaded program: hits the kernel skipped because a BPF program was already running."""
         return {name: info.recursion_misses for name, info in self._program_infos()}
 
+    def verified_insns(self) -> dict[str, int]:
+        """Per loaded program: the instructions the verifier walked (what its load cost)."""
+        return {name: info.verified_insns for name, info in self._program_infos()}
+
     def program_ids(self) -> list[int]:
         """Kernel ids of the loaded programs (to check that they are gone after close)."""
         return [info.id for _name, info in self._program_infos()]

@@ -862,17 +862,34 @@ static __always_inline bool still_held(struct held_lock *h, struct returned_fram
 	return !s || s->last_acquired_ns == h->acquired_ns;
 }
 
-/* Drop from `st` what its locks say is no longer held (releases we did not see). */
-static __always_inline void drop_released(struct held_stack *st, struct returned_frames *dead)
-{
-	for (int i = MAX_HELD - 1; i >= 0; i--) {
-		__u32 d = st->depth;
+/* What a walk of one held stack needs.  The walks below are bpf_loop callbacks: the
+ * verifier checks a callback once where it would check an unrolled loop MAX_HELD times, in
+ * each of the acquire programs (under TCG, 30 s of loading `deadlock` on 6.12). */
+struct held_walk {
+	void *ctx;
+	struct guard *g;
+	struct held_stack *st;
+	struct returned_frames *dead;
+	struct lock_class *cls;	/* the class of the lock just taken */
+	__u64 lock, id;		/* the lock just taken, by whom */
+};
 
-		if (i >= d || d > MAX_HELD || still_held(&st->locks[i], dead))
-			continue;
-		remove_held(st, i, d);
-		__sync_fetch_and_add(&stale_dropped, 1);
-	}
+/* Entry MAX_HELD-1-n of the stack goes if its lock says it is no longer held (a release
+ * we did not see); from the top, so that the entry moved into a freed slot was seen. */
+static long drop_if_released(__u32 n, void *data)
+{
+	struct held_walk *w = data;
+	struct held_stack *st = w->st;
+	__u32 i, d = st->depth;
+
+	if (n >= MAX_HELD)
+		return 1;
+	i = MAX_HELD - 1 - n;
+	if (i >= d || d > MAX_HELD || still_held(&st->locks[i], w->dead))
+		return 0;
+	remove_held(st, i, d);
+	__sync_fetch_and_add(&stale_dropped, 1);
+	return 0;
 }
 
 static __always_inline void fill_use(void *ctx, struct lock_use *u, __u64 id)
@@ -938,24 +955,37 @@ static __always_inline void note_class_edge(void *ctx, struct guard *g, struct h
 	fill_edge(ctx, &e->edge, held, cls, id);
 }
 
-/* An edge from every lock this context still holds to the one just taken, between the
- * locks and between their classes (two locks of one class, as double_rq_lock takes them,
- * order nothing between classes). */
+/* An edge from held entry i to the lock just taken, between the locks and between their
+ * classes (two locks of one class, as double_rq_lock takes them, order nothing between
+ * classes). */
+static long edge_from_held(__u32 i, void *data)
+{
+	struct held_walk *w = data;
+	struct held_stack *st = w->st;
+	struct held_lock *held;
+
+	if (i >= MAX_HELD || i >= st->depth)
+		return 1;
+	held = &st->locks[i];
+	if (held->lock == w->lock)
+		return 0;
+	note_edge(w->ctx, w->g, held, w->lock, w->cls, w->id);
+	if (!same_class(&held->cls, w->cls) && w->cls->cache != CLASS_ANONYMOUS &&
+	    held->cls.cache != CLASS_ANONYMOUS)
+		note_class_edge(w->ctx, w->g, held, w->lock, w->cls, w->id);
+	return 0;
+}
+
+/* An edge from every lock this context still holds to the one just taken. */
 static __always_inline void edges_from(void *ctx, struct guard *g, struct held_stack *st,
 				       struct returned_frames *dead, __u64 lock,
 				       struct lock_class *cls, __u64 id)
 {
-	drop_released(st, dead);
-	for (__u32 i = 0; i < MAX_HELD; i++) {
-		if (i >= st->depth)
-			break;
-		if (st->locks[i].lock == lock)
-			continue;
-		note_edge(ctx, g, &st->locks[i], lock, cls, id);
-		if (!same_class(&st->locks[i].cls, cls) && cls->cache != CLASS_ANONYMOUS &&
-		    st->locks[i].cls.cache != CLASS_ANONYMOUS)
-			note_class_edge(ctx, g, &st->locks[i], lock, cls, id);
-	}
+	struct held_walk w = { .ctx = ctx, .g = g, .st = st, .dead = dead, .cls = cls,
+			       .lock = lock, .id = id };
+
+	bpf_loop(MAX_HELD, drop_if_released, &w, 0);
+	bpf_loop(MAX_HELD, edge_from_held, &w, 0);
 }
 
 static __always_inline void count_seen(void)
@@ -976,8 +1006,15 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 	__u64 now;
 
 	now = bpf_ktime_get_ns();
-	if (track_order)	/* each time: the address may be another object's by now */
-		class_of(g, lock, &cls);
+	if (track_order) {	/* each time: the address may be another object's by now */
+		struct lock_class found = cls;
+
+		class_of(g, lock, &found);
+		/* Copied as bytes the verifier does not know: else each of class_of's outcomes
+		 * (static, anonymous, a cache) is a state of its own in all the code below, and
+		 * loading `deadlock` walks that code once for each. */
+		bpf_probe_read_kernel(&cls, sizeof(cls), &found);
+	}
 	/* Edges first: the new lock is not on the held stack yet. */
 	if (track_order && order) {
 		struct returned_frames dead = returned_frames(ctx);
