@@ -333,17 +333,23 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
     cycles = [c for c in fixture_cycles(tool)
               if {lock["name"] for lock in c["locks"]} & FIXTURE_ORDER_LOCKS]
     class_cycles = fixture_cycles(tool, "class")
-    if not cycles and model == "rt":
+    found_classes = {frozenset(lock["class"] for lock in c["locks"]) for c in class_cycles}
+    # the static ABBA's, and the slab classes'
+    expected_classes = {frozenset({"fx_order_a", "fx_order_b"}),
+                        frozenset(f"&{c['cache']}+{c['offset']:#x}"
+                                  for c in class_abba[0]["classes"])}
+    if model == "rt" and (not cycles or found_classes != expected_classes):
         # Under load on PREEMPT_RT our programs are preempted inside so often that a one-shot
-        # scenario can go unseen in every run; the run must say it missed events.
-        assert stats["recursion_misses"] > 0, stats
+        # scenario can go unseen in every run (issue 23): the run must say it missed events,
+        # and what it found must be right.
+        assert stats["recursion_misses"] + stats["edges_dropped"] > 0, stats
+        assert found_classes <= expected_classes, described(class_cycles)
+        assert len(cycles) <= 1, described(cycles)
     else:
-        (cycle,) = cycles
-        assert_edges_match(cycle, {**abba[0], "edges": [e for t in abba for e in t["edges"]]})
-        # the static ABBA's, and the slab classes'
-        assert {frozenset(lock["class"] for lock in c["locks"]) for c in class_cycles} == {
-            frozenset({"fx_order_a", "fx_order_b"}),
-            frozenset(f"&{c['cache']}+{c['offset']:#x}" for c in class_abba[0]["classes"])}
+        assert len(cycles) == 1, described(cycles)
+        assert found_classes == expected_classes, described(class_cycles)
+    if cycles:
+        assert_edges_match(cycles[0], {**abba[0], "edges": [e for t in abba for e in t["edges"]]})
     ours = {id(c) for c in [*cycles, *class_cycles]}
     others = [c for c in tool.of_type("lock_cycle")
               if id(c) not in ours and not c["maybe_reused_addresses"]]
