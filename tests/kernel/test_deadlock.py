@@ -165,6 +165,23 @@ def test_same_class_in_both_orders_is_recursive(fixture: Fixture) -> None:
     assert fixture_cycles(tool, "class") == []
 
 
+def test_freed_and_reused_addresses_are_no_deadlock(fixture: Fixture) -> None:
+    """foo1 then foo2; both freed; the two new foos the cache gives their memory taken the
+    other way round: the same two addresses in both orders, by locks that never coexisted.
+    The cycle is reported as made on reused memory (the free in between was seen), never
+    as a deadlock."""
+    tool, truth = seen(fixture, "order reuse", any_cycle())
+    assert truth["reused"], "the cache did not give the freed objects back: no reuse to see"
+    first, second = truth["edges"]
+    assert (first["held_addr"], first["acquired_addr"]) == (second["acquired_addr"],
+                                                            second["held_addr"])
+    (cycle,) = fixture_cycles(tool)
+    assert {lock["addr"] for lock in cycle["locks"]} == {first["held_addr"],
+                                                         first["acquired_addr"]}
+    assert cycle["reused_memory"] and cycle["maybe_reused_addresses"], cycle
+    assert fixture_cycles(tool, "class") == []  # one class: nothing between classes
+
+
 def assert_only_the_abba(tool: Tool, truth: dict[str, Any]) -> None:
     """The run's one fixture cycle is its ABBA; no cycle goes through the locks of the
     truth's one real order."""

@@ -27,6 +27,7 @@
  *                           dead_frame; read_leak then after_leak (two writes);
  *                           lock classes (slab caches irqlock_fx_foo, irqlock_fx_bar):
  *                           class_spin class_mutex same_class same_class_abba
+ *                           reuse (freed objects' addresses in the other order)
  *   classes K               both irqlock_fx_foo objects' spinlocks and one irqlock_fx_bar
  *                           object's mutex, K times each (per-class counts)
  *   deadlock                two kthreads deadlock on two mutexes (killable)
@@ -1130,11 +1131,16 @@ static void out_classes(bool mutex)
 /* class_spin, class_mutex: foo1 then bar1, and bar2 then foo2: no two instances are
  * taken in both orders, yet the classes are (lockdep's ABBA between classes).
  * same_class: two foos taken in address order by both threads (double_rq_lock's way).
- * same_class_abba: two foos taken in both orders (a recursive nesting that can deadlock). */
+ * same_class_abba: two foos taken in both orders (a recursive nesting that can deadlock).
+ * reuse: foo1 then foo2; both freed and two new foos made, which the cache gives the
+ * freed memory (last freed first); the one at foo2's address, then the one at foo1's:
+ * two addresses taken in both orders by locks that never coexisted -- no deadlock.
+ * "reused" says whether the new foos did take both addresses. */
 static int class_orders(const char *pattern)
 {
-	bool mutex = !strcmp(pattern, "class_mutex");
-	int lo, err;
+	bool mutex = !strcmp(pattern, "class_mutex"), reused = false;
+	void *old_first, *old_second;
+	int lo, err, at_second;
 
 	err = alloc_objects();
 	if (err)
@@ -1146,12 +1152,25 @@ static int class_orders(const char *pattern)
 	else if (!strcmp(pattern, "same_class"))
 		err = order_step(foo_lock(lo, false), foo_lock(!lo, false), "fx_class_1", 0) ?:
 		      order_step(foo_lock(lo, false), foo_lock(!lo, false), "fx_class_2", 1);
-	else
+	else if (!strcmp(pattern, "reuse")) {
+		old_first = &foo[0]->lock;
+		old_second = &foo[1]->lock;
+		err = order_step(foo_lock(0, false), foo_lock(1, false), "fx_class_1", 0);
+		free_objects();
+		err = err ?: alloc_objects();
+		if (err)
+			return err;
+		at_second = (void *)&foo[1]->lock == old_second ? 1 : 0;
+		reused = (void *)&foo[at_second]->lock == old_second &&
+			 (void *)&foo[!at_second]->lock == old_first;
+		err = order_step(foo_lock(at_second, false), foo_lock(!at_second, false),
+				 "fx_class_2", 1);
+	} else
 		err = order_step(foo_lock(0, false), foo_lock(1, false), "fx_class_1", 0) ?:
 		      order_step(foo_lock(1, false), foo_lock(0, false), "fx_class_2", 1);
 	out("]");
 	out_classes(mutex);
-	out("}\n");
+	out(",\"reused\":%s}\n", reused ? "true" : "false");
 	free_objects();
 	return err;
 }
@@ -1191,9 +1210,11 @@ static int cmd_order(const char *pattern)
 
 	out("{\"cmd\":\"order\",\"pattern\":\"%s\",\"function\":\"fx_order_take_two\",\"edges\":[",
 	    pattern);
-	if (!strncmp(pattern, "class_", 6) || !strncmp(pattern, "same_class", 10)) {
+	if (!strncmp(pattern, "class_", 6) || !strncmp(pattern, "same_class", 10) ||
+	    !strcmp(pattern, "reuse")) {
 		if (strcmp(pattern, "class_spin") && strcmp(pattern, "class_mutex") &&
-		    strcmp(pattern, "same_class") && strcmp(pattern, "same_class_abba"))
+		    strcmp(pattern, "same_class") && strcmp(pattern, "same_class_abba") &&
+		    strcmp(pattern, "reuse"))
 			return -EINVAL;
 		return class_orders(pattern);
 	}

@@ -276,6 +276,9 @@ __u64 own_process_skipped = 0;	/* events in irqlock's own process (its map reads
 __u64 edges_dropped = 0;	/* lock-order edges not kept: edges map full */
 __u64 class_edges_dropped = 0;	/* class edges not kept: class_edges map full */
 __u64 caches_dropped = 0;	/* a slab cache's name not kept: caches map full */
+/* Caches with more lock offsets than CACHE_LOCK_OFFSETS: a free of one of their objects
+ * does not stamp the locks past those, whose reuse then goes unnoticed. */
+__u64 lock_offsets_dropped = 0;
 __u64 slab_locks = 0;		/* class lookups that found a lock in a slab object */
 /* The kernel's memory layout could not be read (no kallsyms for it): classes are addresses. */
 __u32 classes_unavailable = 0;
@@ -582,30 +585,85 @@ unavailable:
 	return false;
 }
 
-static __always_inline void note_cache(struct guard *g, struct kmem_cache *cache)
+/* `where` among the offsets of the cache's locks (a free of an object stamps them). */
+static __always_inline void note_lock_offset(struct cache_info *info, __u32 where)
+{
+	__u32 n = info->nr_lock_offsets;
+
+	for (__u32 i = 0; i < CACHE_LOCK_OFFSETS; i++) {
+		if (i >= n)
+			break;
+		if (info->lock_offsets[i] == where)
+			return;
+	}
+	if (n >= CACHE_LOCK_OFFSETS) {
+		if (!(info->flags & CACHE_OFFSETS_FULL)) {
+			info->flags |= CACHE_OFFSETS_FULL;
+			__sync_fetch_and_add(&lock_offsets_dropped, 1);
+		}
+		return;
+	}
+	info->lock_offsets[n] = where;
+	info->nr_lock_offsets = n + 1;
+}
+
+/* The cache of a lock at `where` in its objects: its name and sizes read when first seen. */
+static __always_inline void note_cache(struct guard *g, struct kmem_cache *cache, __u32 where)
 {
 	__u64 key = (__u64)cache;
-	struct cache_info info = {};
+	struct cache_info info = {}, *known = bpf_map_lookup_elem(&caches, &key);
 	long err;
 
-	if (bpf_map_lookup_elem(&caches, &key))
+	if (known) {
+		note_lock_offset(known, where);
 		return;
+	}
 	bpf_probe_read_kernel_str(info.name, sizeof(info.name), BPF_CORE_READ(cache, name));
 	info.size = BPF_CORE_READ(cache, size);
 	info.object_size = BPF_CORE_READ(cache, object_size);
 	info.refcount = BPF_CORE_READ(cache, refcount);
 	info.flags = BPF_CORE_READ(cache, ctor) ? CACHE_HAS_CTOR : 0;
+	info.nr_lock_offsets = 1;
+	info.lock_offsets[0] = where;
 	err = guarded_update(g, &caches, &key, &info);
 	if (err && err != -17)
 		__sync_fetch_and_add(&caches_dropped, 1);
 }
 
+/* The slab object `addr` is in: its cache, and where it starts (NULL if `addr` is not in
+ * one: the kernel image and modules, vmalloc, page allocations, per-CPU areas). */
+static __always_inline struct kmem_cache *slab_object_of(__u64 addr, __u64 *object)
+{
+	__u64 page_size = bpf_core_type_size(struct page), page, head, first;
+	struct kmem_cache *cache;
+	__u32 size, pad = 0;
+
+	if (!read_layout() || addr < layout.direct_start || addr >= layout.direct_end)
+		return NULL;
+	page = layout.vmemmap + ((addr - layout.direct_start) >> PAGE_SHIFT) * page_size;
+	head = BPF_CORE_READ((struct page *)page, compound_head);
+	if (head & 1)
+		page = head - 1;
+	if (!is_slab_page(page))
+		return NULL;
+	cache = BPF_CORE_READ((struct slab *)page, slab_cache);
+	if ((__u64)cache <= CLASS_ANONYMOUS)
+		return NULL;
+	size = BPF_CORE_READ(cache, size);
+	if (bpf_core_field_exists(cache->red_left_pad))
+		pad = BPF_CORE_READ(cache, red_left_pad);
+	first = layout.direct_start + ((page - layout.vmemmap) / page_size << PAGE_SHIFT) + pad;
+	if (!size || addr < first)
+		return NULL;
+	*object = addr - (addr - first) % size;
+	return cache;
+}
+
 /* The class of the lock whose key is `key` (see struct lock_class). */
 static __always_inline void class_of(struct guard *g, __u64 key, struct lock_class *cls)
 {
-	__u64 page_size = bpf_core_type_size(struct page), number = 0, addr, page, head, first;
+	__u64 number = 0, addr, object = 0;
 	struct kmem_cache *cache;
-	__u32 size, pad = 0;
 
 	cls->where = key;
 	/* The key may be the traced function's argument, a pointer the verifier allows no bit
@@ -613,29 +671,15 @@ static __always_inline void class_of(struct guard *g, __u64 key, struct lock_cla
 	bpf_probe_read_kernel(&number, sizeof(number), &key);
 	addr = number & ~RAW_LOCK_TAG;
 	cls->cache = addr >= KERNEL_MAP_START ? CLASS_STATIC : CLASS_ANONYMOUS;
-	if (!read_layout() || addr < layout.direct_start || addr >= layout.direct_end)
-		return;	/* kernel image and modules (static), vmalloc (stacks) */
-	if (addr >= layout.percpu_start && addr < layout.percpu_end)
+	if (read_layout() && addr >= layout.percpu_start && addr < layout.percpu_end)
 		cls->cache = CLASS_STATIC;	/* named by kallsyms too */
-	page = layout.vmemmap + ((addr - layout.direct_start) >> PAGE_SHIFT) * page_size;
-	head = BPF_CORE_READ((struct page *)page, compound_head);
-	if (head & 1)
-		page = head - 1;
-	if (!is_slab_page(page))
-		return;	/* page allocations, per-CPU areas */
-	cache = BPF_CORE_READ((struct slab *)page, slab_cache);
-	if ((__u64)cache <= CLASS_ANONYMOUS)
-		return;
-	size = BPF_CORE_READ(cache, size);
-	if (bpf_core_field_exists(cache->red_left_pad))
-		pad = BPF_CORE_READ(cache, red_left_pad);
-	first = layout.direct_start + ((page - layout.vmemmap) / page_size << PAGE_SHIFT) + pad;
-	if (!size || addr < first)
+	cache = slab_object_of(addr, &object);
+	if (!cache)
 		return;
 	cls->cache = (__u64)cache;
-	cls->where = ((addr - first) % size) | (number & RAW_LOCK_TAG);
+	cls->where = (addr - object) | (number & RAW_LOCK_TAG);
 	__sync_fetch_and_add(&slab_locks, 1);
-	note_cache(g, cache);
+	note_cache(g, cache, cls->where);
 }
 
 static __always_inline bool same_class(struct lock_class *a, struct lock_class *b)
@@ -657,6 +701,7 @@ static __always_inline struct lock_stats *get_stats(void *ctx, struct guard *g, 
 		s->first_pid = (__u32)id;
 		s->first_tgid = id >> 32;
 		s->created_ns = now;
+		s->born_ns = now;
 		if (cls)	/* known already */
 			s->cls = *cls;
 		else
@@ -705,7 +750,7 @@ static __always_inline struct held_stack *held_stack(struct guard *g, int c, __u
 }
 
 static __always_inline void set_held(struct held_stack *st, __u32 i, __u64 lock, __u64 now,
-				     __u32 kind, __u32 mode, struct lock_class *cls)
+				     __u32 kind, __u32 mode, struct lock_class *cls, __u64 born)
 {
 	i &= MAX_HELD - 1;
 	st->locks[i].lock = lock;
@@ -713,12 +758,13 @@ static __always_inline void set_held(struct held_stack *st, __u32 i, __u64 lock,
 	st->locks[i].kind = kind;
 	st->locks[i].mode = mode;
 	st->locks[i].cls = *cls;
+	st->locks[i].born_ns = born;
 }
 
 /* A full stack means releases we did not see (locks freed through an untraced
  * path): the oldest entry makes room, and the stale count says so. */
 static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 now, __u32 kind,
-				      __u32 mode, struct lock_class *cls)
+				      __u32 mode, struct lock_class *cls, __u64 born)
 {
 	__u32 d = st->depth, oldest = 0;
 
@@ -727,7 +773,7 @@ static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 n
 	for (__u32 i = 0; i < MAX_HELD; i++) {
 		if (i < d && st->locks[i].lock == lock) {
 			__sync_fetch_and_add(&held_overflow, 1);
-			set_held(st, i, lock, now, kind, mode, cls);
+			set_held(st, i, lock, now, kind, mode, cls, born);
 			return;
 		}
 	}
@@ -736,10 +782,10 @@ static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 n
 		for (__u32 i = 1; i < MAX_HELD; i++)
 			if (st->locks[i].acquired_ns < st->locks[oldest].acquired_ns)
 				oldest = i;
-		set_held(st, oldest, lock, now, kind, mode, cls);
+		set_held(st, oldest, lock, now, kind, mode, cls, born);
 		return;
 	}
-	set_held(st, d, lock, now, kind, mode, cls);
+	set_held(st, d, lock, now, kind, mode, cls, born);
 	st->depth = d + 1;
 }
 
@@ -872,6 +918,7 @@ struct held_walk {
 	struct returned_frames *dead;
 	struct lock_class *cls;	/* the class of the lock just taken */
 	__u64 lock, id;		/* the lock just taken, by whom */
+	__u64 born;		/* the born_ns of the lock just taken */
 };
 
 /* Entry MAX_HELD-1-n of the stack goes if its lock says it is no longer held (a release
@@ -927,16 +974,20 @@ static __always_inline void fill_edge(void *ctx, struct edge_use *e, struct held
 		__builtin_memcpy(e->held_stack, h->stack, sizeof(e->held_stack));
 }
 
-/* The first edge held -> acquired. */
+/* The edge held -> acquired, made anew where either lock has been born since (its memory
+ * freed and reused): the edge then is these objects', not the ones before. */
 static __always_inline void note_edge(void *ctx, struct guard *g, struct held_lock *held,
-				      __u64 lock, struct lock_class *cls, __u64 id)
+				      __u64 lock, struct lock_class *cls, __u64 id, __u64 born)
 {
 	struct edge_key key = { .from = held->lock, .to = lock };
 	bool made;
 	struct edge_use *e = lookup_or_make(g, &edges, &key, &new_edge, &edges_dropped, &made);
 
-	if (e && made)
-		fill_edge(ctx, e, held, cls, id);
+	if (!e || (!made && e->held_born_ns == held->born_ns && e->acquired_born_ns == born))
+		return;
+	fill_edge(ctx, e, held, cls, id);
+	e->held_born_ns = held->born_ns;
+	e->acquired_born_ns = born;
 }
 
 /* The first edge class(held) -> class(acquired), with its two instances. */
@@ -969,7 +1020,7 @@ static long edge_from_held(__u32 i, void *data)
 	held = &st->locks[i];
 	if (held->lock == w->lock)
 		return 0;
-	note_edge(w->ctx, w->g, held, w->lock, w->cls, w->id);
+	note_edge(w->ctx, w->g, held, w->lock, w->cls, w->id, w->born);
 	if (!same_class(&held->cls, w->cls) && w->cls->cache != CLASS_ANONYMOUS &&
 	    held->cls.cache != CLASS_ANONYMOUS)
 		note_class_edge(w->ctx, w->g, held, w->lock, w->cls, w->id);
@@ -979,10 +1030,10 @@ static long edge_from_held(__u32 i, void *data)
 /* An edge from every lock this context still holds to the one just taken. */
 static __always_inline void edges_from(void *ctx, struct guard *g, struct held_stack *st,
 				       struct returned_frames *dead, __u64 lock,
-				       struct lock_class *cls, __u64 id)
+				       struct lock_class *cls, __u64 id, __u64 born)
 {
 	struct held_walk w = { .ctx = ctx, .g = g, .st = st, .dead = dead, .cls = cls,
-			       .lock = lock, .id = id };
+			       .lock = lock, .id = id, .born = born };
 
 	bpf_loop(MAX_HELD, drop_if_released, &w, 0);
 	bpf_loop(MAX_HELD, edge_from_held, &w, 0);
@@ -1003,11 +1054,16 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 	struct lock_class cls = { .cache = CLASS_ANONYMOUS, .where = lock };
 	struct lock_stats *s;
 	struct held_stack *st;
-	__u64 now;
+	__u64 now, born;
 
 	now = bpf_ktime_get_ns();
+	born = now;	/* a lock first seen now: get_stats makes its entry born now */
 	if (track_order) {	/* each time: the address may be another object's by now */
+		struct lock_stats *known = bpf_map_lookup_elem(&locks, &lock);
 		struct lock_class found = cls;
+
+		if (known)
+			born = known->born_ns;
 
 		class_of(g, lock, &found);
 		/* Copied as bytes the verifier does not know: else each of class_of's outcomes
@@ -1022,14 +1078,14 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 		struct held_stack *held = bpf_map_lookup_elem(&cpu_held, &key);
 
 		if (held)
-			edges_from(ctx, g, held, &dead, lock, &cls, id);
+			edges_from(ctx, g, held, &dead, lock, &cls, id, born);
 		held = c == 0 ? bpf_map_lookup_elem(&task_held, &pid) : NULL;
 		if (held)
-			edges_from(ctx, g, held, &dead, lock, &cls, id);
+			edges_from(ctx, g, held, &dead, lock, &cls, id, born);
 	}
 	st = mode == MODE_RELEASE_UNSEEN ? NULL : held_stack(g, c, kind, (__u32)id, true);
 	if (st)
-		push_held(st, lock, now, kind, mode, &cls);
+		push_held(st, lock, now, kind, mode, &cls, born);
 	if (track_irq_safety && c == 2)
 		note_use(ctx, g, &hardirq_locks, &lock, id, &irq_uses_dropped);
 	count_seen();
@@ -1433,6 +1489,75 @@ static __always_inline void *acquire_returned(__u32 kind)
 	st->pending = 0;
 	return (void *)lock;
 }
+
+/* ---- frees: a slab object's locks are other locks once its memory is reused ------- *
+ * (irqlock deadlock only) A free stamps the locks seen in objects of its cache with a new
+ * born_ns: order edges made before it were the freed object's, and a cycle through edges
+ * that saw one lock born at two times is not one between locks that coexisted. */
+static __always_inline void stamp_freed(__u64 cache, __u64 object)
+{
+	struct cache_info *info = bpf_map_lookup_elem(&caches, &cache);
+	struct lock_stats *s;
+	__u64 now, key;
+
+	if (!info)
+		return;	/* no lock of this cache taken while we watched */
+	now = bpf_ktime_get_ns();
+	for (__u32 i = 0; i < CACHE_LOCK_OFFSETS; i++) {
+		if (i >= info->nr_lock_offsets)
+			break;
+		key = object + info->lock_offsets[i];
+		s = bpf_map_lookup_elem(&locks, &key);
+		if (s)
+			s->born_ns = now;
+	}
+}
+
+/* Pointers as numbers (map keys, sums): the verifier lets a typed pointer be neither. */
+static __always_inline __u64 as_number(const void *p)
+{
+	__u64 number = 0;
+
+	bpf_probe_read_kernel(&number, sizeof(number), &p);
+	return number;
+}
+
+static __always_inline void kfreed(__u64 addr)
+{
+	__u64 object = 0;
+	struct kmem_cache *cache = slab_object_of(addr, &object);
+
+	if (cache && object == addr)
+		stamp_freed((__u64)cache, object);
+}
+
+SEC("fentry/kmem_cache_free")
+int BPF_PROG(kmem_cache_free_entry, struct kmem_cache *cache, void *object)
+{
+	stamp_freed(as_number(cache), as_number(object));
+	return 0;
+}
+
+SEC("kprobe/kmem_cache_free")
+int BPF_KPROBE(kmem_cache_free_kprobe, struct kmem_cache *cache, void *object)
+{
+	stamp_freed(as_number(cache), as_number(object));
+	return 0;
+}
+
+/* (its argument by helper: 6.1's verifier lets a program read no `const void *` argument) */
+SEC("fentry/kfree")
+int BPF_PROG(kfree_entry)
+{
+	__u64 object = 0;
+
+	if (!bpf_get_func_arg(ctx, 0, &object))
+		kfreed(object);
+	return 0;
+}
+
+SEC("kprobe/kfree")
+int BPF_KPROBE(kfree_kprobe, const void *object) { kfreed(as_number(object)); return 0; }
 
 /* ---- acquire and release functions ----------------------------------------- */
 

@@ -40,6 +40,9 @@ struct lock_class {
 #define CLASS_STATIC 0
 #define CLASS_ANONYMOUS 1
 
+/* Where in one object of a cache its locks are, as far as seen (a free stamps them). */
+#define CACHE_LOCK_OFFSETS 6
+
 /* A slab cache a class was found in, read when first seen. */
 struct cache_info {
 	char name[32];
@@ -47,9 +50,12 @@ struct cache_info {
 	__u32 object_size;
 	__s32 refcount;		/* > 1: other caches were merged into it (mixed types) */
 	__u32 flags;		/* CACHE_HAS_CTOR: never merged */
+	__u32 nr_lock_offsets;	/* CACHE_LOCK_OFFSETS at most; more are counted, not kept */
+	__u32 lock_offsets[CACHE_LOCK_OFFSETS];	/* a lock's class where (| RAW_LOCK_TAG) */
 };
 
 #define CACHE_HAS_CTOR 1
+#define CACHE_OFFSETS_FULL 2	/* more lock offsets than CACHE_LOCK_OFFSETS seen */
 
 struct lock_stats {
 	__u32 kind;
@@ -62,6 +68,10 @@ struct lock_stats {
 	__u64 wait_max_ns;
 	__u64 last_acquired_ns;	/* the latest exclusive acquisition seen: checks held entries */
 	__u64 created_ns;	/* holds that began before are not this entry's (LRU reuse) */
+	/* When the memory of this lock became the lock it is now: the entry's creation, or the
+	 * latest free of the slab object it is in; an order edge made before was another
+	 * object's (irqlock deadlock only). */
+	__u64 born_ns;
 	struct lock_class cls;	/* when the entry was made */
 	/* The first holder, kept with the lock: its entry in the holders map may have gone
 	 * (LRU) while the lock's stayed, and a lock is shown with at least its first holder. */
@@ -95,6 +105,7 @@ struct held_lock {
 	__u32 kind;
 	__u32 mode;
 	struct lock_class cls;	/* irqlock deadlock only */
+	__u64 born_ns;		/* the lock's born_ns when it was taken (deadlock only) */
 };
 
 struct held_stack {
@@ -153,6 +164,8 @@ struct edge_use {
 	__u64 held_stack[LOCKS_MAX_STACK];
 	struct lock_class held_cls;	/* the classes of the two locks when the edge was made */
 	struct lock_class acquired_cls;
+	__u64 held_born_ns;	/* the two locks' born_ns then: edges of one cycle that see */
+	__u64 acquired_born_ns;	/* one lock born at two times were made on reused memory */
 };
 
 /* class(held) -> class(acquired), two different classes, with the first example. */

@@ -28,7 +28,7 @@ import ctypes
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ class EdgeUseStruct(ctypes.Structure):
         ("held_stack", ctypes.c_uint64 * MAX_STACK),
         ("held_cls", LockClassStruct),
         ("acquired_cls", LockClassStruct),
+        ("held_born_ns", ctypes.c_uint64),
+        ("acquired_born_ns", ctypes.c_uint64),
     ]
 
 
@@ -101,7 +103,7 @@ class ClassEdgeStruct(ctypes.Structure):
 class HeldLockStruct(ctypes.Structure):
     _fields_ = [("lock", ctypes.c_uint64), ("acquired_ns", ctypes.c_uint64),
                 ("kind", ctypes.c_uint32), ("mode", ctypes.c_uint32),
-                ("cls", LockClassStruct)]
+                ("cls", LockClassStruct), ("born_ns", ctypes.c_uint64)]
 
 
 class HeldStackStruct(ctypes.Structure):
@@ -181,6 +183,9 @@ class LockCycle:
     locks: list[LockRef]
     edges: list[OrderEdge]
     level: str = "instance"
+    # A lock of the cycle was born anew between two of its edges: its slab object was
+    # freed, and the address became another object's lock (seen by the BPF side's frees).
+    reused_memory: bool = False
 
     @property
     def dynamic(self) -> bool:
@@ -211,7 +216,8 @@ class LockCycle:
         return {"type": "lock_cycle", "level": self.level, "length": len(self.locks),
                 "locks": [lock.to_json() for lock in self.locks],
                 "edges": [edge.to_json() for edge in self.edges],
-                "maybe_reused_addresses": self.dynamic, "recursive": self.recursive,
+                "maybe_reused_addresses": self.dynamic or self.reused_memory,
+                "reused_memory": self.reused_memory, "recursive": self.recursive,
                 "merged_caches": self.merged_caches}
 
 
@@ -277,6 +283,13 @@ class HungTask:
                 "owner_pid": self.owner_pid}
 
 
+def born_apart(cycle: Sequence[EdgeUseStruct]) -> bool:
+    """Whether the edges of a cycle (edge i from lock i to lock i+1) saw a lock born at two
+    times: the one leading to it and the one leaving it were made on different objects."""
+    return any(edge.acquired_born_ns != cycle[(i + 1) % len(cycle)].held_born_ns
+               for i, edge in enumerate(cycle))
+
+
 def task_comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -322,7 +335,9 @@ def d_state_tasks() -> list[tuple[int, int]]:
 class DeadlockState:
     """What has been reported already, so that each finding is reported once."""
 
-    cycles: set[tuple[int, ...]] = field(default_factory=set)
+    # instance cycles reported, each with whether it was then on reused memory (such a
+    # cycle is looked at again: its edges may be made anew between coexisting locks)
+    cycles: dict[tuple[int, ...], bool] = field(default_factory=dict)
     class_cycles: set[tuple[tuple[Any, ...], ...]] = field(default_factory=set)
     irq_unsafe: set[int] = field(default_factory=set)
     deadlocks: set[frozenset[int]] = field(default_factory=set)
@@ -387,20 +402,22 @@ class DeadlockFinder:
         found = simple_cycles(graph, self.cycle_limit)
         self.seen.cycles_truncated |= found.truncated
         for cycle in found.cycles:
-            if tuple(cycle) in self.seen.cycles:
+            if self.seen.cycles.get(tuple(cycle)) is False:
                 continue
-            self.seen.cycles.add(tuple(cycle))
             pairs = [(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle))]
-            made = []
-            for held, acquired in pairs:
-                raw = edges_map.lookup(bytes(EdgeKey(held, acquired)))
-                if raw is None:
-                    break  # cleared since (irqlock serve's clear): no longer a cycle
-                edge = EdgeUseStruct.from_buffer_copy(raw)
-                made.append(self._edge(held, acquired, edge, names.of(edge.held_cls),
-                                       names.of(edge.acquired_cls)))
-            else:
-                yield LockCycle(locks=[edge.held for edge in made], edges=made)
+            raws = [edges_map.lookup(bytes(EdgeKey(held, acquired))) for held, acquired in pairs]
+            if None in raws:
+                continue  # cleared since (irqlock serve's clear): no longer a cycle
+            edges = [EdgeUseStruct.from_buffer_copy(raw) for raw in raws if raw is not None]
+            reused = born_apart(edges)
+            if self.seen.cycles.get(tuple(cycle)) == reused:
+                continue
+            self.seen.cycles[tuple(cycle)] = reused
+            made = [self._edge(held, acquired, edge, names.of(edge.held_cls),
+                               names.of(edge.acquired_cls))
+                    for (held, acquired), edge in zip(pairs, edges, strict=True)]
+            yield LockCycle(locks=[edge.held for edge in made], edges=made,
+                            reused_memory=reused)
 
     def _class_cycles(self) -> Iterator[LockCycle]:
         """Cycles between classes; per-CPU copies fold into one class here, and edges

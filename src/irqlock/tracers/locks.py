@@ -51,6 +51,9 @@ CONTEXT_START_PROGRAMS = {
     "on_sys_enter": "raw_syscalls/sys_enter",
 }
 BLOCKED_PROGRAMS = ["on_sched_switch"]
+# What stamps a slab object's locks born anew when it is freed (lock-order analysis only).
+FREE_PROGRAMS = {"fentry": ["kmem_cache_free_entry", "kfree_entry"],
+                 "kprobe": ["kmem_cache_free_kprobe", "kfree_kprobe"]}
 HOLDERS_PER_LOCK = 2  # holders map size = this x --max-locks
 # Per-lock maps that are LRU where fentry traces the lock functions: the locks in use
 # stay.  (kprobe mode counts the lock calls our own map updates make, which an LRU
@@ -116,6 +119,7 @@ class LockStatsStruct(ctypes.Structure):
         ("wait_max_ns", ctypes.c_uint64),
         ("last_acquired_ns", ctypes.c_uint64),
         ("created_ns", ctypes.c_uint64),
+        ("born_ns", ctypes.c_uint64),
         ("cls", LockClassStruct),
         ("first_acquisitions", ctypes.c_uint64),
         ("first_tgid", ctypes.c_uint32),
@@ -386,7 +390,8 @@ class LocksTracer:
         c = self.config
         return (self.plan.context_programs
                 + (CONTENTION_PROGRAMS if self.plan.contention else [])
-                + (BLOCKED_PROGRAMS if c.blocked else []))
+                + (BLOCKED_PROGRAMS if c.blocked else [])
+                + (FREE_PROGRAMS[self.plan.method] if c.order else []))
 
     def _configure(self) -> None:
         c = self.config
@@ -423,7 +428,8 @@ class LocksTracer:
                 for program in program_names(function, self.plan.method):
                     self.obj.disable(program)
         extra = self._extra_programs()
-        for program in [*CONTEXT_START_PROGRAMS, *CONTENTION_PROGRAMS, *BLOCKED_PROGRAMS]:
+        for program in [*CONTEXT_START_PROGRAMS, *CONTENTION_PROGRAMS, *BLOCKED_PROGRAMS,
+                        *(p for programs in FREE_PROGRAMS.values() for p in programs)]:
             if program not in extra:
                 self.obj.disable(program)
 
@@ -548,6 +554,7 @@ class LocksTracer:
                 "slab / PG_slab in its BTF): classes are addresses"
                 if g("classes_unavailable") else "slab cache + offset",
                 "slab_locks": g("slab_locks"), "caches_dropped": g("caches_dropped"),
+                "lock_offsets_dropped": g("lock_offsets_dropped"),
                 "map_bytes": self.map_bytes(),
                 "preempt_count": self.obj.preempt_count_from,
                 "waits": "lock:contention_begin/end" if self.plan.contention
