@@ -761,28 +761,62 @@ static __always_inline void set_held(struct held_stack *st, __u32 i, __u64 lock,
 	st->locks[i].born_ns = born;
 }
 
-/* A full stack means releases we did not see (locks freed through an untraced
- * path): the oldest entry makes room, and the stale count says so. */
+/* A search of one held stack for a lock, as a bpf_loop callback (see struct held_walk). */
+struct held_search {
+	struct held_stack *st;
+	__u64 lock;
+	__s32 found;	/* the slot holding `lock`; -1: none */
+	__u32 oldest;	/* the slot taken longest ago (find_slot only) */
+};
+
+/* Entry i: `lock` itself, or older than the oldest so far. */
+static long find_slot(__u32 i, void *data)
+{
+	struct held_search *w = data;
+	struct held_stack *st = w->st;
+	__u32 oldest = w->oldest & (MAX_HELD - 1);
+
+	if (i >= MAX_HELD || i >= st->depth)
+		return 1;
+	if (st->locks[i].lock == w->lock) {
+		w->found = i;
+		return 1;
+	}
+	if (st->locks[i].acquired_ns < st->locks[oldest].acquired_ns)
+		w->oldest = i;
+	return 0;
+}
+
+/* Entry MAX_HELD-1-n, from the top: the latest acquisition of `lock` first. */
+static long find_latest(__u32 n, void *data)
+{
+	struct held_search *w = data;
+	struct held_stack *st = w->st;
+	__u32 i;
+
+	if (n >= MAX_HELD)
+		return 1;
+	i = MAX_HELD - 1 - n;
+	if (i >= st->depth || st->locks[i].lock != w->lock)
+		return 0;
+	w->found = i;
+	return 1;
+}
+
+/* A lock already held here had its release missed (a lock cannot be taken twice in one
+ * context, bar recursive readers): this acquisition replaces the stale entry.  A full
+ * stack means releases we did not see either (locks freed through an untraced path): the
+ * oldest entry makes room.  The stale count says so. */
 static __always_inline void push_held(struct held_stack *st, __u64 lock, __u64 now, __u32 kind,
 				      __u32 mode, struct lock_class *cls, __u64 born)
 {
-	__u32 d = st->depth, oldest = 0;
+	struct held_search w = { .st = st, .lock = lock, .found = -1 };
+	__u32 d = st->depth;
 
-	/* Already held here: its release was missed (a lock cannot be taken twice in one
-	 * context, bar recursive readers), so this acquisition replaces the stale entry. */
-	for (__u32 i = 0; i < MAX_HELD; i++) {
-		if (i < d && st->locks[i].lock == lock) {
-			__sync_fetch_and_add(&held_overflow, 1);
-			set_held(st, i, lock, now, kind, mode, cls, born);
-			return;
-		}
-	}
-	if (d >= MAX_HELD) {
+	bpf_loop(MAX_HELD, find_slot, &w, 0);
+	if (w.found >= 0 || d >= MAX_HELD) {
 		__sync_fetch_and_add(&held_overflow, 1);
-		for (__u32 i = 1; i < MAX_HELD; i++)
-			if (st->locks[i].acquired_ns < st->locks[oldest].acquired_ns)
-				oldest = i;
-		set_held(st, oldest, lock, now, kind, mode, cls, born);
+		set_held(st, w.found >= 0 ? w.found : w.oldest, lock, now, kind, mode, cls, born);
 		return;
 	}
 	set_held(st, d, lock, now, kind, mode, cls, born);
@@ -1122,6 +1156,7 @@ static __always_inline void released_in(void *ctx, struct guard *g, int c, __u64
 					__u32 kind)
 {
 	__u64 now = bpf_ktime_get_ns(), acquired_ns = 0;
+	struct held_search w = { .lock = lock, .found = -1 };
 	struct held_stack *st;
 	struct lock_stats *s;
 	__u32 d;
@@ -1132,13 +1167,12 @@ static __always_inline void released_in(void *ctx, struct guard *g, int c, __u64
 	d = st->depth;
 	if (d == 0 || d > MAX_HELD)
 		return;
+	w.st = st;
 	/* The most recent acquisition of this lock. */
-	for (int i = MAX_HELD - 1; i >= 0; i--) {
-		if (i >= d || st->locks[i].lock != lock)
-			continue;
-		acquired_ns = st->locks[i].acquired_ns;
-		remove_held(st, i, d);
-		break;
+	bpf_loop(MAX_HELD, find_latest, &w, 0);
+	if (w.found >= 0) {
+		acquired_ns = st->locks[w.found & (MAX_HELD - 1)].acquired_ns;
+		remove_held(st, w.found, d);
 	}
 	if (!acquired_ns)
 		return;	/* taken before we attached, or by a task we do not watch */
