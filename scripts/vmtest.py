@@ -278,6 +278,8 @@ def main() -> int:
                         help="copy the kernel tests' JUnit XML report here")
     parser.add_argument("--tests", nargs="+", default=["tests/kernel"], metavar="PATH",
                         help="kernel test files or directories to run (default: tests/kernel)")
+    parser.add_argument("--deselect", action="append", default=[], metavar="NODEID",
+                        help="a test (pytest node id) not to run; may be repeated")
     parser.add_argument("--name", default="",
                         help="a name for this VM's results (build/vm-results/RELEASE-NAME) and "
                              "output lines, so that several can run at once")
@@ -292,7 +294,8 @@ def main() -> int:
     shutil.rmtree(results, ignore_errors=True)
     results.mkdir(parents=True)
     command = args.command or [str(VENV / "bin" / "python"), "-m", "pytest", "-v", "--timeout", "600",
-                               f"--junitxml={results / 'junit.xml'}", *args.tests]
+                               f"--junitxml={results / 'junit.xml'}", *args.tests,
+                               *(f"--deselect={node}" for node in args.deselect)]
     log(f"booting {image} ({release}) under TCG: {' '.join(command)}")
     # The script goes in a file: vng passes --exec on the kernel command line, whose
     # length is limited (a long one overflowed a buffer and stopped the guest at boot).

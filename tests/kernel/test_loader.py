@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -12,7 +13,9 @@ from irqlock.errors import IrqlockError
 from irqlock.kernel.kallsyms import Kallsyms
 from tests.kernel.fixture import Fixture
 
-SPIN_IRQSAVE = "_raw_spin_lock_irqsave"
+# What spin_lock_irqsave(&fx_spin) calls: on PREEMPT_RT a spinlock_t sleeps, rt_spin_lock
+# (whose slow path takes the rt_mutex's raw wait_lock, at fx_spin's very address).
+SPIN_IRQSAVE = "rt_spin_lock" if "PREEMPT_RT" in os.uname().version else "_raw_spin_lock_irqsave"
 
 
 @pytest.mark.parametrize("use_fentry", [True, False], ids=["fentry", "kprobe"])
