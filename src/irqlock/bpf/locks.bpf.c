@@ -659,16 +659,26 @@ static __always_inline struct kmem_cache *slab_object_of(__u64 addr, __u64 *obje
 	return cache;
 }
 
+/* Pointers as numbers (map keys, sums, bit masks): the verifier lets a typed pointer be
+ * none of these.  0 if it cannot be read. */
+static __always_inline __u64 as_number(const void *p)
+{
+	__u64 number = 0;
+
+	bpf_probe_read_kernel(&number, sizeof(number), &p);
+	return number;
+}
+
 /* The class of the lock whose key is `key` (see struct lock_class). */
 static __always_inline void class_of(struct guard *g, __u64 key, struct lock_class *cls)
 {
-	__u64 number = 0, addr, object = 0;
+	__u64 number, addr, object = 0;
 	struct kmem_cache *cache;
 
 	cls->where = key;
 	/* The key may be the traced function's argument, a pointer the verifier allows no bit
-	 * operations on: its value, read as a number. */
-	bpf_probe_read_kernel(&number, sizeof(number), &key);
+	 * operations on. */
+	number = as_number((const void *)key);
 	addr = number & ~RAW_LOCK_TAG;
 	cls->cache = addr >= KERNEL_MAP_START ? CLASS_STATIC : CLASS_ANONYMOUS;
 	if (read_layout() && addr >= layout.percpu_start && addr < layout.percpu_end)
@@ -914,10 +924,9 @@ struct returned_frames {
 static __always_inline struct returned_frames returned_frames(void *ctx)
 {
 	struct returned_frames dead = {};
-	__u64 frame = 0;
+	__u64 frame = as_number(ctx);
 
-	/* ctx as a number: the verifier compares pointers, it does not let them be numbers */
-	if (bpf_probe_read_kernel(&frame, sizeof(frame), &ctx))
+	if (!frame)
 		return dead;
 	dead.from = (__u64)BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), stack);
 	dead.to = frame - dead.from < TASK_STACK_BYTES ? frame : dead.from;
@@ -1091,13 +1100,8 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 	__u64 now, born;
 
 	now = bpf_ktime_get_ns();
-	born = now;	/* a lock first seen now: get_stats makes its entry born now */
 	if (track_order) {	/* each time: the address may be another object's by now */
-		struct lock_stats *known = bpf_map_lookup_elem(&locks, &lock);
 		struct lock_class found = cls;
-
-		if (known)
-			born = known->born_ns;
 
 		class_of(g, lock, &found);
 		/* Copied as bytes the verifier does not know: else each of class_of's outcomes
@@ -1105,6 +1109,8 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 		 * loading `deadlock` walks that code once for each. */
 		bpf_probe_read_kernel(&cls, sizeof(cls), &found);
 	}
+	s = get_stats(ctx, g, lock, kind, id, now, track_order ? &cls : NULL);
+	born = s ? s->born_ns : now;	/* (a new entry is born now) */
 	/* Edges first: the new lock is not on the held stack yet. */
 	if (track_order && order) {
 		struct returned_frames dead = returned_frames(ctx);
@@ -1123,7 +1129,6 @@ static __always_inline void acquired_in(void *ctx, struct guard *g, int c, __u64
 	if (track_irq_safety && c == 2)
 		note_use(ctx, g, &hardirq_locks, &lock, id, &irq_uses_dropped);
 	count_seen();
-	s = get_stats(ctx, g, lock, kind, id, now, track_order ? &cls : NULL);
 	if (s) {
 		if (s->first_pid == (__u32)id)
 			__sync_fetch_and_add(&s->first_acquisitions, 1);
@@ -1545,15 +1550,6 @@ static __always_inline void stamp_freed(__u64 cache, __u64 object)
 		if (s)
 			s->born_ns = now;
 	}
-}
-
-/* Pointers as numbers (map keys, sums): the verifier lets a typed pointer be neither. */
-static __always_inline __u64 as_number(const void *p)
-{
-	__u64 number = 0;
-
-	bpf_probe_read_kernel(&number, sizeof(number), &p);
-	return number;
 }
 
 static __always_inline void kfreed(__u64 addr)
