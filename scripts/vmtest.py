@@ -202,25 +202,18 @@ def stall_on_request(results: Path, stop: threading.Event) -> None:
             time.sleep(run)
 
 
-def has_9p(release: str) -> bool:
-    """Whether the kernel can mount the host's file system over 9p (Debian's cloud flavour is
-    built without it)."""
-    try:
-        config = Path(f"/boot/config-{release}").read_text()
-    except OSError:
-        return True  # a kernel of ours (irqtrace) or a path: Debian's stock config has it
-    return re.search(r"^CONFIG_NET_9P=[ym]$", config, re.MULTILINE) is not None
-
-
 def run_vm(image: Path, script: str, cpus: int, memory: str, results: Path, timeout_s: int,
            monitor: Path | None, prefix: str, use_9p: bool) -> int:
     path = f"{VENV / 'bin'}:{os.environ.get('PATH', '')}"
     vng = shutil.which("vng", path=path)
     if not vng:
         raise SystemExit("vmtest: vng not found: run scripts/setup.sh")
-    # 9p where the kernel has it (under TCG it is what this suite was measured on); else
-    # virtio-fs, served by Debian's C virtiofsd through the adapter in scripts/virtiofs
-    # (vng speaks to the Rust daemon), its modules put in vng's initramfs where needed
+    # virtio-fs by default, served by Debian's C virtiofsd through the adapter in
+    # scripts/virtiofs (vng speaks to the Rust daemon), its modules put in vng's initramfs
+    # where needed: its guest-side cache (the checkout is read-only and nothing changes it
+    # during a run) made each tool start ~8 s faster than 9p, whose every stat is a round
+    # trip to the host (a Python import: ~400 of them).  9p on request; Debian's cloud
+    # flavour has none.
     share = ["--force-9p"] if use_9p else []
     if not use_9p:
         path = f"{ROOT / 'scripts' / 'virtiofs'}:{path}"
@@ -269,6 +262,9 @@ def main() -> int:
                              + "; 'irqtrace' (../shared/kernels) or a vmlinuz path")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--memory", default="2G")
+    parser.add_argument("--share", choices=("virtiofs", "9p"), default="virtiofs",
+                        help="how the guest mounts this machine's root (default: virtiofs; "
+                             "9p is slower and absent from the cloud kernels)")
     parser.add_argument("--timeout", type=int, default=GUEST_TIMEOUT_S,
                         help="seconds the command may run in the guest")
     parser.add_argument("--monitor", type=Path, metavar="SOCKET",
@@ -302,7 +298,7 @@ def main() -> int:
     script = results / "guest.sh"
     script.write_text(guest_script(command, fixture, results, args.timeout))
     vm_status = run_vm(image, f"bash {script}", args.cpus, args.memory, results, args.timeout,
-                       args.monitor, f"[{args.name}] " if args.name else "", has_9p(release))
+                       args.monitor, f"[{args.name}] " if args.name else "", args.share == "9p")
 
     status_file = results / "status"
     status = int(status_file.read_text()) if status_file.exists() else None

@@ -71,8 +71,13 @@ class PerCpuSymbols:
 
     @classmethod
     def load(cls, kallsyms_text: str, offsets_symbol: int | None) -> PerCpuSymbols:
+        # kallsyms lists the kernel's symbols by address: the per-CPU ones, tiny offsets,
+        # come first and end at __per_cpu_end, so only that head is searched (a pass over
+        # all of it took seconds under emulation).
+        head_end = kallsyms_text.find(" __per_cpu_end\n")
+        head = kallsyms_text[:head_end + len(" __per_cpu_end\n")] if head_end >= 0 else ""
         found = sorted((int(hex_offset, 16), name)
-                       for hex_offset, name in _PER_CPU_LINE.findall(kallsyms_text))
+                       for hex_offset, name in _PER_CPU_LINE.findall(head))
         end = next((offset for offset, name in found if name == "__per_cpu_end"), 0)
         variables = [(offset, name) for offset, name in found
                      if offset < end and not name.startswith("__per_cpu_")]
