@@ -22,7 +22,7 @@ step .venv/bin/python -m pytest -q --timeout 300 --junitxml=build/junit/unit.xml
 #   types, mainline RT): every fixture test but those of irqlock's own Python (recording,
 #   report, reliability, output formats) and of the kprobe fallback (every Debian 12 kernel
 #   has fentry; the fallback is for kernels without), which the reference kernel runs;
-# - 6.1 PREEMPT_RT (the RT patch set) and 6.1 cloud (no 9p: its root over virtio-fs): check,
+# - 6.1 PREEMPT_RT (the RT patch set) and 6.1 cloud (its own config, no 9p): check,
 #   which plans, loads and runs every tool there; cloud also the System.map tests;
 # - the preemptirq kernel, when ../shared/kernels has it: what its tracepoints change.
 # The root is over virtio-fs, but for test_report: it proves recording on a 9p share too.

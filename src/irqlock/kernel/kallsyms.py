@@ -57,6 +57,7 @@ def _member(symbol: Symbol, address: int, copy: str = "") -> str:
 
 # A per-CPU variable: its offset in the per-CPU area, listed as an absolute symbol.
 _PER_CPU_LINE = re.compile(r"^([0-9a-f]+) A (\S+)$", re.M)
+_PER_CPU_LAST_LINE_END = " __per_cpu_end\n"
 
 
 class PerCpuSymbols:
@@ -74,8 +75,8 @@ class PerCpuSymbols:
         # kallsyms lists the kernel's symbols by address: the per-CPU ones, tiny offsets,
         # come first and end at __per_cpu_end, so only that head is searched (a pass over
         # all of it took seconds under emulation).
-        head_end = kallsyms_text.find(" __per_cpu_end\n")
-        head = kallsyms_text[:head_end + len(" __per_cpu_end\n")] if head_end >= 0 else ""
+        last = kallsyms_text.find(_PER_CPU_LAST_LINE_END)
+        head = kallsyms_text[:last + len(_PER_CPU_LAST_LINE_END)] if last >= 0 else ""
         found = sorted((int(hex_offset, 16), name)
                        for hex_offset, name in _PER_CPU_LINE.findall(head))
         end = next((offset for offset, name in found if name == "__per_cpu_end"), 0)
