@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh || exit 1
-mkdir -p build/junit && rm -f build/junit/*.xml
+mkdir -p build/junit && rm -f build/junit/*.xml build/junit/failed-shards
 status=0
 step() { echo "== $*" >&2; "$@" || status=1; }
 
@@ -26,15 +26,17 @@ step .venv/bin/python -m pytest -q --timeout 300 --junitxml=build/junit/unit.xml
 #   which plans, loads and runs every tool there; cloud also the System.map tests;
 # - the preemptirq kernel, when ../shared/kernels has it: what its tracepoints change.
 # The root is over virtio-fs, but for test_report: it proves recording on a 9p share too.
-shard() {  # NAME KERNEL[+9p] TEST... (a test !NODEID is one not to run; +9p: root over 9p)
+shard() {  # NAME KERNEL[+9p] SECONDS TEST... (!NODEID: a test not to run; +9p: root over 9p)
   local name=$1 kernel=${2%+9p} share=virtiofs tests=() deselect=() t
+  # A hung guest costs three times the shard's length, not the whole of CI's time.
+  local timeout=$(( $3 * 3 > 900 ? $3 * 3 : 900 ))
   [[ $2 == *+9p ]] && share=9p
-  shift 2
+  shift 3
   for t in "$@"; do
     if [[ $t == !* ]]; then deselect+=(--deselect "${t#!}"); else tests+=("$t"); fi
   done
-  scripts/vmtest.py --kernel "$kernel" --share "$share" --name "$name" --junit "build/junit/$name.xml" \
-    "${deselect[@]}" --tests "${tests[@]}"
+  scripts/vmtest.py --kernel "$kernel" --share "$share" --name "$name" --timeout "$timeout" \
+    --junit "build/junit/$name.xml" "${deselect[@]}" --tests "${tests[@]}"
 }
 kernel_independent="tests/kernel/test_report.py tests/kernel/test_reliability.py"
 fixture_tests=""  # every other kernel test
@@ -54,21 +56,20 @@ for node in "test_locks.py::test_every_lock_counted_and_consistent_under_load[re
 done
 irqtrace_tests="tests/kernel/test_irqoff.py tests/kernel/test_check.py"
 irqtrace_tests+=" tests/kernel/test_deadlock.py::test_no_false_findings_under_load"
-# NAME KERNEL SECONDS TESTS: SECONDS as measured in the VM, boot included (2026-12-06, two
-# VMs at once, root over 9p: virtio-fs has made each tool's start ~8 s shorter since; CI's
-# emulation took 1.45-1.66x as long), which sorts the shards into two lanes of about equal
-# length.
-shards=("stock-a stock 920 $not_deadlock"
-        "stock-b stock 1000 $deadlock tests/kernel/test_reliability.py"
-        "report stock+9p 200 tests/kernel/test_report.py"
-        "612-a 6.12 940 $not_deadlock $reference_only"
-        "612-b 6.12 610 $deadlock $reference_only"
-        "612rt-a 6.12-rt 1000 $not_deadlock $reference_only"
-        "612rt-b 6.12-rt 710 $deadlock $reference_only"
-        "rt rt 200 tests/kernel/test_check.py"
-        "cloud cloud 180 tests/kernel/test_check.py tests/kernel/test_sysmap.py")
+# NAME KERNEL SECONDS TESTS: SECONDS as measured in the VM, boot included (2026-12-07, two
+# VMs at once, root over virtio-fs; the whole script took 37.5 min here), which sorts the
+# shards into two lanes of about equal length.
+shards=("stock-a stock 640 $not_deadlock"
+        "stock-b stock 760 $deadlock tests/kernel/test_reliability.py"
+        "report stock+9p 180 tests/kernel/test_report.py"
+        "612-a 6.12 600 $not_deadlock $reference_only"
+        "612-b 6.12 470 $deadlock $reference_only"
+        "612rt-a 6.12-rt 690 $not_deadlock $reference_only"
+        "612rt-b 6.12-rt 570 $deadlock $reference_only"
+        "rt rt 160 tests/kernel/test_check.py"
+        "cloud cloud 190 tests/kernel/test_check.py tests/kernel/test_sysmap.py")
 if compgen -G "../shared/kernels/irqtrace-6.1/linux-image-*.deb" >/dev/null; then
-  shards+=("irqtrace irqtrace 310 $irqtrace_tests")
+  shards+=("irqtrace irqtrace 240 $irqtrace_tests")
 else
   echo "== skipped: exact-mode kernel tests: no ../shared/kernels/irqtrace-6.1 (see docs/exact-kernel.md)" >&2
 fi
@@ -80,14 +81,26 @@ while read -r seconds index; do
   lane_s[$lane]=$(( lane_s[lane] + seconds ))
 done < <(for i in "${!shards[@]}"; do read -r _ _ s _ <<<"${shards[$i]}"; echo "$s $i"; done | sort -rn)
 run_lane() {
-  local - ok=0 index name kernel tests
+  local - ok=0 index name kernel seconds tests
   set -f  # the test lists are words, not patterns ([record])
   for index in $1; do
-    read -r name kernel _ tests <<<"${shards[$index]}"
+    read -r name kernel seconds tests <<<"${shards[$index]}"
     # shellcheck disable=SC2086  # the test list is words
-    shard "$name" "$kernel" $tests || ok=1
+    shard "$name" "$kernel" "$seconds" $tests || { ok=1; echo "$name" >>build/junit/failed-shards; }
   done
   return $ok
+}
+# What a failed shard's guest last said, at the end where a log's tail shows it.
+show_failed_shards() {
+  local name dir
+  [[ -f build/junit/failed-shards ]] || return 0
+  while read -r name; do
+    for dir in build/vm-results/*-"$name"; do
+      echo "== shard $name failed; the last lines of $dir/output.log and console.log:" >&2
+      tail -n 30 "$dir/output.log" >&2 2>/dev/null
+      grep -v '^\s*$' "$dir/console.log" 2>/dev/null | tail -n 20 >&2
+    done
+  done <build/junit/failed-shards
 }
 reports=(build/junit/unit.xml)
 for index in "${!shards[@]}"; do
@@ -103,6 +116,7 @@ wait $lane_b || status=1
 # under the guest's emulation takes minutes to start).
 step .venv/bin/python -m pytest -q --timeout 600 --junitxml=build/junit/browser.xml tests/browser
 reports+=(build/junit/browser.xml)
+show_failed_shards
 # A report that is missing (a run that never finished) counts as a failure.
 .venv/bin/python scripts/junit_summary.py "${reports[@]}" || status=1
 exit $status
