@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from irqlock.bpf.constants import HIST_BUCKETS, HIST_SUB_BITS
+
 
 def percentile(sorted_values: Sequence[int], fraction: float) -> int:
     """Nearest-rank percentile of already sorted values (0 for none)."""
@@ -40,8 +42,8 @@ class Summary:
 
 # Log-linear histograms aggregated in BPF (locks.h): 0..7 exactly, then 8 buckets per power
 # of two.  A value read back is its bucket's middle: within 1/16 of the true one.
-LOGLIN_SUB = 8
-LOGLIN_BUCKETS = 272  # HIST_BUCKETS: the last one also holds everything from 2^36 ns up
+LOGLIN_SUB = 1 << HIST_SUB_BITS
+LOGLIN_BUCKETS = HIST_BUCKETS  # the last one also holds everything from 2^36 ns up
 
 
 def loglinear_bounds(index: int) -> tuple[int, int]:

@@ -12,20 +12,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
+from irqlock.bpf.btf import Mirror
+from irqlock.bpf.constants import TASK_COMM_LEN
 from irqlock.bpf.loader import Attachment, BpfObject
 
-TASK_COMM_LEN = 16
 
-
-class HitEvent(ctypes.Structure):
+class HitEvent(Mirror):
     """struct hit_event (hitcount.h)."""
 
-    _fields_ = [
+    c_struct = "hit_event"
+    _fields_ = (
         ("ts_ns", ctypes.c_uint64),
         ("pid", ctypes.c_uint32),
         ("cpu", ctypes.c_uint32),
         ("comm", ctypes.c_char * TASK_COMM_LEN),
-    ]
+    )
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class HitCounter:
             self.attachment: Attachment = self.obj.plan_function("hit", function, use_fentry)
             self.obj.load()
             self.obj.attach_planned()
-            self._ringbuf = self.obj.open_ringbuf("events", self._on_record)
+            self._ringbuf = self.obj.open_ringbuf("events", HitEvent, self._on_record)
         except BaseException:
             self.obj.close()
             raise

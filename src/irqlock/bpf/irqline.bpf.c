@@ -69,6 +69,9 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
 } events SEC(".maps");
+/* Puts the records' type in the object's BTF, where user space checks its mirror of it
+ * (irqlock/bpf/btf.py): nothing else names the type outside a function. */
+const struct irq_disabled_event *irq_disabled_event_type __attribute__((unused));
 
 __u64 lost_events = 0;		/* ring buffer full */
 __u64 map_full = 0;		/* a disabled line or a handler's stats did not fit */

@@ -91,6 +91,9 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1024 * 1024);
 } events SEC(".maps");
+/* Puts the records' type in the object's BTF, where user space checks its mirror of it
+ * (irqlock/bpf/btf.py): nothing else names the type outside a function. */
+const struct irqoff_event *irqoff_event_type __attribute__((unused));
 
 __u64 lost_events = 0;		/* ring buffer full */
 __u64 unmatched_opens = 0;	/* a window opened while one was open: its end was not seen */

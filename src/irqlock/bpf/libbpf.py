@@ -25,6 +25,8 @@ _VA_LIST_SIZE = 24  # x86-64 SysV: gp_offset, fp_offset, overflow_arg_area, reg_
 # enum libbpf_print_level
 _PRINT_WARN, _PRINT_INFO, _PRINT_DEBUG = 0, 1, 2
 # BTF kinds we parse (uapi linux/btf.h)
+BTF_KIND_ARRAY = 3
+BTF_KIND_STRUCT = 4
 BTF_KIND_FUNC = 12
 BTF_KIND_DATASEC = 15
 
@@ -64,7 +66,7 @@ class LibbpfError(IrqlockError):
         super().__init__(message)
 
 
-class _BtfType(ctypes.Structure):
+class BtfType(ctypes.Structure):
     _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size", ctypes.c_uint32)]
 
 
@@ -161,8 +163,12 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "btf__parse": (_P, [ctypes.c_char_p, _P]),
     "btf__free": (None, [_P]),
     "btf__find_by_name_kind": (ctypes.c_int32, [_P, ctypes.c_char_p, ctypes.c_uint32]),
-    "btf__type_by_id": (ctypes.POINTER(_BtfType), [_P, ctypes.c_uint32]),
+    "btf__type_by_id": (ctypes.POINTER(BtfType), [_P, ctypes.c_uint32]),
     "btf__name_by_offset": (ctypes.c_char_p, [_P, ctypes.c_uint32]),
+    "btf__resolve_type": (ctypes.c_int, [_P, ctypes.c_uint32]),
+    "btf__resolve_size": (ctypes.c_int64, [_P, ctypes.c_uint32]),
+    "bpf_map__btf_key_type_id": (ctypes.c_uint32, [_P]),
+    "bpf_map__btf_value_type_id": (ctypes.c_uint32, [_P]),
     "ring_buffer__new": (_P, [ctypes.c_int, RINGBUF_SAMPLE_FN, _P, _P]),
     "ring_buffer__poll": (ctypes.c_int, [_P, ctypes.c_int]),
     "ring_buffer__free": (None, [_P]),

@@ -7,7 +7,8 @@ The life of a tool's BPF object, as in libbpf-tools::
         probe = obj.plan_function("hit", "_raw_spin_lock_irqsave", features)
         obj.load()                                               # verifier log on failure
         obj.attach_planned()
-        obj.poll_ringbuf("events", handler, timeout_ms=100)
+        ring = obj.open_ringbuf("events", HitEvent, handler)     # mirror checked
+        obj.poll(ring, timeout_ms=100)
     # links destroyed and object closed on every exit path
 
 Each traced function has two programs in the object, ``<base>_fentry`` and
@@ -27,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
+from irqlock.bpf.btf import Btf, Mirror, MirrorMismatch, check_mirror
 from irqlock.bpf.libbpf import (
     BTF_KIND_DATASEC,
     RINGBUF_SAMPLE_FN,
@@ -202,6 +204,8 @@ class BpfObject:
         self._plan: list[Attachment] = []
         self._handler_error: BaseException | None = None
         self._batch = 0
+        self._checked: set[tuple[str, str, type[Mirror]]] = set()
+        self._checked_records: set[type[Mirror]] = set()
         self.loaded = False
         # where the programs find preempt_count (PreemptCountSource.describe())
         self.preempt_count_from = "per-CPU ksym"
@@ -398,11 +402,51 @@ class BpfObject:
 
     # ---- maps, ring buffers, statistics -----------------------------------
 
-    def map(self, name: str) -> Map:
-        return Map(self._lib, self._map_ptr(name), name)
+    def btf(self) -> Btf:
+        return Btf(self._lib, self._lib.call_ptr(f"{self.name}: object has no BTF",
+                                                 self._lib.lib.bpf_object__btf, self._handle))
 
-    def open_ringbuf(self, map_name: str, handler: Callable[[bytes], None]) -> int:
-        """Register ``handler`` for records of ring buffer ``map_name``; returns a handle for poll."""
+    def map(self, name: str, key: type[Mirror] | None = None,
+            value: type[Mirror] | None = None) -> Map:
+        """Map ``name``; ``key`` and ``value``, the mirrors it is read through, are checked
+        against its C types (MirrorMismatch) the first time."""
+        ptr = self._map_ptr(name)
+        for side, mirror in (("key", key), ("value", value)):
+            if mirror is not None and (name, side, mirror) not in self._checked:
+                self._check_map_mirror(ptr, name, side, mirror)
+                self._checked.add((name, side, mirror))
+        return Map(self._lib, ptr, name)
+
+    def _check_map_mirror(self, ptr: int, name: str, side: str, mirror: type[Mirror]) -> None:
+        lib = self._lib.lib
+        size = lib.bpf_map__key_size(ptr) if side == "key" else lib.bpf_map__value_size(ptr)
+        where = f"{self.name}: map {name}'s {side}"
+        if size != ctypes.sizeof(mirror):
+            raise MirrorMismatch(f"{where} is {size} bytes, {mirror.__name__} "
+                                 f"{ctypes.sizeof(mirror)}: the C struct and its Python mirror "
+                                 "must change together")
+        type_id = lib.bpf_map__btf_key_type_id(ptr) if side == "key" \
+            else lib.bpf_map__btf_value_type_id(ptr)
+        if type_id:
+            check_mirror(self.btf(), type_id, mirror, where)
+
+    def check_record(self, record: type[Mirror]) -> None:
+        """Check the mirror of a ring buffer's records against the object's struct."""
+        if record in self._checked_records:
+            return
+        btf = self.btf()
+        type_id = btf.struct_id(record.c_struct)
+        if not type_id:
+            raise MirrorMismatch(f"{self.name}: no struct {record.c_struct}, which "
+                                 f"{record.__name__} mirrors")
+        check_mirror(btf, type_id, record, f"{self.name}: records of struct {record.c_struct}")
+        self._checked_records.add(record)
+
+    def open_ringbuf(self, map_name: str, record: type[Mirror],
+                     handler: Callable[[bytes], None]) -> int:
+        """Register ``handler`` for ``record``s of ring buffer ``map_name`` (the mirror checked
+        first); returns a handle for poll."""
+        self.check_record(record)
         def on_sample(_ctx: int | None, data: int, size: int) -> int:
             try:
                 handler(ctypes.string_at(data, size))

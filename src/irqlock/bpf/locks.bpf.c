@@ -1022,7 +1022,7 @@ static __always_inline void fill_edge(void *ctx, struct edge_use *e, struct held
 static __always_inline void note_edge(void *ctx, struct guard *g, struct held_lock *held,
 				      __u64 lock, struct lock_class *cls, __u64 id, __u64 born)
 {
-	struct edge_key key = { .from = held->lock, .to = lock };
+	struct edge_key key = { .held = held->lock, .acquired = lock };
 	bool made;
 	struct edge_use *e = lookup_or_make(g, &edges, &key, &new_edge, &edges_dropped, &made);
 
@@ -1037,15 +1037,15 @@ static __always_inline void note_edge(void *ctx, struct guard *g, struct held_lo
 static __always_inline void note_class_edge(void *ctx, struct guard *g, struct held_lock *held,
 					    __u64 lock, struct lock_class *cls, __u64 id)
 {
-	struct class_edge_key key = { .from = held->cls, .to = *cls };
+	struct class_edge_key key = { .held = held->cls, .acquired = *cls };
 	bool made;
 	struct class_edge *e = lookup_or_make(g, &class_edges, &key, &new_class_edge,
 					      &class_edges_dropped, &made);
 
 	if (!e || !made)
 		return;
-	e->from_lock = held->lock;
-	e->to_lock = lock;
+	e->held_lock = held->lock;
+	e->acquired_lock = lock;
 	fill_edge(ctx, &e->edge, held, cls, id);
 }
 

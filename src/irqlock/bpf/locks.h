@@ -140,8 +140,8 @@ struct blocked_task {
 #define BLOCKED_BEFORE_START 1
 
 struct edge_key {
-	__u64 from;		/* held */
-	__u64 to;		/* acquired while from was held */
+	__u64 held;
+	__u64 acquired;		/* while held was held */
 };
 
 /* Who used a lock in a way worth reporting, first seen. */
@@ -170,13 +170,13 @@ struct edge_use {
 
 /* class(held) -> class(acquired), two different classes, with the first example. */
 struct class_edge_key {
-	struct lock_class from;
-	struct lock_class to;
+	struct lock_class held;
+	struct lock_class acquired;
 };
 
 struct class_edge {
-	__u64 from_lock;	/* the two instances of the first example */
-	__u64 to_lock;
+	__u64 held_lock;	/* the two instances of the first example */
+	__u64 acquired_lock;
 	struct edge_use edge;
 };
 

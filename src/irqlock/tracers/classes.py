@@ -22,29 +22,30 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from irqlock.bpf.btf import Mirror
+from irqlock.bpf.constants import CACHE_LOCK_OFFSETS, CLASS_ANONYMOUS, RAW_LOCK_TAG
 from irqlock.kernel.kallsyms import Kallsyms
 
-RAW_LOCK_TAG = 1  # locks.h: a raw spinlock's key (and class offset) carries it on PREEMPT_RT
-CLASS_ANONYMOUS = 1  # locks.h: not static, per-CPU or in a slab object (its address only)
-CACHE_LOCK_OFFSETS = 6  # locks.h: the lock offsets a cache_info keeps
 # Caches that every kmalloc() of its size class shares, whatever the type.
 KMALLOC_PREFIXES = ("kmalloc-", "dma-kmalloc-")
 _PER_CPU_COPY = re.compile(r"\[\d+\]")
 
 
-class LockClassStruct(ctypes.Structure):
+class LockClassStruct(Mirror):
     """struct lock_class (locks.h)."""
 
-    _fields_ = [("cache", ctypes.c_uint64), ("where", ctypes.c_uint64)]
+    c_struct = "lock_class"
+    _fields_ = (("cache", ctypes.c_uint64), ("where", ctypes.c_uint64))
 
 
-class CacheInfoStruct(ctypes.Structure):
+class CacheInfoStruct(Mirror):
     """struct cache_info (locks.h)."""
 
-    _fields_ = [("name", ctypes.c_char * 32), ("size", ctypes.c_uint32),
+    c_struct = "cache_info"
+    _fields_ = (("name", ctypes.c_char * 32), ("size", ctypes.c_uint32),
                 ("object_size", ctypes.c_uint32), ("refcount", ctypes.c_int32),
                 ("flags", ctypes.c_uint32), ("nr_lock_offsets", ctypes.c_uint32),
-                ("lock_offsets", ctypes.c_uint32 * CACHE_LOCK_OFFSETS)]
+                ("lock_offsets", ctypes.c_uint32 * CACHE_LOCK_OFFSETS))
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from irqlock.analysis.graphs import DEFAULT_CYCLE_LIMIT, simple_cycles
+from irqlock.bpf.btf import Mirror
+from irqlock.bpf.constants import BLOCKED_BEFORE_START, MAX_HELD, TASK_COMM_LEN
 from irqlock.bpf.loader import Map
 from irqlock.defaults import DEFAULT_DEADLOCK_MAX_LOCKS, DEFAULT_MAX_EDGES
 from irqlock.kernel.kmsg import KernelLog, KernelReport
 from irqlock.tracers.classes import LockClass, LockClassStruct
 from irqlock.tracers.locks import (
     MAX_STACK,
-    TASK_COMM_LEN,
     HolderKey,
     HolderStruct,
     LocksTracer,
@@ -48,30 +49,30 @@ from irqlock.tracers.locks import (
     lock_address,
 )
 
-MAX_HELD = 16
-BLOCKED_BEFORE_START = 1
 # A wait counts for the wait-for graph once it is this old: every lock is
 # waited for now and then; a cycle among waits this old is not a passing one.
 SETTLED_WAIT_NS = 1_000_000_000
 
 
-class LockUseStruct(ctypes.Structure):
+class LockUseStruct(Mirror):
     """struct lock_use (locks.h)."""
 
-    _fields_ = [
+    c_struct = "lock_use"
+    _fields_ = (
         ("pid", ctypes.c_uint32),
         ("tgid", ctypes.c_uint32),
         ("stack_bytes", ctypes.c_int32),
         ("pad", ctypes.c_uint32),
         ("comm", ctypes.c_char * TASK_COMM_LEN),
         ("stack", ctypes.c_uint64 * MAX_STACK),
-    ]
+    )
 
 
-class EdgeUseStruct(ctypes.Structure):
+class EdgeUseStruct(Mirror):
     """struct edge_use (locks.h)."""
 
-    _fields_ = [
+    c_struct = "edge_use"
+    _fields_ = (
         ("use", LockUseStruct),
         ("held_stack_bytes", ctypes.c_int32),
         ("pad", ctypes.c_uint32),
@@ -80,56 +81,64 @@ class EdgeUseStruct(ctypes.Structure):
         ("acquired_cls", LockClassStruct),
         ("held_born_ns", ctypes.c_uint64),
         ("acquired_born_ns", ctypes.c_uint64),
-    ]
+    )
 
 
-class EdgeKey(ctypes.Structure):
-    _fields_ = [("held", ctypes.c_uint64), ("acquired", ctypes.c_uint64)]
+class EdgeKey(Mirror):
+    c_struct = "edge_key"
+    _fields_ = (("held", ctypes.c_uint64), ("acquired", ctypes.c_uint64))
 
 
-class ClassEdgeKey(ctypes.Structure):
+class ClassEdgeKey(Mirror):
     """struct class_edge_key (locks.h)."""
 
-    _fields_ = [("held", LockClassStruct), ("acquired", LockClassStruct)]
+    c_struct = "class_edge_key"
+    _fields_ = (("held", LockClassStruct), ("acquired", LockClassStruct))
 
 
-class ClassEdgeStruct(ctypes.Structure):
+class ClassEdgeStruct(Mirror):
     """struct class_edge (locks.h): the first example, its two instances."""
 
-    _fields_ = [("held_lock", ctypes.c_uint64), ("acquired_lock", ctypes.c_uint64),
-                ("edge", EdgeUseStruct)]
+    c_struct = "class_edge"
+    _fields_ = (("held_lock", ctypes.c_uint64), ("acquired_lock", ctypes.c_uint64),
+                ("edge", EdgeUseStruct))
 
 
-class HeldLockStruct(ctypes.Structure):
-    _fields_ = [("lock", ctypes.c_uint64), ("acquired_ns", ctypes.c_uint64),
+class HeldLockStruct(Mirror):
+    c_struct = "held_lock"
+    _fields_ = (("lock", ctypes.c_uint64), ("acquired_ns", ctypes.c_uint64),
                 ("kind", ctypes.c_uint32), ("mode", ctypes.c_uint32),
-                ("cls", LockClassStruct), ("born_ns", ctypes.c_uint64)]
+                ("cls", LockClassStruct), ("born_ns", ctypes.c_uint64))
 
 
-class HeldStackStruct(ctypes.Structure):
+class HeldStackStruct(Mirror):
     """struct held_stack (locks.h)."""
 
-    _fields_ = [("depth", ctypes.c_uint32), ("pad", ctypes.c_uint32),
-                ("locks", HeldLockStruct * MAX_HELD), ("pending", ctypes.c_uint64)]
+    c_struct = "held_stack"
+    _fields_ = (("depth", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("locks", HeldLockStruct * MAX_HELD), ("pending", ctypes.c_uint64))
 
 
-class WaitStateStruct(ctypes.Structure):
+class WaitStateStruct(Mirror):
     """struct wait_state (locks.h)."""
 
-    _fields_ = [("lock", ctypes.c_uint64), ("start_ns", ctypes.c_uint64),
-                ("flags", ctypes.c_uint32), ("owner_pid", ctypes.c_uint32)]
+    c_struct = "wait_state"
+    _fields_ = (("lock", ctypes.c_uint64), ("start_ns", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("owner_pid", ctypes.c_uint32))
 
 
-class WaitStackStruct(ctypes.Structure):
+class WaitStackStruct(Mirror):
     """struct wait_stack (locks.h)."""
 
-    _fields_ = [("stack_bytes", ctypes.c_int32), ("pad", ctypes.c_uint32),
-                ("stack", ctypes.c_uint64 * MAX_STACK)]
+    c_struct = "wait_stack"
+    _fields_ = (("stack_bytes", ctypes.c_int32), ("pad", ctypes.c_uint32),
+                ("stack", ctypes.c_uint64 * MAX_STACK))
 
 
-class BlockedTaskStruct(ctypes.Structure):
-    _fields_ = [("since_ns", ctypes.c_uint64), ("tgid", ctypes.c_uint32),
-                ("flags", ctypes.c_uint32)]
+class BlockedTaskStruct(Mirror):
+    c_struct = "blocked_task"
+    _fields_ = (("since_ns", ctypes.c_uint64), ("tgid", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32))
 
 
 def _u32(raw: bytes) -> int:
@@ -356,8 +365,9 @@ class DeadlockFinder:
 
     # ---- helpers ------------------------------------------------------------
 
-    def _map(self, name: str) -> Map:
-        return self.tracer.obj.map(name)
+    def _map(self, name: str, key: type[Mirror] | None = None,
+             value: type[Mirror] | None = None) -> Map:
+        return self.tracer.obj.map(name, key=key, value=value)
 
     def lock(self, key: int, cls: LockClass | None = None) -> LockRef:
         """The lock a map key stands for, named."""
@@ -369,14 +379,15 @@ class DeadlockFinder:
 
     def _wait_stack(self, pid: int) -> list[str]:
         """Where `pid` went to sleep for its lock (empty if not captured)."""
-        raw = self._map("wait_stacks").lookup(pid.to_bytes(4, "little"))
+        raw = self._map("wait_stacks", value=WaitStackStruct).lookup(pid.to_bytes(4, "little"))
         if raw is None:
             return []
         ws = WaitStackStruct.from_buffer_copy(raw)
         return self._stack(ws.stack, ws.stack_bytes)
 
     def _first_stack(self, lock: int, pid: int) -> list[str]:
-        raw = self._map("holders").lookup(bytes(HolderKey(lock=lock, pid=pid)))
+        holders = self._map("holders", key=HolderKey, value=HolderStruct)
+        raw = holders.lookup(bytes(HolderKey(lock=lock, pid=pid)))
         if raw is None:
             return []
         holder = HolderStruct.from_buffer_copy(raw)
@@ -393,7 +404,7 @@ class DeadlockFinder:
     def _instance_cycles(self) -> Iterator[LockCycle]:
         # The graph only: an edge's example (two stacks, kilobytes) is read when a new cycle
         # goes through it, or the memory of each analysis would grow with the edges.
-        edges_map = self._map("edges")
+        edges_map = self._map("edges", key=EdgeKey, value=EdgeUseStruct)
         graph: dict[int, list[int]] = {}
         for raw_key, _example in edges_map.items():
             k = EdgeKey.from_buffer_copy(raw_key)
@@ -425,7 +436,7 @@ class DeadlockFinder:
         index: dict[tuple[Any, ...], int] = {}
         # (the example itself is read when a new cycle goes through it, as for instances)
         examples: dict[tuple[int, int], tuple[bytes, LockClass, LockClass]] = {}
-        class_edges = self._map("class_edges")
+        class_edges = self._map("class_edges", key=ClassEdgeKey, value=ClassEdgeStruct)
         keys = [raw_key for raw_key, _example in class_edges.items()]
         names = self.tracer.class_names()  # after the edges: every cache they name is in
         for raw_key in keys:
@@ -476,9 +487,9 @@ class DeadlockFinder:
 
     def irq_unsafe_locks(self) -> list[IrqUnsafeLock]:
         in_hardirq = {int.from_bytes(k, "little"): LockUseStruct.from_buffer_copy(v)
-                      for k, v in self._map("hardirq_locks").items()}
+                      for k, v in self._map("hardirq_locks", value=LockUseStruct).items()}
         result = []
-        for key, value in self._map("irqs_on_locks").items():
+        for key, value in self._map("irqs_on_locks", value=LockUseStruct).items():
             addr = int.from_bytes(key, "little")
             if addr not in in_hardirq or addr in self.seen.irq_unsafe:
                 continue
@@ -496,7 +507,7 @@ class DeadlockFinder:
     def waits(self) -> dict[int, WaitStateStruct]:
         """pid -> the sleeping lock it waits for now."""
         waits = {}
-        for key, value in self._map("task_wait").items():
+        for key, value in self._map("task_wait", value=WaitStateStruct).items():
             w = WaitStateStruct.from_buffer_copy(value)
             if w.start_ns:
                 waits[_u32(key)] = w
@@ -505,7 +516,7 @@ class DeadlockFinder:
     def held(self) -> dict[int, list[int]]:
         """pid -> the sleeping locks (mutexes, rw-semaphores) it holds now."""
         held = {}
-        for key, value in self._map("task_held").items():
+        for key, value in self._map("task_held", value=HeldStackStruct).items():
             st = HeldStackStruct.from_buffer_copy(value)
             locks = [st.locks[i].lock for i in range(min(st.depth, MAX_HELD))]
             if locks:
@@ -548,7 +559,7 @@ class DeadlockFinder:
                    held: dict[int, list[int]]) -> list[HungTask]:
         """Tasks asleep in D state past the threshold, with what waits() and held() say."""
         result = []
-        for key, value in self._map("blocked").items():
+        for key, value in self._map("blocked", value=BlockedTaskStruct).items():
             pid, b = _u32(key), BlockedTaskStruct.from_buffer_copy(value)
             if now_ns - b.since_ns < self.hung_after_ns or (pid, b.since_ns) in self.seen.hung:
                 continue

@@ -16,6 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from irqlock.bpf.btf import Mirror
+from irqlock.bpf.constants import HANDLER_BUCKETS, IRQLINE_MAX_STACK, IRQLINE_MAX_TARGETS, TASK_COMM_LEN
 from irqlock.bpf.libbpf import LibbpfError
 from irqlock.bpf.loader import BpfObject
 from irqlock.errors import IrqlockError
@@ -23,29 +25,28 @@ from irqlock.kernel.features import IRQ_LINE_FUNCTIONS, KernelFeatures
 from irqlock.kernel.irqs import irq_name
 from irqlock.kernel.kallsyms import Symbols
 
-TASK_COMM_LEN = 16
-MAX_STACK = 32
-MAX_TARGETS = 64
-HANDLER_BUCKETS = 40
+MAX_STACK = IRQLINE_MAX_STACK
 HANDLER_PROGRAMS = ["handler_exit", "handler_entry"]  # exit first: nothing half-measured
 
 
-class LineDisable(ctypes.Structure):
+class LineDisable(Mirror):
     """struct line_disable (irqline.h)."""
 
-    _fields_ = [
+    c_struct = "line_disable"
+    _fields_ = (
         ("start_ns", ctypes.c_uint64),
         ("pid", ctypes.c_uint32),
         ("stack_bytes", ctypes.c_int32),
         ("comm", ctypes.c_char * TASK_COMM_LEN),
         ("stack", ctypes.c_uint64 * MAX_STACK),
-    ]
+    )
 
 
-class IrqDisabledEvent(ctypes.Structure):
+class IrqDisabledEvent(Mirror):
     """struct irq_disabled_event (irqline.h)."""
 
-    _fields_ = [
+    c_struct = "irq_disabled_event"
+    _fields_ = (
         ("end_ns", ctypes.c_uint64),
         ("irq", ctypes.c_uint32),
         ("enable_pid", ctypes.c_uint32),
@@ -54,18 +55,19 @@ class IrqDisabledEvent(ctypes.Structure):
         ("enable_comm", ctypes.c_char * TASK_COMM_LEN),
         ("disable", LineDisable),
         ("enable_stack", ctypes.c_uint64 * MAX_STACK),
-    ]
+    )
 
 
-class HandlerStatsStruct(ctypes.Structure):
+class HandlerStatsStruct(Mirror):
     """struct handler_stats (irqline.h)."""
 
-    _fields_ = [
+    c_struct = "handler_stats"
+    _fields_ = (
         ("count", ctypes.c_uint64),
         ("total_ns", ctypes.c_uint64),
         ("max_ns", ctypes.c_uint64),
         ("buckets", ctypes.c_uint64 * HANDLER_BUCKETS),
-    ]
+    )
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,8 @@ def check_supported(config: IrqlineConfig, features: KernelFeatures) -> str:
     if config.handlers and not features.irq_handler_tracepoints.available:
         raise IrqlockError(f"--handlers needs irq:irq_handler_entry/exit: "
                            f"{features.irq_handler_tracepoints.detail}")
-    if config.irqs is not None and len(config.irqs) > MAX_TARGETS:
-        raise IrqlockError(f"at most {MAX_TARGETS} IRQs at a time (or --all)")
+    if config.irqs is not None and len(config.irqs) > IRQLINE_MAX_TARGETS:
+        raise IrqlockError(f"at most {IRQLINE_MAX_TARGETS} IRQs at a time (or --all)")
     return "fentry" if features.fentry.available else "kprobe"
 
 
@@ -180,7 +182,7 @@ class IrqlineTracer:
             self._attach()
             # After attaching, so that our own programs and trampolines have names too.
             self._symbols = Symbols.after_attach(symbols)
-            self._ringbuf = self.obj.open_ringbuf("events", self._on_record)
+            self._ringbuf = self.obj.open_ringbuf("events", IrqDisabledEvent, self._on_record)
         except BaseException:
             self.obj.close()
             raise
@@ -241,7 +243,7 @@ class IrqlineTracer:
     def still_disabled(self) -> list[IrqDisabled]:
         """Lines disabled while we watched and not enabled again (yet)."""
         result = []
-        for key, value in self.obj.map("disabled").items():
+        for key, value in self.obj.map("disabled", value=LineDisable).items():
             irq = int.from_bytes(key, "little")
             d = LineDisable.from_buffer_copy(value)
             result.append(IrqDisabled(
@@ -254,7 +256,7 @@ class IrqlineTracer:
     def handler_stats(self) -> list[HandlerStats]:
         threaded = threaded_irqs()
         result = []
-        for key, value in self.obj.map("handlers").items():
+        for key, value in self.obj.map("handlers", value=HandlerStatsStruct).items():
             irq = int.from_bytes(key, "little")
             s = HandlerStatsStruct.from_buffer_copy(value)
             buckets = [(1 << i, int(n)) for i, n in enumerate(s.buckets) if n]

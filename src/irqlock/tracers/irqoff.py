@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from irqlock.bpf.btf import Mirror
+from irqlock.bpf.constants import IRQOFF_MAX_STACK, TASK_COMM_LEN
 from irqlock.bpf.libbpf import LibbpfError
 from irqlock.bpf.loader import BpfObject
 from irqlock.errors import IrqlockError
@@ -26,8 +28,7 @@ from irqlock.kernel import perf
 from irqlock.kernel.features import KernelFeatures
 from irqlock.kernel.kallsyms import Symbols
 
-TASK_COMM_LEN = 16
-MAX_STACK = 32
+MAX_STACK = IRQOFF_MAX_STACK
 KINDS = ("hardirq", "preempt", "softirq")
 SOURCES = ("tracepoint", "lock", "sample")
 # enum tick_site (irqoff.h): what confirms a window as interrupts-off (softirqs-off) time.
@@ -55,18 +56,20 @@ PAGE_SIZE = 4096
 MIN_PERIOD_NS = 20_000  # shorter periods can keep a slow CPU in the sampler's interrupt
 
 
-class SampleState(ctypes.Structure):
+class SampleState(Mirror):
     """struct sample_state of irqoff.bpf.c: the sampler's per-CPU state."""
 
-    _fields_ = [("last_ns", ctypes.c_uint64), ("prev_tick_ns", ctypes.c_uint64),
+    c_struct = "sample_state"
+    _fields_ = (("last_ns", ctypes.c_uint64), ("prev_tick_ns", ctypes.c_uint64),
                 ("before_tick_ns", ctypes.c_uint64), ("bh_last_ns", ctypes.c_uint64),
-                ("bh_start_error_ns", ctypes.c_uint64), ("late_max_ns", ctypes.c_uint64)]
+                ("bh_start_error_ns", ctypes.c_uint64), ("late_max_ns", ctypes.c_uint64))
 
 
-class IrqoffEvent(ctypes.Structure):
+class IrqoffEvent(Mirror):
     """struct irqoff_event (irqoff.h)."""
 
-    _fields_ = [
+    c_struct = "irqoff_event"
+    _fields_ = (
         ("start_ns", ctypes.c_uint64),
         ("end_ns", ctypes.c_uint64),
         ("error_ns", ctypes.c_uint64),
@@ -83,7 +86,7 @@ class IrqoffEvent(ctypes.Structure):
         ("comm", ctypes.c_char * TASK_COMM_LEN),
         ("disable_stack", ctypes.c_uint64 * MAX_STACK),
         ("enable_stack", ctypes.c_uint64 * MAX_STACK),
-    ]
+    )
 
 
 @dataclass(frozen=True)
@@ -273,7 +276,7 @@ class IrqoffTracer:
             self._attach()
             # After attaching, so that our own programs and trampolines have names too.
             self._symbols = Symbols.after_attach(symbols)
-            self._ringbuf = self.obj.open_ringbuf("events", self._on_record)
+            self._ringbuf = self.obj.open_ringbuf("events", IrqoffEvent, self._on_record)
         except BaseException:
             self.obj.close()
             raise
@@ -412,7 +415,7 @@ class IrqoffTracer:
         """
         if not self.plan.sampler:
             return 0
-        per_cpu = self.obj.map("samples").lookup_per_cpu(bytes(4))
+        per_cpu = self.obj.map("samples", value=SampleState).lookup_per_cpu(bytes(4))
         return max((SampleState.from_buffer_copy(v).late_max_ns for v in per_cpu), default=0)
 
     def detach(self) -> None:

@@ -22,16 +22,17 @@ from irqlock.analysis.histograms import (
     loglinear_index,
     loglinear_percentile,
 )
+from irqlock.bpf.btf import Mirror
+from irqlock.bpf.constants import LOCKS_MAX_STACK, RAW_LOCK_TAG, TASK_COMM_LEN
 from irqlock.bpf.loader import BPF_MAP_TYPE_LRU_HASH, BpfObject
 from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import LOCK_FUNCTIONS, KernelFeatures, kind_functions
 from irqlock.kernel.kallsyms import Kallsyms, Symbols
 from irqlock.kernel.percpu import possible_cpus
-from irqlock.tracers.classes import RAW_LOCK_TAG, ClassNames, LockClass, LockClassStruct
+from irqlock.tracers.classes import CacheInfoStruct, ClassNames, LockClass, LockClassStruct
 
-TASK_COMM_LEN = 16
-MAX_STACK = 24
+MAX_STACK = LOCKS_MAX_STACK
 KINDS = LOCK_KINDS
 # Functions of each kind that release a lock (fentry); the others acquire (fexit).
 RELEASES = ("unlock", "up_read", "up_write")
@@ -105,10 +106,11 @@ def caller_frames(stack: list[str]) -> list[str]:
     return stack[start:]
 
 
-class LockStatsStruct(ctypes.Structure):
+class LockStatsStruct(Mirror):
     """struct lock_stats (locks.h)."""
 
-    _fields_ = [
+    c_struct = "lock_stats"
+    _fields_ = (
         ("kind", ctypes.c_uint32),
         ("first_pid", ctypes.c_uint32),
         ("acquisitions", ctypes.c_uint64),
@@ -128,23 +130,25 @@ class LockStatsStruct(ctypes.Structure):
         ("first_stack", ctypes.c_uint64 * MAX_STACK),
         ("hold_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
         ("wait_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
-    ]
+    )
 
 
-class HolderKey(ctypes.Structure):
-    _fields_ = [("lock", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
+class HolderKey(Mirror):
+    c_struct = "holder_key"
+    _fields_ = (("lock", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("pad", ctypes.c_uint32))
 
 
-class HolderStruct(ctypes.Structure):
+class HolderStruct(Mirror):
     """struct holder (locks.h)."""
 
-    _fields_ = [
+    c_struct = "holder"
+    _fields_ = (
         ("acquisitions", ctypes.c_uint64),
         ("tgid", ctypes.c_uint32),
         ("stack_bytes", ctypes.c_int32),
         ("comm", ctypes.c_char * TASK_COMM_LEN),
         ("stack", ctypes.c_uint64 * MAX_STACK),
-    ]
+    )
 
 
 @dataclass(frozen=True)
@@ -445,7 +449,7 @@ class LocksTracer:
 
     def _holders(self) -> dict[int, list[Holder]]:
         result: dict[int, list[Holder]] = {}
-        for key, value in self.obj.map("holders").items():
+        for key, value in self.obj.map("holders", key=HolderKey, value=HolderStruct).items():
             k = HolderKey.from_buffer_copy(key)
             h = HolderStruct.from_buffer_copy(value)
             stack = caller_frames(
@@ -464,7 +468,7 @@ class LocksTracer:
         holders = self._holders() if with_holders else {}
         names = self.class_names()
         records: list[LockRecord] = []
-        for key, value in self.obj.map("locks").items():
+        for key, value in self.obj.map("locks", value=LockStatsStruct).items():
             lock = int.from_bytes(key, "little")
             s = LockStatsStruct.from_buffer_copy(value)
             lock_holders = holders.get(lock, [])
@@ -508,7 +512,7 @@ class LocksTracer:
 
     def class_names(self) -> ClassNames:
         """Names for the classes seen so far (the slab caches met, kallsyms)."""
-        return ClassNames.from_map(self.obj.map("caches").items(), self.kallsyms)
+        return ClassNames.from_map(self.obj.map("caches", value=CacheInfoStruct).items(), self.kallsyms)
 
     def acquisitions_seen(self) -> int:
         """Acquisitions of every lock since the start or the last clear (kept or not)."""
