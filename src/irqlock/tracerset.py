@@ -2,7 +2,7 @@
 
 Each tracer is chosen, validated and started as its own command would do it;
 irqlock locks and irqlock deadlock share one lock tracer (deadlock mode is a
-superset).  Records are the JSON objects of DESIGN.md §4.
+superset).  Records are the JSON objects of docs/records.md.
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from irqlock.commands import deadlock as deadlock_cmd
-from irqlock.commands import irqline as irqline_cmd
-from irqlock.commands import irqoff as irqoff_cmd
-from irqlock.commands import locks as locks_cmd
 from irqlock.defaults import DEFAULT_MAX_LOCKS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.kernel.kallsyms import Symbols
+from irqlock.tracers import deadlock, irqline, irqoff, locks
 from irqlock.tracers.deadlock import DeadlockOptions, DeadlockWatch
 from irqlock.tracers.irqline import IrqlineConfig, IrqlineTracer
 from irqlock.tracers.irqoff import IrqoffConfig, IrqoffTracer
@@ -76,11 +73,11 @@ class TracerSet:
             raise
 
     def _start_irqoff(self, config: IrqoffConfig) -> IrqoffTracer:
-        plan = irqoff_cmd.validate(config, self.features)
+        plan = irqoff.validate(config, self.features)
         return IrqoffTracer(config, plan, lambda w: self.emit(w.to_json()), self.symbols)
 
     def _start_irq(self, config: IrqlineConfig) -> IrqlineTracer:
-        method = irqline_cmd.validate(config, self.features)
+        method = irqline.validate(config, self.features)
         return IrqlineTracer(config, method, lambda w: self.emit(w.to_json()), self.symbols)
 
     def _start(self) -> None:
@@ -90,14 +87,14 @@ class TracerSet:
         if s.irq:
             self.irq = self._start_irq(s.irq)
         if s.locks or s.deadlock:
-            deadlock = s.deadlock is not None
-            config = LocksConfig(max_locks=s.max_locks, order=deadlock, irq_safety=deadlock,
-                                 blocked=deadlock,
+            watching = s.deadlock is not None
+            config = LocksConfig(max_locks=s.max_locks, order=watching, irq_safety=watching,
+                                 blocked=watching,
                                  max_edges=s.deadlock.max_edges if s.deadlock else 1)
-            locks_cmd.validate(config, None, f)
+            locks.validate(config, None, f)
             self.locks = LocksTracer(config, choose_functions(config, f), self.symbols)
             if s.deadlock:
-                deadlock_cmd.validate(s.deadlock, f)
+                deadlock.validate(s.deadlock, f)
                 self.watch = DeadlockWatch(self.locks, s.deadlock)
 
     def poll(self, timeout_ms: int) -> int:

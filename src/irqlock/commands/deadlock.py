@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from irqlock import session
-from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.kernel.kmsg import KernelReport
 from irqlock.tracers.deadlock import (
@@ -22,11 +21,11 @@ from irqlock.tracers.deadlock import (
     LockCycle,
     LockRef,
     task_comm,
+    validate,
 )
 from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
 from irqlock.units import format_ns
 
-MAX_EDGES_LIMIT = 1_000_000
 MISSED_WARNING = 0.01  # recursion misses over this share of acquisitions: say so
 
 
@@ -172,15 +171,6 @@ class DeadlockPrinter:
         if stats["kernel_log"] != "ok":
             self.out.write(f"WARNING: the kernel's own reports are not shown: "
                            f"{stats['kernel_log']}\n")
-
-
-def validate(options: DeadlockOptions, features: KernelFeatures) -> None:
-    if not 1 <= options.max_edges <= MAX_EDGES_LIMIT:
-        raise IrqlockError(f"--max-edges must be 1..{MAX_EDGES_LIMIT}, not {options.max_edges}")
-    if not features.root:
-        raise IrqlockError("deadlock needs root (or CAP_BPF and CAP_PERFMON)")
-    if not features.btf.available:
-        raise IrqlockError(f"no kernel BTF: {features.btf.detail}")
 
 
 def run(options: DeadlockOptions, features: KernelFeatures, duration_s: float | None,

@@ -10,15 +10,13 @@ from typing import Any, TextIO
 
 from irqlock import session
 from irqlock.analysis.histograms import Summary
-from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
-from irqlock.kernel.irqs import existing_irqs
 from irqlock.tracers.irqline import (
     HandlerStats,
     IrqDisabled,
     IrqlineConfig,
     IrqlineTracer,
-    check_supported,
+    validate,
 )
 from irqlock.units import format_ns
 
@@ -92,22 +90,6 @@ class IrqlinePrinter:
         if stats["map_full"]:
             self.out.write(f"WARNING: {stats['map_full']} disables or handler runs did not fit "
                            "in their maps\n")
-
-
-def validate(config: IrqlineConfig, features: KernelFeatures) -> str:
-    """Checks the request against this machine; returns the attach method."""
-    if config.irqs is not None:
-        known = existing_irqs()
-        unknown = [irq for irq in config.irqs if irq not in known]
-        if unknown:
-            listing = ", ".join(str(i) for i in sorted(known)[:40])
-            raise IrqlockError(f"no IRQ {', '.join(map(str, unknown))} on this machine "
-                               f"(it has: {listing}{' ...' if len(known) > 40 else ''})")
-    if not features.root:
-        raise IrqlockError("irq needs root (or CAP_BPF and CAP_PERFMON)")
-    if not features.btf.available:
-        raise IrqlockError(f"no kernel BTF: {features.btf.detail}")
-    return check_supported(config, features)
 
 
 def run(config: IrqlineConfig, features: KernelFeatures, duration_s: float | None,

@@ -10,18 +10,13 @@ from typing import Any, TextIO
 
 from irqlock import session
 from irqlock.analysis.histograms import Summary
-from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
 from irqlock.tracers.irqoff import (
-    MIN_PERIOD_NS,
     BlindSpan,
     IrqoffConfig,
     IrqoffTracer,
     IrqoffWindow,
-    SourcePlan,
-    choose_sources,
-    online_cpus,
-    tgid_exists,
+    validate,
 )
 from irqlock.units import format_ns
 
@@ -111,25 +106,6 @@ class IrqoffPrinter:
             self.out.write(f"WARNING: sampler ticks came up to {late // 1000} us late (a hypervisor "
                            "running this CPU late?): sampled windows may end that much later than "
                            "error_ns says\n")
-
-
-def validate(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan:
-    """Checks the request against this machine; returns the sources to use."""
-    pages = config.ringbuf_pages
-    if pages < 1 or pages > 65536 or pages & (pages - 1):
-        raise IrqlockError(f"--ringbuf-pages must be a power of two from 1 to 65536, not {pages}")
-    if config.period_ns < MIN_PERIOD_NS:
-        raise IrqlockError(f"--period must be at least {format_ns(MIN_PERIOD_NS)}: a shorter one "
-                           "can keep a slow CPU busy in the sampler's interrupt")
-    if not features.root:
-        raise IrqlockError("irqoff needs root (or CAP_BPF and CAP_PERFMON)")
-    if not features.btf.available:
-        raise IrqlockError(f"no kernel BTF: {features.btf.detail}")
-    if config.tgid is not None and not tgid_exists(config.tgid):
-        raise IrqlockError(f"no process with pid {config.tgid}")
-    if config.cpu is not None and config.cpu not in online_cpus():
-        raise IrqlockError(f"cpu {config.cpu} is not online (online: {online_cpus()})")
-    return choose_sources(config, features)
 
 
 def run(config: IrqoffConfig, features: KernelFeatures, duration_s: float | None,

@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from irqlock import session
-from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures
-from irqlock.kernel.kallsyms import Kallsyms
 from irqlock.tracers.locks import (
     ClassRecord,
     LockRecord,
@@ -21,6 +19,7 @@ from irqlock.tracers.locks import (
     LocksTracer,
     by_class,
     choose_functions,
+    validate,
 )
 from irqlock.units import format_ns
 
@@ -35,7 +34,6 @@ SORT_KEYS: dict[str, Callable[[Row], int]] = {
 CONSOLE_TOP = 20
 HOLDERS_SHOWN = 3
 COVERAGE_WARNING = 0.99  # below this share of acquisitions in the locks shown, say so
-MAX_LOCKS_LIMIT = 1_000_000
 
 
 @dataclass
@@ -45,22 +43,6 @@ class LocksOutput:
     top: int | None = None
     stacks: bool = False
     by: str = "lock"  # or "class"
-
-
-def resolve_lock(text: str, kallsyms: Kallsyms) -> int:
-    """--lock: a hex address or a data symbol (a static lock)."""
-    if text.lower().startswith("0x"):
-        try:
-            return int(text, 16)
-        except ValueError:
-            raise IrqlockError(f"--lock: bad address {text!r}") from None
-    address = kallsyms.address_of(text)
-    if address is None:
-        raise IrqlockError(f"--lock: no kernel or module symbol {text!r} (give a symbol of a "
-                           "static lock or a hex address)")
-    if kallsyms.data_name(address) is None:
-        raise IrqlockError(f"--lock: {text} is a function, not a lock")
-    return address
 
 
 def _cell(ns: int) -> str:
@@ -136,19 +118,6 @@ class LocksPrinter:
             self.out.write(f"WARNING: {stats['returns_missed']} acquisitions were not counted: "
                            "their kretprobe ran out of instances (more tasks waiting at once "
                            "than it has)\n")
-
-
-def validate(config: LocksConfig, lock_text: str | None, features: KernelFeatures) -> None:
-    if not 1 <= config.max_locks <= MAX_LOCKS_LIMIT:
-        raise IrqlockError(f"--max-locks must be 1..{MAX_LOCKS_LIMIT}, not {config.max_locks}")
-    if not features.root:
-        raise IrqlockError("locks needs root (or CAP_BPF and CAP_PERFMON)")
-    if not features.btf.available:
-        raise IrqlockError(f"no kernel BTF: {features.btf.detail}")
-    if config.tgid is not None and not Path(f"/proc/{config.tgid}").is_dir():
-        raise IrqlockError(f"no process with pid {config.tgid}")
-    if lock_text is not None:
-        config.lock_addr = resolve_lock(lock_text, Kallsyms.load())
 
 
 def run(config: LocksConfig, lock_text: str | None, features: KernelFeatures,

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from irqlock.defaults import DEFAULT_BTF
+from irqlock.errors import IrqlockError
 from irqlock.kernel import perf
 from irqlock.kernel.sysmap import preempt_count_source
 
@@ -329,17 +330,30 @@ def _irqoff_sources(features: KernelFeatures, blocker: str, method: str) -> Tool
                     f"({sampler.detail})")
 
 
+def tracing_blocker(features: KernelFeatures) -> str:
+    """Why no tool can start here ('' if they can): what `check` plans with and what every
+    tool's start refuses with (require_tracing)."""
+    if not features.root:
+        return "needs root (or CAP_BPF and CAP_PERFMON)"
+    if not features.btf.available:
+        return f"needs kernel BTF for CO-RE (CONFIG_DEBUG_INFO_BTF=y); no kernel BTF: " \
+               f"{features.btf.detail}"
+    return ""
+
+
+def require_tracing(features: KernelFeatures, tool: str) -> None:
+    """Raise, in one line, if ``tool`` cannot start here at all."""
+    blocker = tracing_blocker(features)
+    if blocker:
+        raise IrqlockError(f"{tool} {blocker}")
+
+
 def plan(features: KernelFeatures) -> list[ToolPlan]:
     """What each tool will do on this kernel, and why."""
     plans = []
-    if not features.root:
-        blocker = "needs root (or CAP_BPF and CAP_PERFMON)"
-    elif not features.btf.available:
-        blocker = "needs kernel BTF (CONFIG_DEBUG_INFO_BTF=y) for CO-RE"
-    elif not (features.fentry.available or features.kprobes.available):
+    blocker = tracing_blocker(features)
+    if not blocker and not (features.fentry.available or features.kprobes.available):
         blocker = "neither fentry nor kprobes can attach on this kernel"
-    else:
-        blocker = ""
     method = "fentry/fexit" if features.fentry.available else "kprobe/kretprobe"
 
     plans.append(_plan_irqoff(features, blocker, method))

@@ -38,6 +38,8 @@ from irqlock.bpf.btf import Mirror
 from irqlock.bpf.constants import BLOCKED_BEFORE_START, MAX_HELD, TASK_COMM_LEN
 from irqlock.bpf.loader import Map
 from irqlock.defaults import DEFAULT_DEADLOCK_MAX_LOCKS, DEFAULT_MAX_EDGES
+from irqlock.errors import IrqlockError
+from irqlock.kernel.features import KernelFeatures, require_tracing
 from irqlock.kernel.kmsg import KernelLog, KernelReport
 from irqlock.tracers.classes import LockClass, LockClassStruct
 from irqlock.tracers.locks import (
@@ -52,6 +54,7 @@ from irqlock.tracers.locks import (
 # A wait counts for the wait-for graph once it is this old: every lock is
 # waited for now and then; a cycle among waits this old is not a passing one.
 SETTLED_WAIT_NS = 1_000_000_000
+MAX_EDGES_LIMIT = 1_000_000
 
 
 class LockUseStruct(Mirror):
@@ -693,3 +696,10 @@ class DeadlockWatch:
 
     def close(self) -> None:
         self.kernel_log.close()
+
+
+def validate(options: DeadlockOptions, features: KernelFeatures) -> None:
+    """Checks the request against this machine."""
+    if not 1 <= options.max_edges <= MAX_EDGES_LIMIT:
+        raise IrqlockError(f"--max-edges must be 1..{MAX_EDGES_LIMIT}, not {options.max_edges}")
+    require_tracing(features, "deadlock")

@@ -21,8 +21,8 @@ from irqlock.bpf.constants import HANDLER_BUCKETS, IRQLINE_MAX_STACK, IRQLINE_MA
 from irqlock.bpf.libbpf import LibbpfError
 from irqlock.bpf.loader import BpfObject
 from irqlock.errors import IrqlockError
-from irqlock.kernel.features import IRQ_LINE_FUNCTIONS, KernelFeatures
-from irqlock.kernel.irqs import irq_name
+from irqlock.kernel.features import IRQ_LINE_FUNCTIONS, KernelFeatures, require_tracing
+from irqlock.kernel.irqs import existing_irqs, irq_name
 from irqlock.kernel.kallsyms import Symbols
 
 MAX_STACK = IRQLINE_MAX_STACK
@@ -149,6 +149,19 @@ class IrqlineConfig:
     irqs: list[int] | None  # None: every IRQ
     threshold_ns: int = 0
     handlers: bool = False
+
+
+def validate(config: IrqlineConfig, features: KernelFeatures) -> str:
+    """Checks the request against this machine; returns the attach method."""
+    if config.irqs is not None:
+        known = existing_irqs()
+        unknown = [irq for irq in config.irqs if irq not in known]
+        if unknown:
+            listing = ", ".join(str(i) for i in sorted(known)[:40])
+            raise IrqlockError(f"no IRQ {', '.join(map(str, unknown))} on this machine "
+                               f"(it has: {listing}{' ...' if len(known) > 40 else ''})")
+    require_tracing(features, "irq")
+    return check_supported(config, features)
 
 
 def check_supported(config: IrqlineConfig, features: KernelFeatures) -> str:

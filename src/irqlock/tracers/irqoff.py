@@ -25,8 +25,9 @@ from irqlock.bpf.libbpf import LibbpfError
 from irqlock.bpf.loader import BpfObject
 from irqlock.errors import IrqlockError
 from irqlock.kernel import perf
-from irqlock.kernel.features import KernelFeatures
+from irqlock.kernel.features import KernelFeatures, require_tracing
 from irqlock.kernel.kallsyms import Symbols
+from irqlock.units import format_ns
 
 MAX_STACK = IRQOFF_MAX_STACK
 KINDS = ("hardirq", "preempt", "softirq")
@@ -434,3 +435,19 @@ class IrqoffTracer:
 
 def tgid_exists(tgid: int) -> bool:
     return os.path.isdir(f"/proc/{tgid}")
+
+
+def validate(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan:
+    """Checks the request against this machine; returns the sources to use."""
+    pages = config.ringbuf_pages
+    if pages < 1 or pages > 65536 or pages & (pages - 1):
+        raise IrqlockError(f"--ringbuf-pages must be a power of two from 1 to 65536, not {pages}")
+    if config.period_ns < MIN_PERIOD_NS:
+        raise IrqlockError(f"--period must be at least {format_ns(MIN_PERIOD_NS)}: a shorter one "
+                           "can keep a slow CPU busy in the sampler's interrupt")
+    require_tracing(features, "irqoff")
+    if config.tgid is not None and not tgid_exists(config.tgid):
+        raise IrqlockError(f"no process with pid {config.tgid}")
+    if config.cpu is not None and config.cpu not in online_cpus():
+        raise IrqlockError(f"cpu {config.cpu} is not online (online: {online_cpus()})")
+    return choose_sources(config, features)

@@ -27,12 +27,18 @@ from irqlock.bpf.constants import LOCKS_MAX_STACK, RAW_LOCK_TAG, TASK_COMM_LEN
 from irqlock.bpf.loader import BPF_MAP_TYPE_LRU_HASH, BpfObject
 from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
 from irqlock.errors import IrqlockError
-from irqlock.kernel.features import LOCK_FUNCTIONS, KernelFeatures, kind_functions
+from irqlock.kernel.features import (
+    LOCK_FUNCTIONS,
+    KernelFeatures,
+    kind_functions,
+    require_tracing,
+)
 from irqlock.kernel.kallsyms import Kallsyms, Symbols
 from irqlock.kernel.percpu import possible_cpus
 from irqlock.tracers.classes import CacheInfoStruct, ClassNames, LockClass, LockClassStruct
 
 MAX_STACK = LOCKS_MAX_STACK
+MAX_LOCKS_LIMIT = 1_000_000
 KINDS = LOCK_KINDS
 # Functions of each kind that release a lock (fentry); the others acquire (fexit).
 RELEASES = ("unlock", "up_read", "up_write")
@@ -588,3 +594,30 @@ class LocksTracer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def resolve_lock(text: str, kallsyms: Kallsyms) -> int:
+    """--lock: a hex address or a data symbol (a static lock)."""
+    if text.lower().startswith("0x"):
+        try:
+            return int(text, 16)
+        except ValueError:
+            raise IrqlockError(f"--lock: bad address {text!r}") from None
+    address = kallsyms.address_of(text)
+    if address is None:
+        raise IrqlockError(f"--lock: no kernel or module symbol {text!r} (give a symbol of a "
+                           "static lock or a hex address)")
+    if kallsyms.data_name(address) is None:
+        raise IrqlockError(f"--lock: {text} is a function, not a lock")
+    return address
+
+
+def validate(config: LocksConfig, lock_text: str | None, features: KernelFeatures) -> None:
+    """Checks the request against this machine; --lock's text becomes config.lock_addr."""
+    if not 1 <= config.max_locks <= MAX_LOCKS_LIMIT:
+        raise IrqlockError(f"--max-locks must be 1..{MAX_LOCKS_LIMIT}, not {config.max_locks}")
+    require_tracing(features, "locks")
+    if config.tgid is not None and not Path(f"/proc/{config.tgid}").is_dir():
+        raise IrqlockError(f"no process with pid {config.tgid}")
+    if lock_text is not None:
+        config.lock_addr = resolve_lock(lock_text, Kallsyms.load())
