@@ -74,6 +74,7 @@ DEADLOCK_EXAMPLES = """examples:
 lock-order cycles are reported between lock instances ("level": "instance") and, as
 lockdep does, between lock classes ("level": "class": a slab cache and offset, a per-CPU
 variable, a static lock), which finds an inversion before it meets the same objects.
+A cycle of static locks is both at once: one record, "levels": ["instance", "class"].
 """
 
 RECORD_EXAMPLES = """examples:

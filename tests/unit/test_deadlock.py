@@ -1,15 +1,18 @@
-"""Lock-order cycles on reused memory: the born stamps of a cycle's edges (tracers/deadlock.py)."""
+"""Lock-order cycles (tracers/deadlock.py): on reused memory, the born stamps of a cycle's
+edges; and a cycle of static locks, which is its own class cycle."""
 
 from __future__ import annotations
 
-import ctypes
+from typing import Any, cast
 
-import pytest
-
-from irqlock.bpf.loader import BpfObject, object_path
-from irqlock.tracers.classes import CacheInfoStruct
-from irqlock.tracers.deadlock import ClassEdgeStruct, EdgeUseStruct, HeldStackStruct, born_apart
-from irqlock.tracers.locks import LockStatsStruct
+from irqlock.bpf.loader import Map
+from irqlock.tracers.deadlock import (
+    ClassGraph,
+    EdgeUseStruct,
+    LockCycle,
+    born_apart,
+    rotated_to_least,
+)
 
 
 def edge(held_born_ns: int, acquired_born_ns: int) -> EdgeUseStruct:
@@ -31,13 +34,29 @@ def test_two_lock_cycle_checks_both_locks() -> None:
     assert born_apart([edge(1, 2), edge(2, 4)])  # A: born 1 leaving, 4 arriving
 
 
-@pytest.mark.parametrize(("map_name", "mirror"), [
-    ("edges", EdgeUseStruct), ("class_edges", ClassEdgeStruct), ("locks", LockStatsStruct),
-    ("caches", CacheInfoStruct), ("cpu_held", HeldStackStruct)])
-def test_mirror_is_the_size_of_the_map_value(map_name: str, mirror: type[ctypes.Structure]) -> None:
-    """The structs the lock-order analysis reads are the size locks.bpf.o declares."""
-    obj = BpfObject.open("locks", object_path("locks"))  # as built: no preempt_count placed
-    try:
-        assert obj.map(map_name).value_size == ctypes.sizeof(mirror)
-    finally:
-        obj.close()
+def test_a_cycle_is_written_from_its_least_node() -> None:
+    assert rotated_to_least([30, 10, 20]) == (10, 20, 30)
+    assert rotated_to_least([10, 20]) == (10, 20)
+
+
+def class_graph(*cycles: tuple[tuple[Any, ...], ...]) -> ClassGraph:
+    return ClassGraph(edges=cast(Map, None), examples={}, node_cycles=[], key_cycles=list(cycles))
+
+
+def test_a_cycle_of_static_classes_is_the_instance_cycle_of_its_locks() -> None:
+    static = (("static", 0x300), ("static", 0x100), ("static", 0x200))
+    twins = class_graph(static).static_twins()
+    assert twins == {(0x100, 0x200, 0x300): static}
+
+
+def test_a_cycle_through_a_slab_or_per_cpu_class_has_no_instance_twin() -> None:
+    slab = (("static", 0x100), ("slab", 0xffff8880, 0x40))
+    per_cpu = (("static", 0x100), ("percpu", "runqueues", 0))
+    assert class_graph(slab, per_cpu).static_twins() == {}
+
+
+def test_a_cycle_at_both_levels_is_one_record_that_says_both() -> None:
+    both = LockCycle(locks=[], edges=[], also_class=True).to_json()
+    assert (both["level"], both["levels"]) == ("instance", ["instance", "class"])
+    class_only = LockCycle(locks=[], edges=[], level="class").to_json()
+    assert class_only["levels"] == ["class"]

@@ -58,6 +58,9 @@ class DeadlockPrinter:
         if c.level == "class":
             self.out.write("  (taken in both orders by locks of these classes -- not "
                            "necessarily the same instances)\n")
+        if c.also_class:
+            self.out.write("  (static locks, each a class of its own: the cycle between "
+                           "their classes too)\n")
         same = c.locks[0].cls
         if c.recursive and same:
             self.out.write(f"  (recursive locking: locks of one class, {same.label}, taken "

@@ -195,6 +195,9 @@ class LockCycle:
     locks: list[LockRef]
     edges: list[OrderEdge]
     level: str = "instance"
+    # An instance cycle of static locks only: each lock is its own class, so it is the
+    # class cycle too -- one finding, one report, at both levels.
+    also_class: bool = False
     # A lock of the cycle was born anew between two of its edges: its slab object was
     # freed, and the address became another object's lock (seen by the BPF side's frees).
     reused_memory: bool = False
@@ -220,12 +223,18 @@ class LockCycle:
         return [lock.cls.label for lock in self.locks if lock.cls and lock.cls.merged]
 
     @property
+    def levels(self) -> list[str]:
+        """Every level the cycle holds at."""
+        return ["instance", "class"] if self.also_class else [self.level]
+
+    @property
     def labels(self) -> list[str]:
         return [lock.cls.label if self.level == "class" and lock.cls else lock.label
                 for lock in self.locks]
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "lock_cycle", "level": self.level, "length": len(self.locks),
+        return {"type": "lock_cycle", "level": self.level, "levels": self.levels,
+                "length": len(self.locks),
                 "locks": [lock.to_json() for lock in self.locks],
                 "edges": [edge.to_json() for edge in self.edges],
                 "maybe_reused_addresses": self.dynamic or self.reused_memory,
@@ -343,6 +352,32 @@ def d_state_tasks() -> list[tuple[int, int]]:
     return found
 
 
+ClassCycleKey = tuple[tuple[Any, ...], ...]  # a class cycle's classes (LockClass.key)
+
+
+def rotated_to_least(cycle: Sequence[int]) -> tuple[int, ...]:
+    """A cycle written from its least node: the same cycle, however it was entered."""
+    start = cycle.index(min(cycle))
+    return tuple(cycle[start:]) + tuple(cycle[:start])
+
+
+@dataclass(frozen=True)
+class ClassGraph:
+    """The order graph between classes as read once: its edges' map, the first example
+    of each edge, and its cycles, as graph nodes and as class keys."""
+
+    edges: Map
+    examples: dict[tuple[int, int], tuple[bytes, LockClass, LockClass]]
+    node_cycles: list[list[int]]
+    key_cycles: list[ClassCycleKey]
+
+    def static_twins(self) -> dict[tuple[int, ...], ClassCycleKey]:
+        """The cycles between static locks' classes, by the cycle of their locks' keys: each
+        is an instance cycle too (a static lock's class is the lock)."""
+        return {rotated_to_least([key[1] for key in cycle]): cycle for cycle in self.key_cycles
+                if all(key[0] == "static" for key in cycle)}
+
+
 @dataclass
 class DeadlockState:
     """What has been reported already, so that each finding is reported once."""
@@ -400,11 +435,15 @@ class DeadlockFinder:
 
     def lock_cycles(self) -> Iterator[LockCycle]:
         """Cycles not reported before, between instances, then between classes, each made
-        (symbolized) only when asked for."""
-        yield from self._instance_cycles()
-        yield from self._class_cycles()
+        (symbolized) only when asked for.  A class cycle of static locks is the instance
+        cycle of those locks (a static lock is its own class): it is reported once, as
+        the instance cycle at both levels."""
+        classes = self._class_graph()
+        yield from self._instance_cycles(classes.static_twins())
+        yield from self._class_cycles(classes)
 
-    def _instance_cycles(self) -> Iterator[LockCycle]:
+    def _instance_cycles(self, class_twins: dict[tuple[int, ...], ClassCycleKey]
+                         ) -> Iterator[LockCycle]:
         # The graph only: an edge's example (two stacks, kilobytes) is read when a new cycle
         # goes through it, or the memory of each analysis would grow with the edges.
         edges_map = self._map("edges", key=EdgeKey, value=EdgeUseStruct)
@@ -416,6 +455,9 @@ class DeadlockFinder:
         found = simple_cycles(graph, self.cycle_limit)
         self.seen.cycles_truncated |= found.truncated
         for cycle in found.cycles:
+            twin = class_twins.get(rotated_to_least(cycle))
+            if twin is not None:  # reported with this cycle, now or before
+                self.seen.class_cycles.add(twin)
             if self.seen.cycles.get(tuple(cycle)) is False:
                 continue
             pairs = [(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle))]
@@ -431,11 +473,11 @@ class DeadlockFinder:
                                names.of(edge.acquired_cls))
                     for (held, acquired), edge in zip(pairs, edges, strict=True)]
             yield LockCycle(locks=[edge.held for edge in made], edges=made,
-                            reused_memory=reused)
+                            reused_memory=reused, also_class=twin is not None)
 
-    def _class_cycles(self) -> Iterator[LockCycle]:
-        """Cycles between classes; per-CPU copies fold into one class here, and edges
-        between two copies of one variable are same-class nesting, no edge."""
+    def _class_graph(self) -> ClassGraph:
+        """The graph between classes and its cycles; per-CPU copies fold into one class
+        here, and edges between two copies of one variable are same-class nesting, no edge."""
         index: dict[tuple[Any, ...], int] = {}
         # (the example itself is read when a new cycle goes through it, as for instances)
         examples: dict[tuple[int, int], tuple[bytes, LockClass, LockClass]] = {}
@@ -454,18 +496,21 @@ class DeadlockFinder:
         graph: dict[int, list[int]] = {}
         for a, b in examples:
             graph.setdefault(a, []).append(b)
-        class_keys = {i: key for key, i in index.items()}
         found = simple_cycles(graph, self.cycle_limit)
         self.seen.cycles_truncated |= found.truncated
-        for cycle in found.cycles:
-            seen_key = tuple(class_keys[node] for node in cycle)
+        class_keys = {i: key for key, i in index.items()}
+        cycles = [tuple(class_keys[node] for node in cycle) for cycle in found.cycles]
+        return ClassGraph(class_edges, examples, found.cycles, cycles)
+
+    def _class_cycles(self, classes: ClassGraph) -> Iterator[LockCycle]:
+        for cycle, seen_key in zip(classes.node_cycles, classes.key_cycles, strict=True):
             if seen_key in self.seen.class_cycles:
                 continue
             self.seen.class_cycles.add(seen_key)
             made = []
             for i, a in enumerate(cycle):
-                raw_key, held, acquired = examples[(a, cycle[(i + 1) % len(cycle)])]
-                raw = class_edges.lookup(raw_key)
+                raw_key, held, acquired = classes.examples[(a, cycle[(i + 1) % len(cycle)])]
+                raw = classes.edges.lookup(raw_key)
                 if raw is None:
                     break  # cleared since: no longer a cycle
                 example = ClassEdgeStruct.from_buffer_copy(raw)
