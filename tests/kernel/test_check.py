@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from tests.kernel.fixture import Fixture
+from tests.records import record_problems
 
 
 def run_check(*args: str) -> subprocess.CompletedProcess[str]:
@@ -19,6 +20,7 @@ def test_check_json_reports_btf_kprobes_fentry_and_plans(fixture: Fixture) -> No
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["type"] == "check"
+    assert record_problems(report) == []
     assert report["btf"]["available"]
     assert report["kprobes"]["available"] and "saw" in report["kprobes"]["detail"]
     assert report["fentry"]["available"] and "saw" in report["fentry"]["detail"]

@@ -1,5 +1,7 @@
 """Running an irqlock tool the way pwru's tests do: start, wait for --ready-file, load, stop, read.
 
+Every record a tool prints is checked against docs/records.md (tests/records.py).
+
 Every tool is also checked to leave nothing behind: the BPF programs that
 appeared while it started must all be gone once it has stopped.
 """
@@ -15,6 +17,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from tests.records import record_problems
 
 GONE_TIMEOUT_S = 30  # programs are freed once their last file descriptor is closed
 
@@ -85,6 +89,8 @@ class Tool:
         assert self.proc.returncode == 0, f"exit {self.proc.returncode}: {self.stderr}"
         assert "Traceback" not in self.stderr
         self.records = [json.loads(line) for line in out.splitlines() if line.strip()]
+        off_the_page = [problem for record in self.records for problem in record_problems(record)]
+        assert not off_the_page, "records unlike docs/records.md:\n" + "\n".join(off_the_page[:20])
         left = wait_until_gone(self.program_ids)
         assert not left, f"BPF programs {sorted(left)} still loaded after the tool stopped"
         return self.records

@@ -1,4 +1,4 @@
-"""Recordings, metrics, folded stacks and the HTML page, on records shaped as DESIGN.md §4.
+"""Recordings, metrics, folded stacks and the HTML page, on records shaped as docs/records.md.
 
 These test the formats alone; tests/kernel/test_report.py makes the records from
 the fixture in the VM and checks every output against the fixture's truth.

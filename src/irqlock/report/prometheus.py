@@ -104,7 +104,7 @@ class Metrics:
         series[labels] = series.get(labels, 0) + by
 
     def observe(self, record: dict[str, Any]) -> None:
-        """Count one record of a tracer (DESIGN.md §4)."""
+        """Count one record of a tracer (docs/records.md)."""
         kind = record["type"]
         labels: Labels
         if kind == "irqoff":

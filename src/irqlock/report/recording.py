@@ -4,7 +4,7 @@ The file is written in WAL mode (a rollback journal on file systems without the
 shared memory WAL needs, such as 9p and NFS) and committed every second, so a run
 cut short (SIGKILL, power loss) still opens with everything up to its last commit.
 A finished recording is left in rollback mode: one file, readable anywhere.  The
-records are the JSON lines of DESIGN.md §4, stored as they were printed, except
+records are the JSON lines of docs/records.md, stored as they were printed, except
 that stacks are kept once in their own table and referred to by id (the same
 stack comes back thousands of times).  Aggregates that change while the run
 goes on (the per-lock statistics) are replaced as a whole at each snapshot.
