@@ -3,15 +3,13 @@ edges; and a cycle of static locks, which is its own class cycle."""
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-from irqlock.bpf.loader import Map
+from irqlock.tracers.classes import LockClass
 from irqlock.tracers.deadlock import (
-    ClassGraph,
     EdgeUseStruct,
     LockCycle,
+    all_static,
     born_apart,
-    rotated_to_least,
+    class_cycle_key,
 )
 
 
@@ -34,25 +32,19 @@ def test_two_lock_cycle_checks_both_locks() -> None:
     assert born_apart([edge(1, 2), edge(2, 4)])  # A: born 1 leaving, 4 arriving
 
 
-def test_a_cycle_is_written_from_its_least_node() -> None:
-    assert rotated_to_least([30, 10, 20]) == (10, 20, 30)
-    assert rotated_to_least([10, 20]) == (10, 20)
+def test_a_class_cycle_is_the_same_however_it_was_entered() -> None:
+    a, b, c = ("static", 0x300), ("slab", 0xffff8880, 0x40), ("percpu", "runqueues", 0)
+    assert class_cycle_key([a, b, c]) == class_cycle_key([b, c, a]) == class_cycle_key([c, a, b])
+    assert class_cycle_key([a, b, c]) != class_cycle_key([a, c, b])  # the other direction
 
 
-def class_graph(*cycles: tuple[tuple[Any, ...], ...]) -> ClassGraph:
-    return ClassGraph(edges=cast(Map, None), examples={}, node_cycles=[], key_cycles=list(cycles))
-
-
-def test_a_cycle_of_static_classes_is_the_instance_cycle_of_its_locks() -> None:
-    static = (("static", 0x300), ("static", 0x100), ("static", 0x200))
-    twins = class_graph(static).static_twins()
-    assert twins == {(0x100, 0x200, 0x300): static}
-
-
-def test_a_cycle_through_a_slab_or_per_cpu_class_has_no_instance_twin() -> None:
-    slab = (("static", 0x100), ("slab", 0xffff8880, 0x40))
-    per_cpu = (("static", 0x100), ("percpu", "runqueues", 0))
-    assert class_graph(slab, per_cpu).static_twins() == {}
+def test_only_static_classes_make_a_cycle_at_both_levels() -> None:
+    static = [LockClass(key=("static", 0x100), label="a"), LockClass(key=("static", 0x200),
+                                                                      label="b")]
+    slab = LockClass(key=("slab", 0xffff8880, 0x40), label="&cache+0x40")
+    assert all_static(static)
+    assert not all_static([*static, slab])
+    assert not all_static([*static, None])  # a lock whose class is not known
 
 
 def test_a_cycle_at_both_levels_is_one_record_that_says_both() -> None:

@@ -355,10 +355,16 @@ def d_state_tasks() -> list[tuple[int, int]]:
 ClassCycleKey = tuple[tuple[Any, ...], ...]  # a class cycle's classes (LockClass.key)
 
 
-def rotated_to_least(cycle: Sequence[int]) -> tuple[int, ...]:
-    """A cycle written from its least node: the same cycle, however it was entered."""
-    start = cycle.index(min(cycle))
-    return tuple(cycle[start:]) + tuple(cycle[:start])
+def class_cycle_key(classes: Sequence[tuple[Any, ...]]) -> ClassCycleKey:
+    """A class cycle written from its least class: the same, however it was entered."""
+    start = min(range(len(classes)), key=lambda i: repr(classes[i]))
+    return tuple(classes[start:]) + tuple(classes[:start])
+
+
+def all_static(classes: Sequence[LockClass | None]) -> bool:
+    """Classes of static locks only: each is its lock, a cycle between them is the cycle
+    between their instances (the same finding, once)."""
+    return all(cls is not None and cls.key[0] == "static" for cls in classes)
 
 
 @dataclass(frozen=True)
@@ -370,12 +376,6 @@ class ClassGraph:
     examples: dict[tuple[int, int], tuple[bytes, LockClass, LockClass]]
     node_cycles: list[list[int]]
     key_cycles: list[ClassCycleKey]
-
-    def static_twins(self) -> dict[tuple[int, ...], ClassCycleKey]:
-        """The cycles between static locks' classes, by the cycle of their locks' keys: each
-        is an instance cycle too (a static lock's class is the lock)."""
-        return {rotated_to_least([key[1] for key in cycle]): cycle for cycle in self.key_cycles
-                if all(key[0] == "static" for key in cycle)}
 
 
 @dataclass
@@ -435,15 +435,13 @@ class DeadlockFinder:
 
     def lock_cycles(self) -> Iterator[LockCycle]:
         """Cycles not reported before, between instances, then between classes, each made
-        (symbolized) only when asked for.  A class cycle of static locks is the instance
-        cycle of those locks (a static lock is its own class): it is reported once, as
-        the instance cycle at both levels."""
-        classes = self._class_graph()
-        yield from self._instance_cycles(classes.static_twins())
-        yield from self._class_cycles(classes)
+        (symbolized) only when asked for.  A cycle of static locks is a class cycle too
+        (a static lock is its own class): it is reported once, between instances, saying
+        both levels; the class pass leaves it to the instance pass."""
+        yield from self._instance_cycles()
+        yield from self._class_cycles(self._class_graph())
 
-    def _instance_cycles(self, class_twins: dict[tuple[int, ...], ClassCycleKey]
-                         ) -> Iterator[LockCycle]:
+    def _instance_cycles(self) -> Iterator[LockCycle]:
         # The graph only: an edge's example (two stacks, kilobytes) is read when a new cycle
         # goes through it, or the memory of each analysis would grow with the edges.
         edges_map = self._map("edges", key=EdgeKey, value=EdgeUseStruct)
@@ -455,9 +453,6 @@ class DeadlockFinder:
         found = simple_cycles(graph, self.cycle_limit)
         self.seen.cycles_truncated |= found.truncated
         for cycle in found.cycles:
-            twin = class_twins.get(rotated_to_least(cycle))
-            if twin is not None:  # reported with this cycle, now or before
-                self.seen.class_cycles.add(twin)
             if self.seen.cycles.get(tuple(cycle)) is False:
                 continue
             pairs = [(cycle[i], cycle[(i + 1) % len(cycle)]) for i in range(len(cycle))]
@@ -472,8 +467,12 @@ class DeadlockFinder:
             made = [self._edge(held, acquired, edge, names.of(edge.held_cls),
                                names.of(edge.acquired_cls))
                     for (held, acquired), edge in zip(pairs, edges, strict=True)]
+            classes = [edge.held.cls for edge in made]
+            both = all_static(classes)
+            if both:
+                self.seen.class_cycles.add(class_cycle_key([c.key for c in classes if c]))
             yield LockCycle(locks=[edge.held for edge in made], edges=made,
-                            reused_memory=reused, also_class=twin is not None)
+                            reused_memory=reused, also_class=both)
 
     def _class_graph(self) -> ClassGraph:
         """The graph between classes and its cycles; per-CPU copies fold into one class
@@ -503,8 +502,9 @@ class DeadlockFinder:
         return ClassGraph(class_edges, examples, found.cycles, cycles)
 
     def _class_cycles(self, classes: ClassGraph) -> Iterator[LockCycle]:
-        for cycle, seen_key in zip(classes.node_cycles, classes.key_cycles, strict=True):
-            if seen_key in self.seen.class_cycles:
+        for cycle, keys in zip(classes.node_cycles, classes.key_cycles, strict=True):
+            seen_key = class_cycle_key(keys)
+            if seen_key in self.seen.class_cycles or self._instance_pass_has(keys):
                 continue
             self.seen.class_cycles.add(seen_key)
             made = []
@@ -518,6 +518,15 @@ class DeadlockFinder:
                                        held, acquired))
             else:
                 yield LockCycle(locks=[edge.held for edge in made], edges=made, level="class")
+
+    def _instance_pass_has(self, keys: ClassCycleKey) -> bool:
+        """A cycle of static classes whose instance edges are all kept: the instance pass
+        reports it (this pass, or the next if its edges came after that pass read them)."""
+        if not all(key[0] == "static" for key in keys):
+            return False
+        edges = self._map("edges", key=EdgeKey, value=EdgeUseStruct)
+        return all(edges.lookup(bytes(EdgeKey(keys[i][1], keys[(i + 1) % len(keys)][1])))
+                   is not None for i in range(len(keys)))
 
     def _edge(self, held: int, acquired: int, edge: EdgeUseStruct, held_cls: LockClass,
               acquired_cls: LockClass) -> OrderEdge:
