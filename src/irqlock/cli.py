@@ -360,20 +360,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return check.run(args.btf, args.json)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="irqlock", description=__doc__.splitlines()[0] if __doc__ else None,
-                     epilog=MAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"irqlock {__version__}")
-    sub: argparse._SubParsersAction[_Parser] = parser.add_subparsers(
-        dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
-    shared = _shared_flags()
-
-    check = sub.add_parser("check", parents=[shared], epilog=CHECK_EXAMPLES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           help="show what this kernel offers and what each tool will do")
-    check.set_defaults(handler=_cmd_check)
-
+def _add_irqoff(sub: argparse._SubParsersAction[_Parser], shared: _Parser) -> None:
+    """irqlock irqoff."""
     irqoff = sub.add_parser("irqoff", parents=[shared, _run_flags(), _filter_flags()],
                             epilog=IRQOFF_EXAMPLES,
                             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -401,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "256); windows that find it full are counted as lost")
     irqoff.set_defaults(handler=_cmd_irqoff)
 
+
+def _add_irq(sub: argparse._SubParsersAction[_Parser], shared: _Parser) -> None:
+    """irqlock irq."""
     irq = sub.add_parser("irq", parents=[shared, _run_flags()], epilog=IRQ_EXAMPLES,
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          help="windows in which IRQ lines were disabled (disable_irq ... "
@@ -414,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     irq.set_defaults(handler=_cmd_irq)
 
 
+def _add_locks(sub: argparse._SubParsersAction[_Parser], shared: _Parser) -> None:
+    """irqlock locks."""
     locks = sub.add_parser("locks", parents=[shared, _run_flags()], epilog=LOCKS_EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            help="kernel locks: who takes which, hold and wait times")
@@ -445,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "them (auto, the default), or kprobes")
     locks.set_defaults(handler=_cmd_locks)
 
+
+def _add_deadlock(sub: argparse._SubParsersAction[_Parser], shared: _Parser) -> None:
+    """irqlock deadlock."""
     deadlock = sub.add_parser("deadlock", parents=[shared, _run_flags()],
                               epilog=DEADLOCK_EXAMPLES,
                               formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -463,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "them (auto, the default), or kprobes")
     deadlock.set_defaults(handler=_cmd_deadlock)
 
+
+def _add_session(sub: argparse._SubParsersAction[_Parser], shared: _Parser) -> None:
+    """irqlock record, report and serve: several tracers at once."""
     tracers = _tracer_flags()
     record = sub.add_parser("record", parents=[shared, _run_flags(), tracers],
                             epilog=RECORD_EXAMPLES,
@@ -490,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"where to serve (default: {DEFAULT_LISTEN}, this machine only)")
     serve.set_defaults(handler=_cmd_serve)
 
+
+def _add_client(sub: argparse._SubParsersAction[_Parser], shared: _Parser) -> None:
+    """irqlock status, config and clear: a running serve session's."""
     connect = _Parser(add_help=False)
     connect.add_argument("--connect", default=DEFAULT_LISTEN, metavar="HOST:PORT",
                          help=f"the irqlock serve session (default: {DEFAULT_LISTEN})")
@@ -506,6 +508,23 @@ def build_parser() -> argparse.ArgumentParser:
     clear = sub.add_parser("clear", parents=[shared, connect],
                            help="make a running irqlock serve session start counting again")
     clear.set_defaults(handler=_cmd_clear)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="irqlock", description=__doc__.splitlines()[0] if __doc__ else None,
+                     epilog=MAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"irqlock {__version__}")
+    sub: argparse._SubParsersAction[_Parser] = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    shared = _shared_flags()
+
+    check = sub.add_parser("check", parents=[shared], epilog=CHECK_EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           help="show what this kernel offers and what each tool will do")
+    check.set_defaults(handler=_cmd_check)
+    for add in (_add_irqoff, _add_irq, _add_locks, _add_deadlock, _add_session, _add_client):
+        add(sub, shared)
     return parser
 
 

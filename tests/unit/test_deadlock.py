@@ -4,13 +4,9 @@ edges; and a cycle of static locks, which is its own class cycle."""
 from __future__ import annotations
 
 from irqlock.tracers.classes import LockClass
-from irqlock.tracers.deadlock import (
-    EdgeUseStruct,
-    LockCycle,
-    all_static,
-    born_apart,
-    class_cycle_key,
-)
+from irqlock.tracers.deadlock import all_static, born_apart, class_cycle_key
+from irqlock.tracers.findings import LockCycle
+from irqlock.tracers.lock_maps import EdgeUseStruct
 
 
 def edge(held_born_ns: int, acquired_born_ns: int) -> EdgeUseStruct:

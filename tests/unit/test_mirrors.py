@@ -14,15 +14,16 @@ import irqlock.bpf.hitcount
 import irqlock.tracers.deadlock
 import irqlock.tracers.irqline
 import irqlock.tracers.irqoff
+import irqlock.tracers.lock_maps
 import irqlock.tracers.locks
 from irqlock.bpf.btf import Mirror, MirrorMismatch
 from irqlock.bpf.loader import BpfObject, object_path
-from irqlock.tracers.locks import HolderKey, HolderStruct
+from irqlock.tracers.lock_maps import HolderKey, HolderStruct
 
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTS = ("locks", "irqoff", "irqline", "hitcount")
-TRACER_MODULES = (irqlock.tracers.deadlock, irqlock.tracers.irqline, irqlock.tracers.irqoff,
-                  irqlock.tracers.locks, irqlock.bpf.hitcount)
+TRACER_MODULES = (irqlock.tracers.deadlock, irqlock.tracers.lock_maps, irqlock.tracers.irqline,
+                  irqlock.tracers.irqoff, irqlock.tracers.locks, irqlock.bpf.hitcount)
 
 
 def every_mirror() -> list[type[Mirror]]:
@@ -100,7 +101,7 @@ def test_a_nested_struct_is_compared_too(objects: dict[str, BpfObject]) -> None:
     class HeldLockRenamed(Mirror):
         c_struct = "held_lock"
         _fields_ = tuple((f[0], ShortStack if f[0] == "cls" else f[1])
-                         for f in irqlock.tracers.deadlock.HeldLockStruct._fields_)
+                         for f in irqlock.tracers.lock_maps.HeldLockStruct._fields_)
 
     with pytest.raises(MirrorMismatch, match="lock_class has where, ShortStack does not"):
         objects["locks"].check_record(HeldLockRenamed)

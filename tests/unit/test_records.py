@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from irqlock.kernel.kmsg import KernelReport
-from irqlock.tracers.deadlock import LockCycle, LockRef, OrderEdge
+from irqlock.tracers.findings import LockCycle, LockRef, OrderEdge
 from tests.records import record_problems, schema
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "irqlock"

@@ -11,18 +11,9 @@ from typing import Any, TextIO
 from irqlock import session
 from irqlock.kernel.features import KernelFeatures
 from irqlock.kernel.kmsg import KernelReport
-from irqlock.tracers.deadlock import (
-    Deadlock,
-    DeadlockOptions,
-    DeadlockWatch,
-    Finding,
-    HungTask,
-    IrqUnsafeLock,
-    LockCycle,
-    LockRef,
-    task_comm,
-    validate,
-)
+from irqlock.kernel.tasks import task_comm
+from irqlock.tracers.deadlock import DeadlockOptions, DeadlockWatch, Finding, validate
+from irqlock.tracers.findings import Deadlock, HungTask, IrqUnsafeLock, LockCycle, LockRef
 from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
 from irqlock.units import format_ns
 

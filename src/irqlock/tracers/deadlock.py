@@ -30,26 +30,41 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from irqlock.analysis.graphs import DEFAULT_CYCLE_LIMIT, simple_cycles
 from irqlock.bpf.btf import Mirror
-from irqlock.bpf.constants import BLOCKED_BEFORE_START, MAX_HELD, TASK_COMM_LEN
+from irqlock.bpf.constants import BLOCKED_BEFORE_START, MAX_HELD
 from irqlock.bpf.loader import Map
 from irqlock.defaults import DEFAULT_DEADLOCK_MAX_LOCKS, DEFAULT_MAX_EDGES
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures, require_tracing
 from irqlock.kernel.kmsg import KernelLog, KernelReport
-from irqlock.tracers.classes import LockClass, LockClassStruct
-from irqlock.tracers.locks import (
-    MAX_STACK,
+from irqlock.kernel.tasks import d_state_tasks, kernel_stack, task_comm, task_state
+from irqlock.tracers.classes import LockClass
+from irqlock.tracers.findings import (
+    Deadlock,
+    DeadlockedTask,
+    HungTask,
+    IrqUnsafeLock,
+    LockCycle,
+    LockRef,
+    OrderEdge,
+)
+from irqlock.tracers.lock_maps import (
+    BlockedTaskStruct,
+    ClassEdgeKey,
+    ClassEdgeStruct,
+    EdgeKey,
+    EdgeUseStruct,
+    HeldStackStruct,
     HolderKey,
     HolderStruct,
-    LocksTracer,
-    caller_frames,
-    lock_address,
+    LockUseStruct,
+    WaitStackStruct,
+    WaitStateStruct,
 )
+from irqlock.tracers.locks import LocksTracer, caller_frames, lock_address
 
 # A wait counts for the wait-for graph once it is this old: every lock is
 # waited for now and then; a cycle among waits this old is not a passing one.
@@ -57,251 +72,8 @@ SETTLED_WAIT_NS = 1_000_000_000
 MAX_EDGES_LIMIT = 1_000_000
 
 
-class LockUseStruct(Mirror):
-    """struct lock_use (locks.h)."""
-
-    c_struct = "lock_use"
-    _fields_ = (
-        ("pid", ctypes.c_uint32),
-        ("tgid", ctypes.c_uint32),
-        ("stack_bytes", ctypes.c_int32),
-        ("pad", ctypes.c_uint32),
-        ("comm", ctypes.c_char * TASK_COMM_LEN),
-        ("stack", ctypes.c_uint64 * MAX_STACK),
-    )
-
-
-class EdgeUseStruct(Mirror):
-    """struct edge_use (locks.h)."""
-
-    c_struct = "edge_use"
-    _fields_ = (
-        ("use", LockUseStruct),
-        ("held_stack_bytes", ctypes.c_int32),
-        ("pad", ctypes.c_uint32),
-        ("held_stack", ctypes.c_uint64 * MAX_STACK),
-        ("held_cls", LockClassStruct),
-        ("acquired_cls", LockClassStruct),
-        ("held_born_ns", ctypes.c_uint64),
-        ("acquired_born_ns", ctypes.c_uint64),
-    )
-
-
-class EdgeKey(Mirror):
-    c_struct = "edge_key"
-    _fields_ = (("held", ctypes.c_uint64), ("acquired", ctypes.c_uint64))
-
-
-class ClassEdgeKey(Mirror):
-    """struct class_edge_key (locks.h)."""
-
-    c_struct = "class_edge_key"
-    _fields_ = (("held", LockClassStruct), ("acquired", LockClassStruct))
-
-
-class ClassEdgeStruct(Mirror):
-    """struct class_edge (locks.h): the first example, its two instances."""
-
-    c_struct = "class_edge"
-    _fields_ = (("held_lock", ctypes.c_uint64), ("acquired_lock", ctypes.c_uint64),
-                ("edge", EdgeUseStruct))
-
-
-class HeldLockStruct(Mirror):
-    c_struct = "held_lock"
-    _fields_ = (("lock", ctypes.c_uint64), ("acquired_ns", ctypes.c_uint64),
-                ("kind", ctypes.c_uint32), ("mode", ctypes.c_uint32),
-                ("cls", LockClassStruct), ("born_ns", ctypes.c_uint64))
-
-
-class HeldStackStruct(Mirror):
-    """struct held_stack (locks.h)."""
-
-    c_struct = "held_stack"
-    _fields_ = (("depth", ctypes.c_uint32), ("pad", ctypes.c_uint32),
-                ("locks", HeldLockStruct * MAX_HELD), ("pending", ctypes.c_uint64))
-
-
-class WaitStateStruct(Mirror):
-    """struct wait_state (locks.h)."""
-
-    c_struct = "wait_state"
-    _fields_ = (("lock", ctypes.c_uint64), ("start_ns", ctypes.c_uint64),
-                ("flags", ctypes.c_uint32), ("owner_pid", ctypes.c_uint32))
-
-
-class WaitStackStruct(Mirror):
-    """struct wait_stack (locks.h)."""
-
-    c_struct = "wait_stack"
-    _fields_ = (("stack_bytes", ctypes.c_int32), ("pad", ctypes.c_uint32),
-                ("stack", ctypes.c_uint64 * MAX_STACK))
-
-
-class BlockedTaskStruct(Mirror):
-    c_struct = "blocked_task"
-    _fields_ = (("since_ns", ctypes.c_uint64), ("tgid", ctypes.c_uint32),
-                ("flags", ctypes.c_uint32))
-
-
 def _u32(raw: bytes) -> int:
     return int.from_bytes(raw[:4], "little")
-
-
-@dataclass(frozen=True)
-class LockRef:
-    addr: int
-    name: str | None
-    cls: LockClass | None = None  # its class, where known
-
-    @property
-    def label(self) -> str:
-        return self.name or hex(self.addr)
-
-    def to_json(self) -> dict[str, Any]:
-        found: dict[str, Any] = {"addr": hex(self.addr), "name": self.name}
-        if self.cls:
-            found.update(self.cls.to_json())
-        return found
-
-
-@dataclass(frozen=True)
-class OrderEdge:
-    """`acquired` was taken while `held` was held, first by this task."""
-
-    held: LockRef
-    acquired: LockRef
-    pid: int
-    tgid: int
-    comm: str
-    held_stack: list[str]  # where this task first took `held` (its first stack of that lock)
-    acquire_stack: list[str]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"from": hex(self.held.addr), "to": hex(self.acquired.addr),
-                "from_name": self.held.name, "to_name": self.acquired.name,
-                "from_class": self.held.cls.label if self.held.cls else None,
-                "to_class": self.acquired.cls.label if self.acquired.cls else None,
-                "pid": self.pid,
-                "tgid": self.tgid, "comm": self.comm, "held_stack": self.held_stack,
-                "acquire_stack": self.acquire_stack}
-
-
-@dataclass(frozen=True)
-class LockCycle:
-    """A cycle between lock instances, or (level "class") between classes: then each
-    lock stands for its class, with the instances of each edge's first example."""
-
-    locks: list[LockRef]
-    edges: list[OrderEdge]
-    level: str = "instance"
-    # An instance cycle of static locks only: each lock is its own class, so it is the
-    # class cycle too -- one finding, one report, at both levels.
-    also_class: bool = False
-    # A lock of the cycle was born anew between two of its edges: its slab object was
-    # freed, and the address became another object's lock (seen by the BPF side's frees).
-    reused_memory: bool = False
-
-    @property
-    def dynamic(self) -> bool:
-        """Only dynamic locks (no symbol), each edge from another process: the same
-        addresses may have been different locks when each edge was made (memory
-        freed and reused, as page-table locks are).  Reported, with that caveat.
-        (A class is computed when its lock is taken: never a reused address's.)"""
-        return (self.level == "instance" and all(lock.name is None for lock in self.locks)
-                and len({edge.tgid for edge in self.edges}) == len(self.edges))
-
-    @property
-    def recursive(self) -> bool:
-        """Instances of one class taken in both orders (lockdep's recursive locking)."""
-        classes = {lock.cls.key if lock.cls else None for lock in self.locks}
-        return self.level == "instance" and len(classes) == 1 and None not in classes
-
-    @property
-    def merged_caches(self) -> list[str]:
-        """Classes in merged slab caches: each may be several types' locks."""
-        return [lock.cls.label for lock in self.locks if lock.cls and lock.cls.merged]
-
-    @property
-    def levels(self) -> list[str]:
-        """Every level the cycle holds at."""
-        return ["instance", "class"] if self.also_class else [self.level]
-
-    @property
-    def labels(self) -> list[str]:
-        return [lock.cls.label if self.level == "class" and lock.cls else lock.label
-                for lock in self.locks]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "lock_cycle", "level": self.level, "levels": self.levels,
-                "length": len(self.locks),
-                "locks": [lock.to_json() for lock in self.locks],
-                "edges": [edge.to_json() for edge in self.edges],
-                "maybe_reused_addresses": self.dynamic or self.reused_memory,
-                "reused_memory": self.reused_memory, "recursive": self.recursive,
-                "merged_caches": self.merged_caches}
-
-
-@dataclass(frozen=True)
-class IrqUnsafeLock:
-    """Taken in hardirq context and held elsewhere with interrupts on."""
-
-    lock: LockRef
-    hardirq_stack: list[str]
-    hardirq_comm: str  # the task the interrupt happened to land on
-    irqs_on_stack: list[str]
-    pid: int  # the task that held it with interrupts on
-    comm: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "irq_unsafe_lock", "addr": hex(self.lock.addr), "name": self.lock.name,
-                "hardirq_stack": self.hardirq_stack, "hardirq_comm": self.hardirq_comm,
-                "irqs_on_stack": self.irqs_on_stack, "pid": self.pid, "comm": self.comm}
-
-
-@dataclass(frozen=True)
-class DeadlockedTask:
-    pid: int
-    comm: str
-    waits_for: LockRef
-    waiting_ns: int
-    holds: list[LockRef]
-    stack: list[str]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"pid": self.pid, "comm": self.comm, "waits_for": hex(self.waits_for.addr),
-                "lock_name": self.waits_for.name, "waiting_ns": self.waiting_ns,
-                "holds": [lock.to_json() for lock in self.holds], "stack": self.stack}
-
-
-@dataclass(frozen=True)
-class Deadlock:
-    tasks: list[DeadlockedTask]
-    detected_ns: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "deadlock", "detected_ns": self.detected_ns,
-                "tasks": [task.to_json() for task in self.tasks]}
-
-
-@dataclass(frozen=True)
-class HungTask:
-    pid: int
-    comm: str
-    since_ns: int
-    blocked_ns: int
-    before_start: bool  # asleep already when irqlock started: blocked_ns is a lower bound
-    stack: list[str]
-    waits_for: LockRef | None
-    owner_pid: int | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": "hung_task", "pid": self.pid, "comm": self.comm,
-                "since_ns": self.since_ns, "blocked_ns": self.blocked_ns,
-                "blocked_before_start": self.before_start, "stack": self.stack,
-                "waits_for": hex(self.waits_for.addr) if self.waits_for else None,
-                "lock_name": self.waits_for.name if self.waits_for else None,
-                "owner_pid": self.owner_pid}
 
 
 def born_apart(cycle: Sequence[EdgeUseStruct]) -> bool:
@@ -309,47 +81,6 @@ def born_apart(cycle: Sequence[EdgeUseStruct]) -> bool:
     times: the one leading to it and the one leaving it were made on different objects."""
     return any(edge.acquired_born_ns != cycle[(i + 1) % len(cycle)].held_born_ns
                for i, edge in enumerate(cycle))
-
-
-def task_comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
-
-
-def task_state(pid: int) -> str | None:
-    """The one-letter state of /proc/PID/stat (None: the task is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def kernel_stack(pid: int) -> list[str]:
-    """/proc/PID/stack without the trailing "[<0>]" markers (root only; empty if unreadable)."""
-    try:
-        lines = Path(f"/proc/{pid}/stack").read_text().splitlines()
-    except OSError:
-        return []
-    return [line.split("] ", 1)[-1] for line in lines if line.strip()]
-
-
-def d_state_tasks() -> list[tuple[int, int]]:
-    """(pid, tgid) of every task in D state now."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            threads = list((proc / "task").iterdir())
-        except OSError:
-            continue
-        for thread in threads:
-            if thread.name.isdigit() and task_state(int(thread.name)) == "D":
-                found.append((int(thread.name), int(proc.name)))
-    return found
 
 
 ClassCycleKey = tuple[tuple[Any, ...], ...]  # a class cycle's classes (LockClass.key)

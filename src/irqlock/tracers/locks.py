@@ -8,7 +8,6 @@ kallsyms (a static lock's symbol), percentiles from the histograms.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -22,8 +21,7 @@ from irqlock.analysis.histograms import (
     loglinear_index,
     loglinear_percentile,
 )
-from irqlock.bpf.btf import Mirror
-from irqlock.bpf.constants import LOCKS_MAX_STACK, RAW_LOCK_TAG, TASK_COMM_LEN
+from irqlock.bpf.constants import RAW_LOCK_TAG
 from irqlock.bpf.loader import BPF_MAP_TYPE_LRU_HASH, BpfObject
 from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
 from irqlock.errors import IrqlockError
@@ -35,9 +33,9 @@ from irqlock.kernel.features import (
 )
 from irqlock.kernel.kallsyms import Kallsyms, Symbols
 from irqlock.kernel.percpu import possible_cpus
-from irqlock.tracers.classes import CacheInfoStruct, ClassNames, LockClass, LockClassStruct
+from irqlock.tracers.classes import CacheInfoStruct, ClassNames, LockClass
+from irqlock.tracers.lock_maps import HolderKey, HolderStruct, LockStatsStruct
 
-MAX_STACK = LOCKS_MAX_STACK
 MAX_LOCKS_LIMIT = 1_000_000
 KINDS = LOCK_KINDS
 # Functions of each kind that release a lock (fentry); the others acquire (fexit).
@@ -110,51 +108,6 @@ def caller_frames(stack: list[str]) -> list[str]:
                                   or stack[start].startswith(RETURN_TRAMPOLINES)):
         start += 1
     return stack[start:]
-
-
-class LockStatsStruct(Mirror):
-    """struct lock_stats (locks.h)."""
-
-    c_struct = "lock_stats"
-    _fields_ = (
-        ("kind", ctypes.c_uint32),
-        ("first_pid", ctypes.c_uint32),
-        ("acquisitions", ctypes.c_uint64),
-        ("contended", ctypes.c_uint64),
-        ("hold_total_ns", ctypes.c_uint64),
-        ("hold_max_ns", ctypes.c_uint64),
-        ("wait_total_ns", ctypes.c_uint64),
-        ("wait_max_ns", ctypes.c_uint64),
-        ("last_acquired_ns", ctypes.c_uint64),
-        ("created_ns", ctypes.c_uint64),
-        ("born_ns", ctypes.c_uint64),
-        ("cls", LockClassStruct),
-        ("first_acquisitions", ctypes.c_uint64),
-        ("first_tgid", ctypes.c_uint32),
-        ("first_stack_bytes", ctypes.c_int32),
-        ("first_comm", ctypes.c_char * TASK_COMM_LEN),
-        ("first_stack", ctypes.c_uint64 * MAX_STACK),
-        ("hold_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
-        ("wait_hist", ctypes.c_uint32 * LOGLIN_BUCKETS),
-    )
-
-
-class HolderKey(Mirror):
-    c_struct = "holder_key"
-    _fields_ = (("lock", ctypes.c_uint64), ("pid", ctypes.c_uint32), ("pad", ctypes.c_uint32))
-
-
-class HolderStruct(Mirror):
-    """struct holder (locks.h)."""
-
-    c_struct = "holder"
-    _fields_ = (
-        ("acquisitions", ctypes.c_uint64),
-        ("tgid", ctypes.c_uint32),
-        ("stack_bytes", ctypes.c_int32),
-        ("comm", ctypes.c_char * TASK_COMM_LEN),
-        ("stack", ctypes.c_uint64 * MAX_STACK),
-    )
 
 
 @dataclass(frozen=True)
