@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("irqlock.analysis", "irqlock.kernel.", "irqlock.report", "irqlock.session",
      "irqlock.client", "irqlock.bpf.btf"),
     # 2: BPF objects: open, configure, load, attach, read
-    ("irqlock.bpf.loader", "irqlock.bpf.hitcount"),
+    ("irqlock.bpf.loader", "irqlock.bpf.tracer", "irqlock.bpf.hitcount"),
     # 3: one tracer per tool, its config and validation
     ("irqlock.tracers",),
     # 4: what combines tracers

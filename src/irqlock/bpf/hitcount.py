@@ -10,11 +10,11 @@ import ctypes
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 
 from irqlock.bpf.btf import Mirror
 from irqlock.bpf.constants import TASK_COMM_LEN
 from irqlock.bpf.loader import Attachment, BpfObject
+from irqlock.bpf.tracer import BpfTracer
 
 
 class HitEvent(Mirror):
@@ -37,25 +37,31 @@ class Hit:
     comm: str
 
 
-class HitCounter:
+class HitCounter(BpfTracer):
     """Counts calls of ``function`` per pid (only those with ``first_arg``, if given), and
     records each counted call of tasks whose comm starts with ``comm_prefix``."""
 
+    OBJECT = "hitcount"
+    SYMBOLIZES = False  # counts, no stacks: kallsyms is not read
+
     def __init__(self, function: str, use_fentry: bool, comm_prefix: str = "",
                  first_arg: int = 0, on_hit: Callable[[Hit], None] | None = None) -> None:
-        self.obj = BpfObject.open("hitcount")
-        try:
-            prefix = comm_prefix.encode()[:TASK_COMM_LEN]
-            self.obj.set_rodata(target_comm=prefix, target_comm_len=len(prefix),
-                                target_arg0=first_arg)
-            self.attachment: Attachment = self.obj.plan_function("hit", function, use_fentry)
-            self.obj.load()
-            self.obj.attach_planned()
-            self._ringbuf = self.obj.open_ringbuf("events", HitEvent, self._on_record)
-        except BaseException:
-            self.obj.close()
-            raise
+        self._function = function
+        self._comm_prefix = comm_prefix.encode()[:TASK_COMM_LEN]
+        self._first_arg = first_arg
         self._on_hit = on_hit
+        self._start(use_fentry)
+
+    def _configure(self, obj: BpfObject, use_fentry: bool) -> None:
+        obj.set_rodata(target_comm=self._comm_prefix, target_comm_len=len(self._comm_prefix),
+                       target_arg0=self._first_arg)
+        self.attachment: Attachment = obj.plan_function("hit", self._function, use_fentry)
+
+    def _attach(self) -> None:
+        self.obj.attach_planned()
+
+    def _opened(self) -> None:
+        self._ringbuf = self.obj.open_ringbuf("events", HitEvent, self._on_record)
 
     def _on_record(self, data: bytes) -> None:
         event = HitEvent.from_buffer_copy(data)
@@ -82,12 +88,3 @@ class HitCounter:
             "recursion_misses": sum(self.obj.recursion_misses().values()),
         }
 
-    def close(self) -> None:
-        self.obj.close()
-
-    def __enter__(self) -> HitCounter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

@@ -13,13 +13,12 @@ import ctypes
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from irqlock.bpf.btf import Mirror
 from irqlock.bpf.constants import HANDLER_BUCKETS, IRQLINE_MAX_STACK, IRQLINE_MAX_TARGETS, TASK_COMM_LEN
-from irqlock.bpf.libbpf import LibbpfError
 from irqlock.bpf.loader import BpfObject
+from irqlock.bpf.tracer import BpfTracer
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import IRQ_LINE_FUNCTIONS, KernelFeatures, require_tracing
 from irqlock.kernel.irqs import existing_irqs, irq_name
@@ -177,8 +176,10 @@ def check_supported(config: IrqlineConfig, features: KernelFeatures) -> str:
     return "fentry" if features.fentry.available else "kprobe"
 
 
-class IrqlineTracer:
+class IrqlineTracer(BpfTracer):
     """Loads and attaches irqline.bpf.c; delivers IrqDisabled records."""
+
+    OBJECT = "irqline"
 
     def __init__(self, config: IrqlineConfig, method: str,
                  on_window: Callable[[IrqDisabled], None], symbols: Symbols | None = None,
@@ -188,33 +189,14 @@ class IrqlineTracer:
         self.method = method
         self._on_window = on_window
         self._names: dict[int, str] = {}
-        self.obj = self._load(method == "fentry")
-        if not attach:
-            return
-        try:
-            self._attach()
-            # After attaching, so that our own programs and trampolines have names too.
-            self._symbols = Symbols.after_attach(symbols)
-            self._ringbuf = self.obj.open_ringbuf("events", IrqDisabledEvent, self._on_record)
-        except BaseException:
-            self.obj.close()
-            raise
+        self._start(method == "fentry", attach, symbols)
 
-    def _load(self, use_fentry: bool) -> BpfObject:
-        obj = BpfObject.open("irqline")
-        try:
-            self._configure(obj, use_fentry)
-            obj.load()
-            return obj
-        except LibbpfError:
-            obj.close()
-            if use_fentry:  # fentry did not load here: kprobes, as check_supported allowed
-                self.method = "kprobe"
-                return self._load(False)
-            raise
-        except BaseException:
-            obj.close()
-            raise
+    def _opened(self) -> None:
+        self._ringbuf = self.obj.open_ringbuf("events", IrqDisabledEvent, self._on_record)
+
+    def _fall_back_to_kprobes(self) -> bool:
+        self.method = "kprobe"  # fentry did not load here: kprobes, as check_supported allowed
+        return True
 
     def _configure(self, obj: BpfObject, use_fentry: bool) -> None:
         irqs = self.config.irqs or []
@@ -241,7 +223,7 @@ class IrqlineTracer:
         return self._names[irq]
 
     def _stack(self, raw: ctypes.Array[ctypes.c_uint64], size: int) -> list[str]:
-        return self._symbols.current.stack(list(raw[: max(size, 0) // 8]))
+        return self.symbols.current.stack(list(raw[: max(size, 0) // 8]))
 
     def _on_record(self, data: bytes) -> None:
         e = IrqDisabledEvent.from_buffer_copy(data)
@@ -290,15 +272,3 @@ class IrqlineTracer:
                 "unmatched_enables": self.obj.read_global("unmatched_enables"),
                 "windows_seen": self.obj.read_global("windows_seen")}
 
-    def detach(self) -> None:
-        self.obj.detach()
-
-    def close(self) -> None:
-        self.obj.close()
-
-    def __enter__(self) -> IrqlineTracer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()

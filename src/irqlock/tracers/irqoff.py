@@ -16,13 +16,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from irqlock.bpf.btf import Mirror
 from irqlock.bpf.constants import IRQOFF_MAX_STACK, TASK_COMM_LEN
-from irqlock.bpf.libbpf import LibbpfError
 from irqlock.bpf.loader import BpfObject
+from irqlock.bpf.tracer import BpfTracer
 from irqlock.errors import IrqlockError
 from irqlock.kernel import perf
 from irqlock.kernel.features import KernelFeatures, require_tracing
@@ -251,8 +250,10 @@ def choose_sources(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan
     return plan
 
 
-class IrqoffTracer:
+class IrqoffTracer(BpfTracer):
     """Loads and attaches irqoff.bpf.c for a SourcePlan; delivers IrqoffWindow records."""
+
+    OBJECT = "irqoff"
 
     def __init__(self, config: IrqoffConfig, plan: SourcePlan,
                  on_window: Callable[[IrqoffWindow], None], symbols: Symbols | None = None,
@@ -267,37 +268,19 @@ class IrqoffTracer:
         self._on_blind = on_blind
         self.blind_over_threshold = 0
         self.blind_max_ns = 0
-        self.obj = self._load(plan.lock_method == "fentry")
         self._ringbuf = -1
         self.unconfirmed = 0
         self.stalled = 0
-        if not attach:
-            return
-        try:
-            self._attach()
-            # After attaching, so that our own programs and trampolines have names too.
-            self._symbols = Symbols.after_attach(symbols)
-            self._ringbuf = self.obj.open_ringbuf("events", IrqoffEvent, self._on_record)
-        except BaseException:
-            self.obj.close()
-            raise
+        self._start(plan.lock_method == "fentry", attach, symbols)
 
-    def _load(self, use_fentry: bool) -> BpfObject:
-        obj = BpfObject.open("irqoff")
-        try:
-            self._configure(obj, use_fentry)
-            obj.load()
-            return obj
-        except LibbpfError:
-            obj.close()
-            if use_fentry and self.plan.lock_method == "fentry":
-                # fentry did not load on this kernel: fall back to kprobes, as planned for.
-                self.plan.lock_method = "kprobe"
-                return self._load(False)
-            raise
-        except BaseException:
-            obj.close()
-            raise
+    def _opened(self) -> None:
+        self._ringbuf = self.obj.open_ringbuf("events", IrqoffEvent, self._on_record)
+
+    def _fall_back_to_kprobes(self) -> bool:
+        if self.plan.lock_method != "fentry":
+            return False
+        self.plan.lock_method = "kprobe"  # fentry did not load on this kernel, as planned for
+        return True
 
     def _configure(self, obj: BpfObject, use_fentry: bool) -> None:
         c = self.config
@@ -352,7 +335,7 @@ class IrqoffTracer:
 
     def _on_record(self, data: bytes) -> None:
         e = IrqoffEvent.from_buffer_copy(data)
-        ks = self._symbols.current
+        ks = self.symbols.current
 
         def frames(stack: ctypes.Array[ctypes.c_uint64], size: int) -> list[str]:
             return ks.stack(list(stack[: max(size, 0) // 8]))
@@ -419,18 +402,6 @@ class IrqoffTracer:
         per_cpu = self.obj.map("samples", value=SampleState).lookup_per_cpu(bytes(4))
         return max((SampleState.from_buffer_copy(v).late_max_ns for v in per_cpu), default=0)
 
-    def detach(self) -> None:
-        self.obj.detach()
-
-    def close(self) -> None:
-        self.obj.close()
-
-    def __enter__(self) -> IrqoffTracer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 def tgid_exists(tgid: int) -> bool:

@@ -12,7 +12,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from irqlock.analysis.histograms import (
@@ -23,6 +22,7 @@ from irqlock.analysis.histograms import (
 )
 from irqlock.bpf.constants import RAW_LOCK_TAG
 from irqlock.bpf.loader import BPF_MAP_TYPE_LRU_HASH, BpfObject
+from irqlock.bpf.tracer import BpfTracer
 from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import (
@@ -318,31 +318,18 @@ def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan
                      context_programs=contexts, method=method)
 
 
-class LocksTracer:
+class LocksTracer(BpfTracer):
     """Loads and attaches locks.bpf.c; snapshot() reads what it has aggregated."""
+
+    OBJECT = "locks"
 
     def __init__(self, config: LocksConfig, plan: LocksPlan, symbols: Symbols | None = None,
                  attach: bool = True) -> None:
         """attach=False: only load (irqlock check proves the object loads here)."""
         self.config = config
         self.plan = plan
-        self.obj = BpfObject.open("locks")
         self.covered: Coverage | None = None  # as of the latest snapshot
-        try:
-            self._configure()
-            self.obj.load()
-            if not attach:
-                return
-            # Paused while the probes go on one by one: a kprobe on an acquire's entry
-            # whose kretprobe is not on yet would look like a missed return.
-            self._pause(True)
-            self._attach()
-            self._pause(False)
-            # After attaching, so that our own programs and trampolines have names too.
-            self.symbols = Symbols.after_attach(symbols)
-        except BaseException:
-            self.obj.close()
-            raise
+        self._start(plan.method == "fentry", attach, symbols)
 
     @property
     def kallsyms(self) -> Kallsyms:
@@ -356,12 +343,12 @@ class LocksTracer:
                 + (BLOCKED_PROGRAMS if c.blocked else [])
                 + (FREE_PROGRAMS[self.plan.method] if c.order else []))
 
-    def _configure(self) -> None:
+    def _configure(self, obj: BpfObject, use_fentry: bool) -> None:
         c = self.config
         kprobes = self.plan.method == "kprobe"
         # our map updates take raw spinlocks
         spin_traced = any(f in self.plan.functions for f in kind_functions(False)["spinlock"])
-        self.obj.set_rodata(target_tgid=-1 if c.tgid is None else c.tgid,
+        obj.set_rodata(target_tgid=-1 if c.tgid is None else c.tgid,
                             target_lock=c.lock_addr or 0, track_order=int(c.order),
                             track_irq_safety=int(c.irq_safety), track_blocked=int(c.blocked),
                             rt_kernel=int(self.plan.preempt_rt), own_tgid=os.getpid(),
@@ -371,32 +358,39 @@ class LocksTracer:
                             nr_cpus=max(1, possible_cpus()))
         if not kprobes:
             for name in LRU_MAPS:
-                self.obj.set_type(name, BPF_MAP_TYPE_LRU_HASH)
-        self.obj.set_max_entries("locks", c.max_locks)
-        self.obj.set_max_entries("holders", c.max_locks * HOLDERS_PER_LOCK)
-        self.obj.set_max_entries("task_held", MAX_TASKS)
-        self.obj.set_max_entries("task_wait", MAX_TASKS)
-        self.obj.set_max_entries("caches", CACHES)
+                obj.set_type(name, BPF_MAP_TYPE_LRU_HASH)
+        obj.set_max_entries("locks", c.max_locks)
+        obj.set_max_entries("holders", c.max_locks * HOLDERS_PER_LOCK)
+        obj.set_max_entries("task_held", MAX_TASKS)
+        obj.set_max_entries("task_wait", MAX_TASKS)
+        obj.set_max_entries("caches", CACHES)
         used = {"edges": c.order, "class_edges": c.order, "hardirq_locks": c.irq_safety,
                 "irqs_on_locks": c.irq_safety, "blocked": c.blocked, "wait_stacks": c.blocked}
         for name, size in DEADLOCK_MAPS.items():
             entries = size if size is not None else \
                 max(1, c.max_edges // CLASS_EDGES_SHARE) if name == "class_edges" else c.max_edges
-            self.obj.set_max_entries(name, entries if used[name] else 1)
+            obj.set_max_entries(name, entries if used[name] else 1)
         unused = "fentry" if self.plan.method == "kprobe" else "kprobe"
         for function in LOCK_FUNCTION_NAMES - NOT_TRACED:
             for program in program_names(function, unused):
-                self.obj.disable(program)
+                obj.disable(program)
             if function not in self.plan.functions:
                 for program in program_names(function, self.plan.method):
-                    self.obj.disable(program)
+                    obj.disable(program)
         extra = self._extra_programs()
         for program in [*CONTEXT_START_PROGRAMS, *CONTENTION_PROGRAMS, *BLOCKED_PROGRAMS,
                         *(p for programs in FREE_PROGRAMS.values() for p in programs)]:
             if program not in extra:
-                self.obj.disable(program)
+                obj.disable(program)
 
     def _attach(self) -> None:
+        # Paused while the probes go on one by one: a kprobe on an acquire's entry
+        # whose kretprobe is not on yet would look like a missed return.
+        self._pause(True)
+        self._attach_programs()
+        self._pause(False)
+
+    def _attach_programs(self) -> None:
         # What ends a hold or a wait first, so that nothing opens before its end is watched.
         self.obj.attach("task_exit")
         for program in self._extra_programs():
@@ -537,16 +531,6 @@ class LocksTracer:
     def detach(self) -> None:
         self._pause(True)  # the probes come off one by one, as they went on
         self.obj.detach()
-
-    def close(self) -> None:
-        self.obj.close()
-
-    def __enter__(self) -> LocksTracer:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 def resolve_lock(text: str, kallsyms: Kallsyms) -> int:
