@@ -141,7 +141,6 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_program__set_attach_target": (ctypes.c_int, [_P, ctypes.c_int, ctypes.c_char_p]),
     "bpf_program__attach": (_P, [_P]),
     "bpf_program__attach_kprobe": (_P, [_P, ctypes.c_bool, ctypes.c_char_p]),
-    "bpf_program__attach_tracepoint": (_P, [_P, ctypes.c_char_p, ctypes.c_char_p]),
     "bpf_program__attach_perf_event": (_P, [_P, ctypes.c_int]),
     "bpf_link__destroy": (ctypes.c_int, [_P]),
     "bpf_map__fd": (ctypes.c_int, [_P]),

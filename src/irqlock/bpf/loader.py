@@ -388,12 +388,6 @@ class BpfObject:
         self._keep_link(self._lib.call_ptr(f"attach {program}", self._lib.lib.bpf_program__attach,
                                            self._program(program)))
 
-    def attach_tracepoint(self, program: str, category: str, name: str) -> None:
-        self._keep_link(self._lib.call_ptr(
-            f"attach {program} to tracepoint {category}:{name}",
-            self._lib.lib.bpf_program__attach_tracepoint,
-            self._program(program), category.encode(), name.encode()))
-
     def attach_perf_event(self, program: str, perf_fd: int) -> None:
         """Attach to an open perf event; the link owns (and closes) the fd."""
         self._keep_link(self._lib.call_ptr(
