@@ -18,7 +18,7 @@ import irqlock.tracers.lock_maps
 import irqlock.tracers.locks
 from irqlock.bpf.btf import Mirror, MirrorMismatch
 from irqlock.bpf.loader import BpfObject, object_path
-from irqlock.tracers.lock_maps import HolderKey, HolderStruct
+from irqlock.tracers.lock_maps import HolderKey, HolderStruct, LockMaps
 
 ROOT = Path(__file__).resolve().parents[2]
 OBJECTS = ("locks", "irqoff", "irqline", "hitcount")
@@ -134,3 +134,10 @@ def test_header_expressions_are_evaluated() -> None:
     text = ("#define A 3\n#define B ((A - 1) * 8)\t/* sixteen */\n#define TAG 1ULL\n"
             "enum e { X = 0, /* x */ Y = 2 };\n")
     assert generator.header_constants(text, {}) == {"A": 3, "B": 16, "TAG": 1, "X": 0, "Y": 2}
+
+
+def test_every_lock_map_opens_with_its_mirrors(objects: dict[str, BpfObject]) -> None:
+    """The typed view of locks.bpf.o (tracers/lock_maps.py): each map matches its mirrors."""
+    maps = LockMaps(objects["locks"])
+    opened = [getattr(maps, name)() for name in dir(maps) if not name.startswith("_")]
+    assert len(opened) == 11 and all(m.value_size > 0 for m in opened)

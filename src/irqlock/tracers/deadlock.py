@@ -33,7 +33,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from irqlock.analysis.graphs import DEFAULT_CYCLE_LIMIT, simple_cycles
-from irqlock.bpf.btf import Mirror
 from irqlock.bpf.constants import BLOCKED_BEFORE_START, MAX_HELD
 from irqlock.bpf.loader import Map
 from irqlock.defaults import DEFAULT_DEADLOCK_MAX_LOCKS, DEFAULT_MAX_EDGES
@@ -128,15 +127,13 @@ class DeadlockFinder:
 
     def __init__(self, tracer: LocksTracer, hung_after_ns: int, cycle_limit: int) -> None:
         self.tracer = tracer
+        self.maps = tracer.maps
         self.hung_after_ns = hung_after_ns
         self.cycle_limit = cycle_limit
         self.seen = DeadlockState()
 
     # ---- helpers ------------------------------------------------------------
 
-    def _map(self, name: str, key: type[Mirror] | None = None,
-             value: type[Mirror] | None = None) -> Map:
-        return self.tracer.obj.map(name, key=key, value=value)
 
     def lock(self, key: int, cls: LockClass | None = None) -> LockRef:
         """The lock a map key stands for, named."""
@@ -148,14 +145,14 @@ class DeadlockFinder:
 
     def _wait_stack(self, pid: int) -> list[str]:
         """Where `pid` went to sleep for its lock (empty if not captured)."""
-        raw = self._map("wait_stacks", value=WaitStackStruct).lookup(pid.to_bytes(4, "little"))
+        raw = self.maps.wait_stacks().lookup(pid.to_bytes(4, "little"))
         if raw is None:
             return []
         ws = WaitStackStruct.from_buffer_copy(raw)
         return self._stack(ws.stack, ws.stack_bytes)
 
     def _first_stack(self, lock: int, pid: int) -> list[str]:
-        holders = self._map("holders", key=HolderKey, value=HolderStruct)
+        holders = self.maps.holders()
         raw = holders.lookup(bytes(HolderKey(lock=lock, pid=pid)))
         if raw is None:
             return []
@@ -175,7 +172,7 @@ class DeadlockFinder:
     def _instance_cycles(self) -> Iterator[LockCycle]:
         # The graph only: an edge's example (two stacks, kilobytes) is read when a new cycle
         # goes through it, or the memory of each analysis would grow with the edges.
-        edges_map = self._map("edges", key=EdgeKey, value=EdgeUseStruct)
+        edges_map = self.maps.edges()
         graph: dict[int, list[int]] = {}
         for raw_key, _example in edges_map.items():
             k = EdgeKey.from_buffer_copy(raw_key)
@@ -211,7 +208,7 @@ class DeadlockFinder:
         index: dict[tuple[Any, ...], int] = {}
         # (the example itself is read when a new cycle goes through it, as for instances)
         examples: dict[tuple[int, int], tuple[bytes, LockClass, LockClass]] = {}
-        class_edges = self._map("class_edges", key=ClassEdgeKey, value=ClassEdgeStruct)
+        class_edges = self.maps.class_edges()
         keys = [raw_key for raw_key, _example in class_edges.items()]
         names = self.tracer.class_names()  # after the edges: every cache they name is in
         for raw_key in keys:
@@ -255,7 +252,7 @@ class DeadlockFinder:
         reports it (this pass, or the next if its edges came after that pass read them)."""
         if not all(key[0] == "static" for key in keys):
             return False
-        edges = self._map("edges", key=EdgeKey, value=EdgeUseStruct)
+        edges = self.maps.edges()
         return all(edges.lookup(bytes(EdgeKey(keys[i][1], keys[(i + 1) % len(keys)][1])))
                    is not None for i in range(len(keys)))
 
@@ -275,9 +272,9 @@ class DeadlockFinder:
 
     def irq_unsafe_locks(self) -> list[IrqUnsafeLock]:
         in_hardirq = {int.from_bytes(k, "little"): LockUseStruct.from_buffer_copy(v)
-                      for k, v in self._map("hardirq_locks", value=LockUseStruct).items()}
+                      for k, v in self.maps.hardirq_locks().items()}
         result = []
-        for key, value in self._map("irqs_on_locks", value=LockUseStruct).items():
+        for key, value in self.maps.irqs_on_locks().items():
             addr = int.from_bytes(key, "little")
             if addr not in in_hardirq or addr in self.seen.irq_unsafe:
                 continue
@@ -295,7 +292,7 @@ class DeadlockFinder:
     def waits(self) -> dict[int, WaitStateStruct]:
         """pid -> the sleeping lock it waits for now."""
         waits = {}
-        for key, value in self._map("task_wait", value=WaitStateStruct).items():
+        for key, value in self.maps.task_wait().items():
             w = WaitStateStruct.from_buffer_copy(value)
             if w.start_ns:
                 waits[_u32(key)] = w
@@ -304,7 +301,7 @@ class DeadlockFinder:
     def held(self) -> dict[int, list[int]]:
         """pid -> the sleeping locks (mutexes, rw-semaphores) it holds now."""
         held = {}
-        for key, value in self._map("task_held", value=HeldStackStruct).items():
+        for key, value in self.maps.task_held().items():
             st = HeldStackStruct.from_buffer_copy(value)
             locks = [st.locks[i].lock for i in range(min(st.depth, MAX_HELD))]
             if locks:
@@ -347,7 +344,7 @@ class DeadlockFinder:
                    held: dict[int, list[int]]) -> list[HungTask]:
         """Tasks asleep in D state past the threshold, with what waits() and held() say."""
         result = []
-        for key, value in self._map("blocked", value=BlockedTaskStruct).items():
+        for key, value in self.maps.blocked().items():
             pid, b = _u32(key), BlockedTaskStruct.from_buffer_copy(value)
             if now_ns - b.since_ns < self.hung_after_ns or (pid, b.since_ns) in self.seen.hung:
                 continue
@@ -366,7 +363,7 @@ class DeadlockFinder:
 
     def seed_blocked(self) -> int:
         """Tasks already in D state when we start: blocked since (at least) now."""
-        blocked = self._map("blocked")
+        blocked = self.maps.blocked()
         now = time.monotonic_ns()
         seeded = 0
         for pid, tgid in d_state_tasks():
@@ -466,11 +463,11 @@ class DeadlockWatch:
     def stats(self) -> dict[str, Any]:
         g = self.tracer.obj.read_global
         stats = self.tracer.stats()
-        stats.update(tool="deadlock", edges=self.tracer.obj.map("edges").count(),
+        stats.update(tool="deadlock", edges=self.tracer.maps.edges().count(),
                      max_edges=self.options.max_edges, cycle_limit=self.options.cycle_limit,
                      cycles_truncated=self.finder.seen.cycles_truncated,
                      edges_dropped=g("edges_dropped"),
-                     class_edges=self.tracer.obj.map("class_edges").count(),
+                     class_edges=self.tracer.maps.class_edges().count(),
                      class_edges_dropped=g("class_edges_dropped"),
                      irq_uses_dropped=g("irq_uses_dropped"),
                      blocked_dropped=g("blocked_dropped"),

@@ -10,7 +10,8 @@ import ctypes
 from irqlock.analysis.histograms import LOGLIN_BUCKETS
 from irqlock.bpf.btf import Mirror
 from irqlock.bpf.constants import LOCKS_MAX_STACK, MAX_HELD, TASK_COMM_LEN
-from irqlock.tracers.classes import LockClassStruct
+from irqlock.bpf.loader import BpfObject, Map
+from irqlock.tracers.classes import CacheInfoStruct, LockClassStruct
 
 MAX_STACK = LOCKS_MAX_STACK
 
@@ -145,3 +146,47 @@ class BlockedTaskStruct(Mirror):
     c_struct = "blocked_task"
     _fields_ = (("since_ns", ctypes.c_uint64), ("tgid", ctypes.c_uint32),
                 ("flags", ctypes.c_uint32))
+
+
+class LockMaps:
+    """The lock program's maps, each opened with its mirrors (checked on first use): the
+    typed view the lock statistics and the deadlock side read locks.bpf.o through."""
+
+    def __init__(self, obj: BpfObject) -> None:
+        self._obj = obj
+
+    def locks(self) -> Map:
+        return self._obj.map("locks", value=LockStatsStruct)
+
+    def holders(self) -> Map:
+        return self._obj.map("holders", key=HolderKey, value=HolderStruct)
+
+    def caches(self) -> Map:
+        return self._obj.map("caches", value=CacheInfoStruct)
+
+    def edges(self) -> Map:
+        """held -> acquired between lock instances, the first example of each."""
+        return self._obj.map("edges", key=EdgeKey, value=EdgeUseStruct)
+
+    def class_edges(self) -> Map:
+        return self._obj.map("class_edges", key=ClassEdgeKey, value=ClassEdgeStruct)
+
+    def hardirq_locks(self) -> Map:
+        """Locks taken in hardirq context, the first use of each."""
+        return self._obj.map("hardirq_locks", value=LockUseStruct)
+
+    def irqs_on_locks(self) -> Map:
+        """Locks held while a hardirq arrived (interrupts were on), the first of each."""
+        return self._obj.map("irqs_on_locks", value=LockUseStruct)
+
+    def task_wait(self) -> Map:
+        return self._obj.map("task_wait", value=WaitStateStruct)
+
+    def wait_stacks(self) -> Map:
+        return self._obj.map("wait_stacks", value=WaitStackStruct)
+
+    def task_held(self) -> Map:
+        return self._obj.map("task_held", value=HeldStackStruct)
+
+    def blocked(self) -> Map:
+        return self._obj.map("blocked", value=BlockedTaskStruct)

@@ -33,8 +33,8 @@ from irqlock.kernel.features import (
 )
 from irqlock.kernel.kallsyms import Kallsyms, Symbols
 from irqlock.kernel.percpu import possible_cpus
-from irqlock.tracers.classes import CacheInfoStruct, ClassNames, LockClass
-from irqlock.tracers.lock_maps import HolderKey, HolderStruct, LockStatsStruct
+from irqlock.tracers.classes import ClassNames, LockClass
+from irqlock.tracers.lock_maps import HolderKey, HolderStruct, LockMaps, LockStatsStruct
 
 MAX_LOCKS_LIMIT = 1_000_000
 KINDS = LOCK_KINDS
@@ -332,6 +332,11 @@ class LocksTracer(BpfTracer):
         self._start(plan.method == "fentry", attach, symbols)
 
     @property
+    def maps(self) -> LockMaps:
+        """The object's maps, typed (lock_maps.py)."""
+        return LockMaps(self.obj)
+
+    @property
     def kallsyms(self) -> Kallsyms:
         return self.symbols.current
 
@@ -402,7 +407,7 @@ class LocksTracer(BpfTracer):
 
     def _holders(self) -> dict[int, list[Holder]]:
         result: dict[int, list[Holder]] = {}
-        for key, value in self.obj.map("holders", key=HolderKey, value=HolderStruct).items():
+        for key, value in self.maps.holders().items():
             k = HolderKey.from_buffer_copy(key)
             h = HolderStruct.from_buffer_copy(value)
             stack = caller_frames(
@@ -421,7 +426,7 @@ class LocksTracer(BpfTracer):
         holders = self._holders() if with_holders else {}
         names = self.class_names()
         records: list[LockRecord] = []
-        for key, value in self.obj.map("locks", value=LockStatsStruct).items():
+        for key, value in self.maps.locks().items():
             lock = int.from_bytes(key, "little")
             s = LockStatsStruct.from_buffer_copy(value)
             lock_holders = holders.get(lock, [])
@@ -465,7 +470,7 @@ class LocksTracer(BpfTracer):
 
     def class_names(self) -> ClassNames:
         """Names for the classes seen so far (the slab caches met, kallsyms)."""
-        return ClassNames.from_map(self.obj.map("caches", value=CacheInfoStruct).items(), self.kallsyms)
+        return ClassNames.from_map(self.maps.caches().items(), self.kallsyms)
 
     def acquisitions_seen(self) -> int:
         """Acquisitions of every lock since the start or the last clear (kept or not)."""
