@@ -13,7 +13,14 @@ from __future__ import annotations
 import ctypes
 from typing import ClassVar
 
-from irqlock.bpf.libbpf import BTF_KIND_ARRAY, BTF_KIND_STRUCT, BtfType, Libbpf
+from irqlock.bpf.libbpf import (
+    BTF_KIND_ARRAY,
+    BTF_KIND_DATASEC,
+    BTF_KIND_STRUCT,
+    BtfType,
+    Libbpf,
+    _BtfVarSecinfo,
+)
 from irqlock.errors import IrqlockError
 
 
@@ -35,6 +42,10 @@ class _BtfArray(ctypes.Structure):
 
 class MirrorMismatch(IrqlockError):
     """A Python mirror does not match its C struct."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}: the C struct and its Python mirror must change together "
+                         "(a rebuilt object with an old irqlock?)")
 
 
 class Btf:
@@ -83,6 +94,17 @@ class Btf:
         info = _BtfArray.from_address(ctypes.addressof(t) + ctypes.sizeof(BtfType))
         return self.resolve(info.type)
 
+    def datasec_vars(self, section: str) -> dict[str, tuple[int, int]]:
+        """name -> (offset, size) of the variables in a data section ({} if there is none)."""
+        sec_id = int(self._lib.btf__find_by_name_kind(self._ptr, section.encode(),
+                                                      BTF_KIND_DATASEC))
+        if sec_id < 0:
+            return {}
+        sec = self._type(sec_id)
+        first = ctypes.addressof(sec) + ctypes.sizeof(BtfType)
+        infos = (_BtfVarSecinfo * (sec.info & 0xFFFF)).from_address(first)
+        return {self.name(info.type): (info.offset, info.size) for info in infos}
+
 
 def mismatches(btf: Btf, type_id: int, mirror: type[ctypes.Structure]) -> list[str]:
     """How ``mirror`` differs from BTF type ``type_id`` (a struct): [] if it matches."""
@@ -130,5 +152,4 @@ def check_mirror(btf: Btf, type_id: int, mirror: type[Mirror], where: str) -> No
     else:
         problems = mismatches(btf, type_id, mirror)
     if problems:
-        raise MirrorMismatch(f"{where}: {problems[0]}: the C struct and its Python mirror "
-                             "must change together (a rebuilt object with an old irqlock?)")
+        raise MirrorMismatch(f"{where}: {problems[0]}")

@@ -30,12 +30,10 @@ from types import TracebackType
 
 from irqlock.bpf.btf import Btf, Mirror, MirrorMismatch, check_mirror
 from irqlock.bpf.libbpf import (
-    BTF_KIND_DATASEC,
     RINGBUF_SAMPLE_FN,
     BpfProgInfo,
     Libbpf,
     LibbpfError,
-    _BtfVarSecinfo,
     libbpf,
 )
 from irqlock.errors import IrqlockError
@@ -268,25 +266,6 @@ class BpfObject:
             prog = self._lib.lib.bpf_object__next_program(self._handle, prog)
         return names
 
-    def _datasec_vars(self, section: str) -> dict[str, tuple[int, int]]:
-        """name -> (offset, size) of the variables in a data section, from the object's BTF."""
-        lib = self._lib.lib
-        btf = self._lib.call_ptr(f"{self.name}: object has no BTF", lib.bpf_object__btf, self._handle)
-        sec_id = lib.btf__find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC)
-        if sec_id < 0:
-            return {}
-        sec = lib.btf__type_by_id(btf, sec_id)
-        vlen = sec.contents.info & 0xFFFF
-        secinfo_ptr = ctypes.cast(ctypes.addressof(sec.contents) + ctypes.sizeof(sec.contents),
-                                  ctypes.POINTER(_BtfVarSecinfo))
-        result = {}
-        for i in range(vlen):
-            info = secinfo_ptr[i]
-            var = lib.btf__type_by_id(btf, info.type)
-            name = lib.btf__name_by_offset(btf, var.contents.name_off).decode()
-            result[name] = (info.offset, info.size)
-        return result
-
     def _section_data(self, section: str) -> tuple[int, int]:
         """(address, size) of a data section: its initial value before load, live memory after."""
         size = ctypes.c_size_t()
@@ -299,7 +278,7 @@ class BpfObject:
         """Set ``const volatile`` globals before load (ints little-endian, bytes zero-padded)."""
         if self.loaded:
             raise IrqlockError(f"{self.name}: rodata can only be set before load")
-        layout = self._datasec_vars(".rodata")
+        layout = self.btf().datasec_vars(".rodata")
         base, _size = self._section_data(".rodata")
         for name, value in values.items():
             if name not in layout:
@@ -313,7 +292,7 @@ class BpfObject:
 
     def read_global(self, name: str, section: str = ".bss") -> int:
         """Read an integer global: its initial value before load, the kernel's value after."""
-        layout = self._datasec_vars(section)
+        layout = self.btf().datasec_vars(section)
         if name not in layout:
             raise IrqlockError(f"{self.name}: no global {name} in {section}")
         offset, size = layout[name]
@@ -417,8 +396,7 @@ class BpfObject:
         where = f"{self.name}: map {name}'s {side}"
         if size != ctypes.sizeof(mirror):
             raise MirrorMismatch(f"{where} is {size} bytes, {mirror.__name__} "
-                                 f"{ctypes.sizeof(mirror)}: the C struct and its Python mirror "
-                                 "must change together")
+                                 f"{ctypes.sizeof(mirror)}")
         type_id = lib.bpf_map__btf_key_type_id(ptr) if side == "key" \
             else lib.bpf_map__btf_value_type_id(ptr)
         if type_id:
