@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def tgid_exists(tgid: int) -> bool:
+    return Path(f"/proc/{tgid}").is_dir()
+
+
 def task_comm(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()

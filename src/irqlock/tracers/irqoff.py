@@ -26,6 +26,7 @@ from irqlock.errors import IrqlockError
 from irqlock.kernel import perf
 from irqlock.kernel.features import KernelFeatures, require_tracing
 from irqlock.kernel.kallsyms import Symbols
+from irqlock.kernel.tasks import tgid_exists
 from irqlock.units import format_ns
 
 MAX_STACK = IRQOFF_MAX_STACK
@@ -402,10 +403,6 @@ class IrqoffTracer(BpfTracer):
         per_cpu = self.obj.map("samples", value=SampleState).lookup_per_cpu(bytes(4))
         return max((SampleState.from_buffer_copy(v).late_max_ns for v in per_cpu), default=0)
 
-
-
-def tgid_exists(tgid: int) -> bool:
-    return os.path.isdir(f"/proc/{tgid}")
 
 
 def validate(config: IrqoffConfig, features: KernelFeatures) -> SourcePlan:

@@ -33,6 +33,7 @@ from irqlock.kernel.features import (
 )
 from irqlock.kernel.kallsyms import Kallsyms, Symbols
 from irqlock.kernel.percpu import possible_cpus
+from irqlock.kernel.tasks import tgid_exists
 from irqlock.tracers.classes import ClassNames, LockClass
 from irqlock.tracers.lock_maps import HolderKey, HolderStruct, LockMaps, LockStatsStruct
 
@@ -559,7 +560,7 @@ def validate(config: LocksConfig, lock_text: str | None, features: KernelFeature
     if not 1 <= config.max_locks <= MAX_LOCKS_LIMIT:
         raise IrqlockError(f"--max-locks must be 1..{MAX_LOCKS_LIMIT}, not {config.max_locks}")
     require_tracing(features, "locks")
-    if config.tgid is not None and not Path(f"/proc/{config.tgid}").is_dir():
+    if config.tgid is not None and not tgid_exists(config.tgid):
         raise IrqlockError(f"no process with pid {config.tgid}")
     if lock_text is not None:
         config.lock_addr = resolve_lock(lock_text, Kallsyms.load())
