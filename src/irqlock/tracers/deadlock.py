@@ -34,7 +34,6 @@ from typing import Any
 
 from irqlock.analysis.graphs import DEFAULT_CYCLE_LIMIT, simple_cycles
 from irqlock.bpf.constants import BLOCKED_BEFORE_START, MAX_HELD
-from irqlock.bpf.loader import Map
 from irqlock.defaults import DEFAULT_DEADLOCK_MAX_LOCKS, DEFAULT_MAX_EDGES
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import KernelFeatures, require_tracing
@@ -91,21 +90,15 @@ def class_cycle_key(classes: Sequence[tuple[Any, ...]]) -> ClassCycleKey:
     return tuple(classes[start:]) + tuple(classes[:start])
 
 
+def static_lock_of(cls: LockClass | None) -> int | None:
+    """The lock (its key) a static lock's class is; None for any other class."""
+    return int(cls.key[1]) if cls is not None and cls.key[0] == "static" else None
+
+
 def all_static(classes: Sequence[LockClass | None]) -> bool:
     """Classes of static locks only: each is its lock, a cycle between them is the cycle
     between their instances (the same finding, once)."""
-    return all(cls is not None and cls.key[0] == "static" for cls in classes)
-
-
-@dataclass(frozen=True)
-class ClassGraph:
-    """The order graph between classes as read once: its edges' map, the first example
-    of each edge, and its cycles, as graph nodes and as class keys."""
-
-    edges: Map
-    examples: dict[tuple[int, int], tuple[bytes, LockClass, LockClass]]
-    node_cycles: list[list[int]]
-    key_cycles: list[ClassCycleKey]
+    return all(static_lock_of(cls) is not None for cls in classes)
 
 
 @dataclass
@@ -115,7 +108,7 @@ class DeadlockState:
     # instance cycles reported, each with whether it was then on reused memory (such a
     # cycle is looked at again: its edges may be made anew between coexisting locks)
     cycles: dict[tuple[int, ...], bool] = field(default_factory=dict)
-    class_cycles: set[tuple[tuple[Any, ...], ...]] = field(default_factory=set)
+    class_cycles: set[ClassCycleKey] = field(default_factory=set)
     irq_unsafe: set[int] = field(default_factory=set)
     deadlocks: set[frozenset[int]] = field(default_factory=set)
     hung: set[tuple[int, int]] = field(default_factory=set)
@@ -167,7 +160,7 @@ class DeadlockFinder:
         (a static lock is its own class): it is reported once, between instances, saying
         both levels; the class pass leaves it to the instance pass."""
         yield from self._instance_cycles()
-        yield from self._class_cycles(self._class_graph())
+        yield from self._class_cycles()
 
     def _instance_cycles(self) -> Iterator[LockCycle]:
         # The graph only: an edge's example (two stacks, kilobytes) is read when a new cycle
@@ -202,9 +195,9 @@ class DeadlockFinder:
             yield LockCycle(locks=[edge.held for edge in made], edges=made,
                             reused_memory=reused, also_class=both)
 
-    def _class_graph(self) -> ClassGraph:
-        """The graph between classes and its cycles; per-CPU copies fold into one class
-        here, and edges between two copies of one variable are same-class nesting, no edge."""
+    def _class_cycles(self) -> Iterator[LockCycle]:
+        """Cycles between classes; per-CPU copies fold into one class here, and edges
+        between two copies of one variable are same-class nesting, no edge."""
         index: dict[tuple[Any, ...], int] = {}
         # (the example itself is read when a new cycle goes through it, as for instances)
         examples: dict[tuple[int, int], tuple[bytes, LockClass, LockClass]] = {}
@@ -225,20 +218,16 @@ class DeadlockFinder:
             graph.setdefault(a, []).append(b)
         found = simple_cycles(graph, self.cycle_limit)
         self.seen.cycles_truncated |= found.truncated
-        class_keys = {i: key for key, i in index.items()}
-        cycles = [tuple(class_keys[node] for node in cycle) for cycle in found.cycles]
-        return ClassGraph(class_edges, examples, found.cycles, cycles)
-
-    def _class_cycles(self, classes: ClassGraph) -> Iterator[LockCycle]:
-        for cycle, keys in zip(classes.node_cycles, classes.key_cycles, strict=True):
-            seen_key = class_cycle_key(keys)
-            if seen_key in self.seen.class_cycles or self._instance_pass_has(keys):
+        for cycle in found.cycles:
+            steps = [examples[(a, cycle[(i + 1) % len(cycle)])] for i, a in enumerate(cycle)]
+            classes = [held for _raw_key, held, _acquired in steps]
+            seen_key = class_cycle_key([cls.key for cls in classes])
+            if seen_key in self.seen.class_cycles or self._instance_pass_has(classes):
                 continue
             self.seen.class_cycles.add(seen_key)
             made = []
-            for i, a in enumerate(cycle):
-                raw_key, held, acquired = classes.examples[(a, cycle[(i + 1) % len(cycle)])]
-                raw = classes.edges.lookup(raw_key)
+            for raw_key, held, acquired in steps:
+                raw = class_edges.lookup(raw_key)
                 if raw is None:
                     break  # cleared since: no longer a cycle
                 example = ClassEdgeStruct.from_buffer_copy(raw)
@@ -247,14 +236,15 @@ class DeadlockFinder:
             else:
                 yield LockCycle(locks=[edge.held for edge in made], edges=made, level="class")
 
-    def _instance_pass_has(self, keys: ClassCycleKey) -> bool:
+    def _instance_pass_has(self, classes: Sequence[LockClass]) -> bool:
         """A cycle of static classes whose instance edges are all kept: the instance pass
         reports it (this pass, or the next if its edges came after that pass read them)."""
-        if not all(key[0] == "static" for key in keys):
+        locks = [static_lock_of(cls) for cls in classes]
+        if None in locks:
             return False
         edges = self.maps.edges()
-        return all(edges.lookup(bytes(EdgeKey(keys[i][1], keys[(i + 1) % len(keys)][1])))
-                   is not None for i in range(len(keys)))
+        return all(edges.lookup(bytes(EdgeKey(lock, locks[(i + 1) % len(locks)]))) is not None
+                   for i, lock in enumerate(locks))
 
     def _edge(self, held: int, acquired: int, edge: EdgeUseStruct, held_cls: LockClass,
               acquired_cls: LockClass) -> OrderEdge:
