@@ -19,7 +19,8 @@ from irqlock.bpf.loader import BpfObject
 from irqlock.check import prove_attach
 from irqlock.kernel.features import probe
 from irqlock.tracers.irqoff import IrqoffConfig, IrqoffTracer, choose_sources
-from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
+from irqlock.tracers.lock_plan import LocksConfig, choose_functions
+from irqlock.tracers.locks import LocksTracer
 
 TOP = 5
 

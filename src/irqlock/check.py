@@ -21,7 +21,8 @@ from irqlock.errors import IrqlockError
 from irqlock.kernel.features import PROOF_FUNCTION, KernelFeatures, ToolPlan, plan, probe
 from irqlock.tracers.irqline import IrqlineConfig, IrqlineTracer, check_supported
 from irqlock.tracers.irqoff import IrqoffConfig, IrqoffTracer, choose_sources
-from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
+from irqlock.tracers.lock_plan import LocksConfig, choose_functions
+from irqlock.tracers.locks import LocksTracer
 
 PROOF_SECONDS = 0.2
 

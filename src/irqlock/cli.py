@@ -33,6 +33,10 @@ if TYPE_CHECKING:
     from irqlock.tracerset import Selection
 
 EXIT_USAGE = 2
+PROBE_HELP = ("how lock functions are traced: auto (the default) takes fentry/fexit where the "
+              "kernel has them, but kprobes for the sleeping locks on PREEMPT_RT (a program "
+              "preempted there loses the other tasks' lock calls; see irqlock check); "
+              "fentry or kprobe for every function")
 
 CHECK_EXAMPLES = """examples:
   irqlock check          # what this kernel offers, what each tool will do
@@ -228,7 +232,7 @@ def _positive(text: str) -> int:
 def _cmd_locks(args: argparse.Namespace) -> int:
     from irqlock.commands import locks as locks_cmd
     from irqlock.kernel.features import probe
-    from irqlock.tracers.locks import LocksConfig
+    from irqlock.tracers.lock_plan import LocksConfig
 
     if args.count is not None and args.interval is None:
         raise IrqlockError("a count needs an interval before it")
@@ -433,9 +437,7 @@ def _add_locks(sub: argparse._SubParsersAction[_Parser], shared: _Parser) -> Non
     locks.add_argument("--max-locks", type=_positive, default=DEFAULT_MAX_LOCKS, metavar="N",
                        help="distinct locks tracked at most; more are counted, not tracked "
                             f"(default: {DEFAULT_MAX_LOCKS}, about 2.3 KiB each)")
-    locks.add_argument("--probe", choices=LOCK_PROBES, default="auto",
-                     help="how lock functions are traced: fentry/fexit where the kernel has "
-                          "them (auto, the default), or kprobes")
+    locks.add_argument("--probe", choices=LOCK_PROBES, default="auto", help=PROBE_HELP)
     locks.set_defaults(handler=_cmd_locks)
 
 
@@ -454,9 +456,7 @@ def _add_deadlock(sub: argparse._SubParsersAction[_Parser], shared: _Parser) -> 
     deadlock.add_argument("--max-locks", type=_positive, default=DEFAULT_DEADLOCK_MAX_LOCKS,
                           metavar="N", help="locks whose last acquisition is kept to check held "
                           f"locks with, at most (default: {DEFAULT_DEADLOCK_MAX_LOCKS})")
-    deadlock.add_argument("--probe", choices=LOCK_PROBES, default="auto",
-                          help="how lock functions are traced: fentry/fexit where the kernel has "
-                               "them (auto, the default), or kprobes")
+    deadlock.add_argument("--probe", choices=LOCK_PROBES, default="auto", help=PROBE_HELP)
     deadlock.set_defaults(handler=_cmd_deadlock)
 
 

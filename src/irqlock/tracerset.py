@@ -21,7 +21,8 @@ from irqlock.tracers import deadlock, irqline, irqoff, locks
 from irqlock.tracers.deadlock import DeadlockOptions, DeadlockWatch
 from irqlock.tracers.irqline import IrqlineConfig, IrqlineTracer
 from irqlock.tracers.irqoff import IrqoffConfig, IrqoffTracer
-from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
+from irqlock.tracers.lock_plan import LocksConfig, choose_functions
+from irqlock.tracers.locks import LocksTracer
 
 Emit = Callable[[dict[str, Any]], None]
 

@@ -31,6 +31,13 @@ def test_check_json_reports_btf_kprobes_fentry_and_plans(fixture: Fixture) -> No
     assert all(p["mode"] != "unavailable" for p in plans.values()), plans
     exact_kernel = report["preemptirq_tracepoints"]["available"]
     assert plans["irqoff"]["mode"] == ("exact" if exact_kernel else "exact+sampled")
+    for tool in ("locks", "deadlock"):  # which attachment, and on PREEMPT_RT why
+        detail = plans[tool]["detail"]
+        if report["preempt_rt"]:
+            assert "raw_spinlock via fentry/fexit" in detail, detail
+            assert "mutex, rwsem via kprobe/kretprobe (on PREEMPT_RT" in detail, detail
+        else:
+            assert "via fentry/fexit" in detail and "kprobe" not in detail, detail
 
 
 def test_check_console_names_every_capability(fixture: Fixture) -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,54 +68,43 @@ def assert_one_cycle_at_both_levels(tool: Tool, truth: dict[str, Any], locks: se
 
 
 PREEMPT_RT = "PREEMPT_RT" in os.uname().version
-RT_ATTEMPTS = 3
+# The share of acquisitions a run may miss (the kernel skips a program of ours while another
+# run of it goes on on that CPU): what issue 23 allows, under load, PREEMPT_RT included.
+MISSED_SHARE = 0.01
 
 
-def seen(fixture: Fixture, command: str, found: Callable[[Tool], bool],
-         *args: str, then: str = "") -> tuple[Tool, dict[str, Any]]:
+def seen(fixture: Fixture, command: str, *args: str,
+         then: str = "") -> tuple[Tool, dict[str, Any]]:
     """`irqlock deadlock ARGS` while the fixture runs `command` once (and `then`, if given);
-    the run and the command's truth.
-
-    On PREEMPT_RT our programs are preemptible: while a task is preempted inside one, the
-    kernel skips that program for every other task on its CPU (a recursion miss, counted
-    in stats), so a one-shot scenario can go unseen.  There it runs again -- only if the
-    run said it missed events."""
-    for _attempt in range(RT_ATTEMPTS if PREEMPT_RT else 1):
-        with Tool("deadlock", *args) as tool:
-            truth = fixture.run(command)
-            if then:
-                fixture.run(then)
-            tool.stop(signal.SIGTERM)  # the same clean end as Ctrl-C
-        if found(tool):
-            break
-        assert tool.of_type("stats")[0]["recursion_misses"] > 0, \
-            "the scenario went unseen, and no missed event was counted"
+    the run and the command's truth.  One run: on PREEMPT_RT too, where the sleeping locks'
+    functions go by kprobe (handlers that run with preemption off), nothing may go unseen."""
+    with Tool("deadlock", *args) as tool:
+        truth = fixture.run(command)
+        if then:
+            fixture.run(then)
+        tool.stop(signal.SIGTERM)  # the same clean end as Ctrl-C
     return tool, truth
-
-
-def any_cycle(level: str = "instance") -> Callable[[Tool], bool]:
-    return lambda tool: bool(fixture_cycles(tool, level))
 
 
 @pytest.mark.parametrize("probe", ["auto", "kprobe"])
 def test_abba_is_one_cycle_of_two_edges(fixture: Fixture, probe: str) -> None:
-    tool, truth = seen(fixture, "order abba", any_cycle(), "--probe", probe)
+    tool, truth = seen(fixture, "order abba", "--probe", probe)
     assert_one_cycle_at_both_levels(tool, truth, {"fx_order_a", "fx_order_b"})
 
 
 def test_mutex_abba_is_one_cycle(fixture: Fixture) -> None:
     """Mutexes (rt_mutex based on PREEMPT_RT) in both orders, by two kthreads."""
-    tool, truth = seen(fixture, "order abba_mutex", any_cycle())
+    tool, truth = seen(fixture, "order abba_mutex")
     assert_one_cycle_at_both_levels(tool, truth, {"fx_order_mutex_a", "fx_order_mutex_b"})
 
 
 def test_three_lock_cycle(fixture: Fixture) -> None:
-    tool, truth = seen(fixture, "order cycle3", any_cycle())
+    tool, truth = seen(fixture, "order cycle3")
     assert_one_cycle_at_both_levels(tool, truth, {"fx_order_a", "fx_order_b", "fx_order_c"})
 
 
 def test_four_lock_cycle(fixture: Fixture) -> None:
-    tool, truth = seen(fixture, "order cycle4", any_cycle())
+    tool, truth = seen(fixture, "order cycle4")
     assert_one_cycle_at_both_levels(tool, truth,
                                     {"fx_order_a", "fx_order_b", "fx_order_c", "fx_order_d"})
 
@@ -126,7 +114,7 @@ def test_class_abba_across_instances(fixture: Fixture, kind: str) -> None:
     """foo1 then bar1, bar2 then foo2 (two slab caches of the fixture's, never merged):
     no two instances are taken in both orders, the classes are -- lockdep's finding, on
     a stock kernel."""
-    tool, truth = seen(fixture, f"order class_{kind}", any_cycle("class"))
+    tool, truth = seen(fixture, f"order class_{kind}")
     classes = {f"&{c['cache']}+{c['offset']:#x}" for c in truth["classes"]}
     (cycle,) = fixture_cycles(tool, "class")
     assert cycle["length"] == 2
@@ -157,7 +145,7 @@ def test_same_class_in_address_order_is_no_finding(fixture: Fixture) -> None:
 def test_same_class_in_both_orders_is_recursive(fixture: Fixture) -> None:
     """Two locks of one class in both orders: an instance cycle marked recursive, and
     nothing between classes (a class is not ordered against itself)."""
-    tool, truth = seen(fixture, "order same_class_abba", any_cycle())
+    tool, truth = seen(fixture, "order same_class_abba")
     (foo,) = {f"&{c['cache']}+{c['offset']:#x}" for c in truth["classes"]
               if c["cache"] == "irqlock_fx_foo"}
     (cycle,) = fixture_cycles(tool, "instance")
@@ -172,7 +160,7 @@ def test_freed_and_reused_addresses_are_no_deadlock(fixture: Fixture) -> None:
     other way round: the same two addresses in both orders, by locks that never coexisted.
     The cycle is reported as made on reused memory (the free in between was seen), never
     as a deadlock."""
-    tool, truth = seen(fixture, "order reuse", any_cycle())
+    tool, truth = seen(fixture, "order reuse")
     assert truth["reused"], "the cache did not give the freed objects back: no reuse to see"
     first, second = truth["edges"]
     assert (first["held_addr"], first["acquired_addr"]) == (second["acquired_addr"],
@@ -200,7 +188,7 @@ def test_lock_left_in_a_returned_frame_orders_nothing(fixture: Fixture) -> None:
     a release the kernel skipped our program for leaves behind, the lock a wait queue's on the
     stack -- orders nothing: the one real order (fx_order_c, then the same function's stack
     lock at the same address) is no cycle.  An ABBA in the same run shows it was watching."""
-    tool, truth = seen(fixture, "order dead_frame", any_cycle(), then="order abba")
+    tool, truth = seen(fixture, "order dead_frame", then="order abba")
     assert_only_the_abba(tool, truth)
 
 
@@ -236,7 +224,7 @@ def test_lock_taken_in_hardirq_and_with_irqs_on(fixture: Fixture) -> None:
     def unsafe_found(tool: Tool) -> list[dict[str, Any]]:
         return [u for u in tool.of_type("irq_unsafe_lock") if u["name"] == "fx_irq_lock"]
 
-    tool, truth = seen(fixture, "order irq_unsafe", lambda tool: bool(unsafe_found(tool)))
+    tool, truth = seen(fixture, "order irq_unsafe")
     found = unsafe_found(tool)
     assert len(found) == 1, tool.of_type("irq_unsafe_lock")
     (unsafe,) = found
@@ -331,7 +319,7 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
     on the CPU.  Each kernel runs the models it has (the stock kernel switches between
     voluntary and full, the preemptirq kernel is full, the RT kernel is rt)."""
     truths: list[dict[str, Any]] = []
-    runs = 3  # on PREEMPT_RT one run can go unseen (see seen())
+    runs = 3  # the scenarios again and again, amid the load
     with preemption(model), Tool("deadlock") as tool:
         with stress_ng(LOAD_S + 60, tmp_path):
             for _run in range(runs):
@@ -344,7 +332,7 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
         "edges", "class_edges", "class_edges_dropped", "cycles_truncated", "slab_locks",
         "caches_dropped",
         "stale_dropped", "held_overflow", "self_skipped", "recursion_misses",
-        "acquisitions_seen", "covered_share", "edges_dropped", "map_bytes")}))
+        "acquisitions_seen", "acquisitions_missed", "probe", "covered_share", "edges_dropped", "map_bytes")}))
     print(described(tool.of_type("lock_cycle")))
     abba, class_abba = truths[0::2], truths[1::2]
     # (the class ABBA's objects of a later run may reuse an earlier run's addresses the
@@ -357,18 +345,10 @@ def test_no_false_findings_under_load(fixture: Fixture, tmp_path: Path, model: s
     expected_classes = {frozenset({"fx_order_a", "fx_order_b"}),
                         frozenset(f"&{c['cache']}+{c['offset']:#x}"
                                   for c in class_abba[0]["classes"])}
-    if model == "rt" and (not cycles or found_classes != expected_classes):
-        # Under load on PREEMPT_RT our programs are preempted inside so often that a one-shot
-        # scenario can go unseen in every run (issue 23): the run must say it missed events,
-        # and what it found must be right.
-        assert stats["recursion_misses"] + stats["edges_dropped"] > 0, stats
-        assert found_classes <= expected_classes, described(class_cycles)
-        assert len(cycles) <= 1, described(cycles)
-    else:
-        assert len(cycles) == 1, described(cycles)
-        assert found_classes == expected_classes, described(class_cycles)
-    if cycles:
-        assert_edges_match(cycles[0], {**abba[0], "edges": [e for t in abba for e in t["edges"]]})
+    assert stats["acquisitions_missed"] <= MISSED_SHARE * stats["acquisitions_seen"], stats
+    assert len(cycles) == 1, described(cycles)
+    assert found_classes == expected_classes, described(class_cycles)
+    assert_edges_match(cycles[0], {**abba[0], "edges": [e for t in abba for e in t["edges"]]})
     ours = {id(c) for c in [*cycles, *class_cycles]}
     others = [c for c in tool.of_type("lock_cycle")
               if id(c) not in ours and not c["maybe_reused_addresses"]]

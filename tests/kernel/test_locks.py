@@ -97,6 +97,9 @@ def test_spinlock_holders_and_hold_time(fixture: Fixture, kind: str, fixture_kin
     assert record["site"] and record["site"].startswith(f"fx_hold_{fixture_kind}+")
     stats = tool.of_type("stats")[0]
     assert stats["locks_dropped"] == 0 and stats["holders_dropped"] == 0
+    # PREEMPT_RT: spinlock_t's functions by kprobe (see test_check), nothing missed
+    assert stats["probe"] == ("fentry+kprobe" if PREEMPT_RT else "fentry"), stats
+    assert stats["acquisitions_missed"] == 0, stats
 
 
 def test_rwlock_read_and_write(fixture: Fixture) -> None:
@@ -250,6 +253,9 @@ def inconsistencies(record: dict[str, Any]) -> list[str]:
 
 # Half a minute in the suite; IRQLOCK_LOAD_S=60 for the issue's minute (README).
 LOAD_S = int(os.environ.get("IRQLOCK_LOAD_S", "30"))
+# The share of acquisitions a run may miss under load (the kernel skips a program of ours
+# while another run of it goes on on that CPU), PREEMPT_RT included (issue 23).
+MISSED_SHARE = 0.01
 
 
 def locks_under_load(how: str, tmp_path: Path) -> list[dict[str, Any]]:
@@ -278,12 +284,14 @@ def test_every_lock_counted_and_consistent_under_load(fixture: Fixture, tmp_path
     records = [r for r in lines if r["type"] == "lock"]
     (stats,) = [r for r in lines if r["type"] == "stats" and r["tool"] == "locks"]
     assert records and stats["covered_share"] >= 0.99, stats
+    assert stats["acquisitions_missed"] <= MISSED_SHARE * stats["acquisitions_seen"], stats
     assert stats["map_bytes"] <= 64 << 20, stats  # the default budget, kernel overhead included
     bad = {r["addr"]: problems for r in records if (problems := inconsistencies(r))}
     assert not bad, bad
     without_holders = [r for r in records if not r["holders"]]
     assert len(without_holders) <= 0.01 * len(records), (len(without_holders), len(records))
-    print(json.dumps({k: stats[k] for k in ("acquisitions_seen", "covered_share", "map_bytes",
+    print(json.dumps({k: stats[k] for k in ("acquisitions_seen", "acquisitions_missed", "probe",
+                                            "covered_share", "map_bytes",
                                             "locks_dropped", "holders_dropped", "stale_dropped")}))
 
 
@@ -301,13 +309,6 @@ def test_by_class_adds_up_each_class_under_load(fixture: Fixture, tmp_path: Path
     (stats,) = tool.of_type("stats")
     for c in truth["classes"]:
         name = f"&{c['cache']}+{c['offset']:#x}"
-        if PREEMPT_RT and stats["recursion_misses"] and (
-                name not in rows or rows[name]["acquisitions"] < c["acquisitions"]):
-            # Under load on PREEMPT_RT our programs are preempted inside so often (4.4 M
-            # recursion misses in 30 s) that the fixture's acquisitions may go uncounted,
-            # some or all: counted as missed, never made up.
-            assert name not in rows or rows[name]["kind"] == c["kind"], rows[name]
-            continue
         assert name in rows, (name, len(rows), stats)
         row = rows[name]
         assert (row["kind"], row["locks"], row["acquisitions"], row["merged_cache"]) == \
@@ -316,5 +317,6 @@ def test_by_class_adds_up_each_class_under_load(fixture: Fixture, tmp_path: Path
     bad = {r["class"]: problems for r in rows.values() if (problems := inconsistencies(r))}
     assert not bad, bad
     assert stats["lock_classes"] == "slab cache + offset" and stats["slab_locks"] > 0, stats
+    assert stats["acquisitions_missed"] <= MISSED_SHARE * stats["acquisitions_seen"], stats
     # every CPU's runqueue lock (the rq's first member) is one class, one row
     assert [r["class"] for r in tool.of_type("lock_class")].count("runqueues") == 1, rows.keys()

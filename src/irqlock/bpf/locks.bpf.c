@@ -270,6 +270,9 @@ __u64 stale_dropped = 0;	/* held entries found released when checked against the
  * map is taken with _raw_spin_lock_irqsave, its free list's with _raw_spin_lock): the
  * kernel counts those as recursion misses, though no lock call of anyone else was lost. */
 __u64 own_recursion = 0;
+/* Of those, the runs of acquire programs (each an acquisition the kernel's count of skipped
+ * runs would otherwise call missed): what user space takes off to say how many were. */
+__u64 own_acquire_misses = 0;
 __u64 waits_dropped = 0;	/* a wait not timed (task_wait full) */
 __u64 self_skipped = 0;		/* lock calls made by our own map updates, ignored */
 __u64 own_process_skipped = 0;	/* events in irqlock's own process (its map reads), ignored */
@@ -307,8 +310,9 @@ struct guard {
 };
 
 /* Whether to handle this call (else it is our own, or in NMI, or paused: ignore it);
- * fills the guard for the map updates the program makes. */
-static __always_inline bool enter(struct guard *g, int *ctx_out, __u32 pair)
+ * fills the guard for the map updates the program makes.  `releasing`: the call is a
+ * release, whose partner skipped by our update (see own_recursion) is an acquire. */
+static __always_inline bool enter(struct guard *g, int *ctx_out, __u32 pair, bool releasing)
 {
 	int c = context();
 	__u32 key = 0, tag = (((__u32)bpf_get_current_pid_tgid() + 1) << PAIR_BITS) | pair;
@@ -326,14 +330,27 @@ static __always_inline bool enter(struct guard *g, int *ctx_out, __u32 pair)
 		return false;
 	if (*flag && (*flag >> PAIR_BITS) == (tag >> PAIR_BITS)) {
 		__sync_fetch_and_add(&self_skipped, 1);
-		if (pair && (*flag & ((1U << PAIR_BITS) - 1)) == pair)
+		if (pair && (*flag & ((1U << PAIR_BITS) - 1)) == pair) {
 			__sync_fetch_and_add(&own_recursion, 1);
+			if (releasing)
+				__sync_fetch_and_add(&own_acquire_misses, 1);
+		}
 		return false;
 	}
 	g->flag = flag;
 	g->tag = tag;
 	*ctx_out = c;
 	return true;
+}
+
+/* kprobe mode: our update made `calls` lock calls, each missed by the acquire's kprobe and
+ * kretprobe and by the release's kprobe. */
+static __always_inline void own_lock_calls_missed(__u32 calls)
+{
+	if (!own_misses_per_lock_call)
+		return;
+	__sync_fetch_and_add(&own_recursion, own_misses_per_lock_call * calls);
+	__sync_fetch_and_add(&own_acquire_misses, (own_misses_per_lock_call - 1) * calls);
 }
 
 /* Another task's tag is put back: its update may have been preempted, not finished. */
@@ -346,8 +363,7 @@ static __always_inline long guarded_update(struct guard *g, void *map, void *key
 	err = bpf_map_update_elem(map, key, value, BPF_NOEXIST);
 	*g->flag = before;
 	/* The bucket lock is always taken; the free list's only when an entry was made. */
-	if (own_misses_per_lock_call)
-		__sync_fetch_and_add(&own_recursion, own_misses_per_lock_call * (err ? 1 : 2));
+	own_lock_calls_missed(err ? 1 : 2);
 	return err;
 }
 
@@ -359,8 +375,7 @@ static __always_inline void guarded_delete(struct guard *g, void *map, void *key
 	*g->flag = g->tag;
 	err = bpf_map_delete_elem(map, key);
 	*g->flag = before;
-	if (own_misses_per_lock_call)	/* the bucket lock; the free list's if it was there */
-		__sync_fetch_and_add(&own_recursion, own_misses_per_lock_call * (err ? 1 : 2));
+	own_lock_calls_missed(err ? 1 : 2);	/* the bucket lock; the free list's if it was there */
 }
 
 /* Whether a holder of this kind can sleep and migrate: its held stack is the task's. */
@@ -1152,7 +1167,7 @@ static __always_inline void acquired(void *ctx, void *lockp, __u32 kind, __u32 m
 	struct guard g;
 	int c;
 
-	if (!enter(&g, &c, pair) || filtered_out((__u64)lockp, id))
+	if (!enter(&g, &c, pair, false) || filtered_out((__u64)lockp, id))
 		return;
 	acquired_in(ctx, &g, c, lock_key(lockp, kind), id, kind, mode, order);
 }
@@ -1192,7 +1207,7 @@ static __always_inline void released(void *ctx, void *lockp, __u32 kind, __u32 p
 	struct guard g;
 	int c;
 
-	if (enter(&g, &c, pair))
+	if (enter(&g, &c, pair, true))
 		released_in(ctx, &g, c, lock_key(lockp, kind), id, kind);
 }
 
@@ -1227,7 +1242,7 @@ static __always_inline void interrupts_arrived(void *ctx)
 	struct guard g;
 	int c;
 
-	if (!track_irq_safety || !enter(&g, &c, PAIR_NONE))
+	if (!track_irq_safety || !enter(&g, &c, PAIR_NONE, false))
 		return;
 	held_with_irqs_on(ctx, &g, 0);
 	if (pc & 0x00000100)
@@ -1362,7 +1377,7 @@ int BPF_PROG(contention_begin, void *lockp, unsigned int flags)
 	/* percpu-rwsem, and (but on PREEMPT_RT) rt_mutex: kinds we do not trace */
 	if ((flags & LCB_F_PERCPU) || ((flags & LCB_F_RT) && !rt_kernel))
 		return 0;
-	if (!enter(&g, &c, PAIR_NONE) || filtered_out(lock, id))
+	if (!enter(&g, &c, PAIR_NONE, false) || filtered_out(lock, id))
 		return 0;
 	if (rt_kernel && (flags & LCB_F_SPIN))
 		lock |= RAW_LOCK_TAG;
@@ -1413,7 +1428,7 @@ int BPF_PROG(contention_end, void *lockp, int ret)
 	struct guard g;
 	int c;
 
-	if (!enter(&g, &c, PAIR_NONE))
+	if (!enter(&g, &c, PAIR_NONE, false))
 		return 0;
 	key = c;
 	w = bpf_map_lookup_elem(&cpu_wait, &key);
@@ -1448,7 +1463,7 @@ int BPF_PROG(task_exit, struct task_struct *task)
 	struct guard g;
 	int c;
 
-	if (!enter(&g, &c, PAIR_NONE))
+	if (!enter(&g, &c, PAIR_NONE, false))
 		return 0;
 	guarded_delete(&g, &task_held, &pid);
 	guarded_delete(&g, &task_wait, &pid);
@@ -1474,7 +1489,7 @@ int BPF_PROG(on_sched_switch, bool preempt, struct task_struct *prev, struct tas
 	long err;
 	int c;
 
-	if (!enter(&g, &c, PAIR_NONE))
+	if (!enter(&g, &c, PAIR_NONE, false))
 		return 0;
 	pid = BPF_CORE_READ(next, pid);
 	if (bpf_map_lookup_elem(&blocked, &pid))
@@ -1502,7 +1517,7 @@ static __always_inline void acquire_called(void *lockp, __u32 kind)
 	struct guard g;
 	int c;
 
-	if (!enter(&g, &c, PAIR_NONE) || filtered_out((__u64)lockp, id))
+	if (!enter(&g, &c, PAIR_NONE, false) || filtered_out((__u64)lockp, id))
 		return;
 	st = held_stack(&g, c, kind, (__u32)id, true);
 	if (!st)
@@ -1519,7 +1534,7 @@ static __always_inline void *acquire_returned(__u32 kind)
 	struct guard g;
 	int c;
 
-	if (!enter(&g, &c, PAIR_NONE))
+	if (!enter(&g, &c, PAIR_NONE, false))
 		return NULL;
 	st = held_stack(&g, c, kind, (__u32)id, false);
 	if (!st)

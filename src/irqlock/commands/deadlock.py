@@ -14,7 +14,8 @@ from irqlock.kernel.kmsg import KernelReport
 from irqlock.kernel.tasks import task_comm
 from irqlock.tracers.deadlock import DeadlockOptions, DeadlockWatch, Finding, validate
 from irqlock.tracers.findings import Deadlock, HungTask, IrqUnsafeLock, LockCycle, LockRef
-from irqlock.tracers.locks import LocksConfig, LocksTracer, choose_functions
+from irqlock.tracers.lock_plan import LocksConfig, choose_functions
+from irqlock.tracers.locks import LocksTracer
 from irqlock.units import format_ns
 
 MISSED_WARNING = 0.01  # recursion misses over this share of acquisitions: say so
@@ -152,13 +153,14 @@ class DeadlockPrinter:
         if dropped:
             self.out.write("WARNING: maps were full, findings may be missing: "
                            + ", ".join(f"{k} {v}" for k, v in dropped.items()) + "\n")
-        seen, missed = stats.get("acquisitions_seen", 0), stats["recursion_misses"]
+        seen, missed = stats.get("acquisitions_seen", 0), stats.get("acquisitions_missed", 0)
         if missed > MISSED_WARNING * max(seen, 1):
-            self.out.write(f"WARNING: the kernel skipped our programs {missed} times (against "
-                           f"{seen} acquisitions seen): one was already running on that CPU -- "
-                           "nested in an interrupt, or, on PREEMPT_RT and preempt=full, a task "
-                           "preempted inside it.  Lock orders taken then are not seen: cycles "
-                           "may be missing (none is made up)\n")
+            self.out.write(f"WARNING: {missed} acquisitions were missed ({1 - stats['counted_share']:.2%}"
+                           f", against {seen} seen): the kernel skipped our program while "
+                           "another run of it was going on on that CPU -- nested in an "
+                           "interrupt, or a task preempted inside it (fentry on PREEMPT_RT or "
+                           "preempt=full).  Lock orders taken then are not seen: cycles may be "
+                           "missing (none is made up)\n")
         if stats["cycles_truncated"]:
             self.out.write(f"WARNING: more than {stats['cycle_limit']} cycles: the rest were "
                            "not enumerated\n")
@@ -182,6 +184,7 @@ def run(options: DeadlockOptions, features: KernelFeatures, duration_s: float | 
             if as_json:
                 printer.out.write(json.dumps({
                     "type": "deadlock_plan", "functions": len(plan.functions),
+                    "probe": plan.method,
                     "contention": plan.contention, "hung_after_ns": options.hung_after_ns,
                     "kernel_log": watch.kernel_log.error or "ok"}) + "\n")
             else:

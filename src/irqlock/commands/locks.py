@@ -12,13 +12,13 @@ from typing import Any, TextIO
 
 from irqlock import session
 from irqlock.kernel.features import KernelFeatures
+from irqlock.tracers.lock_plan import LocksConfig, choose_functions
 from irqlock.tracers.locks import (
     ClassRecord,
+    Coverage,
     LockRecord,
-    LocksConfig,
     LocksTracer,
     by_class,
-    choose_functions,
     validate,
 )
 from irqlock.units import format_ns
@@ -61,7 +61,8 @@ class LocksPrinter:
             top = CONSOLE_TOP
         return ordered if top is None else ordered[:top]
 
-    def table(self, records: list[LockRecord], elapsed_s: float) -> None:
+    def table(self, records: list[LockRecord], elapsed_s: float,
+              coverage: Coverage | None = None) -> None:
         rows: list[Row] = list(by_class(records)) if self.output.by == "class" else list(records)
         shown = self.ranked(rows)
         if self.output.as_json:
@@ -72,6 +73,10 @@ class LocksPrinter:
         what = f"classes ({len(records)} locks)" if self.output.by == "class" else "locks"
         self.out.write(f"\n{len(rows)} {what} in {elapsed_s:.1f} s, top {len(shown)} by "
                        f"{self.output.sort}:\n")
+        if coverage and coverage.missed:
+            self.out.write(f"(counted from {coverage.counted_share:.1%} of the acquisitions: "
+                           f"{coverage.missed} were missed, the kernel skipped our programs; "
+                           "counts and times below leave them out)\n")
         first = "CLASS (LOCKS)" if self.output.by == "class" else "LOCK"
         self.out.write(f"{first:<30} {'KIND':<8} {'ACQUIRED':>9} {'CONTEND':>7} "
                        f"{'HOLD p50':>9} {'p99':>8} {'max':>8} {'WAIT p50':>9} {'max':>8}\n")
@@ -114,6 +119,11 @@ class LocksPrinter:
                            f"{stats['acquisitions_seen']} acquisitions seen: the others' locks "
                            f"did not fit in {stats['max_locks']} (the least recently used gave "
                            "way; raise --max-locks)\n")
+        if stats.get("acquisitions_missed"):
+            self.out.write(f"WARNING: {stats['acquisitions_missed']} acquisitions were missed "
+                           f"({1 - stats['counted_share']:.2%}): the kernel skipped our program "
+                           "while another run of it was going on on the CPU (an interrupt over "
+                           "it, or a task preempted inside it)\n")
         if stats.get("returns_missed"):
             self.out.write(f"WARNING: {stats['returns_missed']} acquisitions were not counted: "
                            "their kretprobe ran out of instances (more tasks waiting at once "
@@ -130,6 +140,7 @@ def run(config: LocksConfig, lock_text: str | None, features: KernelFeatures,
         if output.as_json:
             printer.out.write(json.dumps({"type": "locks_plan", "kinds": config.kinds,
                                           "functions": len(plan.functions),
+                                          "probe": plan.method,
                                           "contention": plan.contention}) + "\n")
         else:
             printer.out.write(f"Tracing {', '.join(config.kinds)} locks: {len(plan.functions)} "
@@ -150,7 +161,7 @@ def run(config: LocksConfig, lock_text: str | None, features: KernelFeatures,
             if interval_s is not None and tables_to_come() \
                     and time.monotonic() - last >= interval_s:
                 now = time.monotonic()
-                printer.table(tracer.snapshot(), now - last)
+                printer.table(tracer.snapshot(), now - last, tracer.covered)
                 tables += 1
                 if tables_to_come():
                     tracer.clear()
@@ -163,6 +174,7 @@ def run(config: LocksConfig, lock_text: str | None, features: KernelFeatures,
         now = time.monotonic()
         # An interval cut short (by -d or Ctrl-C) is shown unless it is a mere sliver.
         if interval_s is None or (tables_to_come() and now - last > interval_s / 10):
-            printer.table(tracer.snapshot(), now - (started if interval_s is None else last))
+            printer.table(tracer.snapshot(), now - (started if interval_s is None else last),
+                          tracer.covered)
         printer.stats(tracer.stats())
     return 0

@@ -60,6 +60,41 @@ def kind_functions(preempt_rt: bool) -> dict[str, list[str]]:
 # The function `irqlock check` attaches to for a moment to prove the attach path.
 PROOF_FUNCTION = "_raw_spin_lock_irqsave"
 
+# Why the sleeping locks' functions go by kprobe on PREEMPT_RT (see lock_methods).
+RT_KPROBES_WHY = ("on PREEMPT_RT a program run by a trampoline (fentry/fexit) is preemptible, "
+                  "and while one task is preempted inside it the kernel skips it for every "
+                  "other task of that CPU; kprobe handlers run with preemption off, and no "
+                  "sleeping lock is taken in hardirq, where one could nest")
+
+
+def preemptible_on_trampoline(function: str, preempt_rt: bool) -> bool:
+    """Whether a program a trampoline runs at this lock function can be preempted inside.
+
+    On PREEMPT_RT trampolines disable migration, not preemption: every lock function but the
+    raw spinlocks' (whose acquire returns, and whose release is entered, with preemption
+    off) runs our program preemptibly there."""
+    return preempt_rt and function not in SPIN_FUNCTIONS
+
+
+def lock_methods(functions: Iterable[str], probe: str, features: KernelFeatures) -> dict[str, str]:
+    """How each lock function is traced: "fentry" (fentry/fexit) or "kprobe" (kprobe and
+    kretprobe).  --probe fentry or kprobe asks for one for all; auto takes fentry where the
+    kernel has it, but kprobes where a trampoline's program would be preemptible (PREEMPT_RT:
+    each preemption there loses the lock calls of every other task of the CPU meanwhile).
+    Raises if the method asked for (or, for auto, both) cannot attach here."""
+    fentry, kprobes = features.fentry.available, features.kprobes.available
+    if probe == "fentry" and not fentry:
+        raise IrqlockError(f"--probe fentry: {features.fentry.detail}")
+    if probe == "kprobe" and not kprobes:
+        raise IrqlockError(f"--probe kprobe: {features.kprobes.detail}")
+    if not (fentry or kprobes):
+        raise IrqlockError(f"locks needs fentry/fexit or kprobes: fentry: "
+                           f"{features.fentry.detail}; kprobes: {features.kprobes.detail}")
+    if probe != "auto":
+        return dict.fromkeys(functions, probe)
+    return {f: "kprobe" if not fentry or (kprobes and preemptible_on_trampoline(
+        f, features.preempt_rt)) else "fentry" for f in functions}
+
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe/type")
 KPROBE_BLACKLIST = Path("/sys/kernel/debug/kprobes/blacklist")
@@ -348,6 +383,22 @@ def require_tracing(features: KernelFeatures, tool: str) -> None:
         raise IrqlockError(f"{tool} {blocker}")
 
 
+METHOD_NAMES = {"fentry": "fentry/fexit", "kprobe": "kprobe/kretprobe"}
+
+
+def _lock_attachment(features: KernelFeatures, kinds: dict[str, list[str]]) -> str:
+    """Which lock kinds go by which attachment (see lock_methods), and why where they differ."""
+    by_method: dict[str, list[str]] = {}
+    for kind, functions in kinds.items():
+        methods = set(lock_methods(functions, "auto", features).values())
+        for method in sorted(methods):
+            by_method.setdefault(method, []).append(kind)
+    text = "; ".join(f"{', '.join(k)} via {METHOD_NAMES[m]}" for m, k in by_method.items())
+    if features.fentry.available and "kprobe" in by_method:
+        text += f" ({RT_KPROBES_WHY})"
+    return text
+
+
 def plan(features: KernelFeatures) -> list[ToolPlan]:
     """What each tool will do on this kernel, and why."""
     plans = []
@@ -384,7 +435,8 @@ def plan(features: KernelFeatures) -> list[ToolPlan]:
         waits = ("contended waits from lock:contention_begin/end"
                  if features.lock_contention_tracepoints.available
                  else "waits from acquire entry/return")
-        plans.append(ToolPlan("locks", "exact", f"{', '.join(traced_kinds)} via {method}; {waits}"))
-        plans.append(ToolPlan("deadlock", "exact",
-                              f"lock-order graph and wait-for graph from {', '.join(traced_kinds)}"))
+        how = _lock_attachment(features, {k: kinds[k] for k in traced_kinds})
+        plans.append(ToolPlan("locks", "exact", f"{how}; {waits}"))
+        plans.append(ToolPlan("deadlock", "exact", "lock-order graph and wait-for graph from "
+                              f"{how}"))
     return plans

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from irqlock.analysis.histograms import (
@@ -23,10 +22,9 @@ from irqlock.analysis.histograms import (
 from irqlock.bpf.constants import RAW_LOCK_TAG
 from irqlock.bpf.loader import BPF_MAP_TYPE_LRU_HASH, BpfObject
 from irqlock.bpf.tracer import BpfTracer
-from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
+from irqlock.defaults import LOCK_KINDS
 from irqlock.errors import IrqlockError
 from irqlock.kernel.features import (
-    LOCK_FUNCTIONS,
     KernelFeatures,
     kind_functions,
     require_tracing,
@@ -36,34 +34,26 @@ from irqlock.kernel.percpu import possible_cpus
 from irqlock.kernel.tasks import tgid_exists
 from irqlock.tracers.classes import ClassNames, LockClass
 from irqlock.tracers.lock_maps import HolderKey, HolderStruct, LockMaps, LockStatsStruct
+from irqlock.tracers.lock_plan import (
+    BLOCKED_PROGRAMS,
+    CONTENTION_PROGRAMS,
+    CONTEXT_START_PROGRAMS,
+    FREE_PROGRAMS,
+    LOCK_FUNCTION_NAMES,
+    NOT_TRACED,
+    LocksConfig,
+    LocksPlan,
+    is_release,
+    program_names,
+)
 
 MAX_LOCKS_LIMIT = 1_000_000
 KINDS = LOCK_KINDS
-# Functions of each kind that release a lock (fentry); the others acquire (fexit).
-RELEASES = ("unlock", "up_read", "up_write")
-# In the lists but not traced: downgrade_write keeps the lock (the hold goes on).
-NOT_TRACED = {"downgrade_write"}
-CONTENTION_PROGRAMS = ["contention_end", "contention_begin"]
-# Where a context's held stack starts empty (stale entries are dropped: a system call's
-# entry empties the task's); a hardirq's start also marks what the interrupted context
-# holds for IRQ safety.
-CONTEXT_START_PROGRAMS = {
-    "on_softirq_entry": "irq/softirq_entry", "on_irq_handler_entry": "irq/irq_handler_entry",
-    "on_local_timer_entry": "irq_vectors/local_timer_entry",
-    "on_call_function_entry": "irq_vectors/call_function_entry",
-    "on_call_function_single_entry": "irq_vectors/call_function_single_entry",
-    "on_reschedule_entry": "irq_vectors/reschedule_entry",
-    "on_irq_work_entry": "irq_vectors/irq_work_entry",
-    "on_sys_enter": "raw_syscalls/sys_enter",
-}
-BLOCKED_PROGRAMS = ["on_sched_switch"]
-# What stamps a slab object's locks born anew when it is freed (lock-order analysis only).
-FREE_PROGRAMS = {"fentry": ["kmem_cache_free_entry", "kfree_entry"],
-                 "kprobe": ["kmem_cache_free_kprobe", "kfree_kprobe"]}
 HOLDERS_PER_LOCK = 2  # holders map size = this x --max-locks
-# Per-lock maps that are LRU where fentry traces the lock functions: the locks in use
-# stay.  (kprobe mode counts the lock calls our own map updates make, which an LRU
-# map's eviction makes uncountable: there they stay plain hash maps, full is full.)
+# Per-lock maps that are LRU where fentry traces the raw spinlocks: the locks in use
+# stay.  (Where kprobes trace them, the lock calls our own map updates make are counted,
+# which an LRU map's eviction makes uncountable: there they stay plain hash maps, full is
+# full.)
 LRU_MAPS = ("locks", "holders")
 MAX_TASKS = 8192
 IRQ_USES = 4096  # locks taken in hardirq / held with interrupts on, each
@@ -76,21 +66,6 @@ DEADLOCK_MAPS: dict[str, int | None] = {"edges": None, "class_edges": None,
                                         "wait_stacks": MAX_TASKS}
 CLASS_EDGES_SHARE = 4  # class_edges = max_edges // this
 CACHES = 4096  # slab caches named (a kernel has a few hundred)
-
-
-def is_release(function: str) -> bool:
-    return any(part in function for part in RELEASES)
-
-
-def program_names(function: str, method: str) -> list[str]:
-    """The programs that trace `function` by `method` ("fentry" or "kprobe")."""
-    if method == "kprobe":
-        return [f"{function}_kprobe"] if is_release(function) \
-            else [f"{function}_kprobe", f"{function}_kretprobe"]
-    return [f"{function}_entry" if is_release(function) else f"{function}_exit"]
-
-
-LOCK_FUNCTION_NAMES = frozenset(LOCK_FUNCTIONS)
 
 
 def lock_address(key: int) -> int:
@@ -154,14 +129,21 @@ class Timing:
 @dataclass(frozen=True)
 class Coverage:
     """How many of all acquisitions the locks in a snapshot account for: the per-lock
-    maps keep the locks in use (LRU) or stop taking new ones when full (kprobe mode)."""
+    maps keep the locks in use (LRU) or stop taking new ones when full (kprobe mode); and
+    how many the kernel did not let our programs see at all (missed)."""
 
     shown: int  # acquisitions counted in the locks of the snapshot
     seen: int  # acquisitions of every lock in the same time
+    missed: int = 0  # acquisitions whose program the kernel skipped (see acquisitions_missed)
 
     @property
     def share(self) -> float:
         return min(1.0, self.shown / self.seen) if self.seen else 1.0
+
+    @property
+    def counted_share(self) -> float:
+        """The share of all acquisitions (seen or missed) that the programs counted."""
+        return self.seen / (self.seen + self.missed) if self.seen + self.missed else 1.0
 
     def to_json(self) -> dict[str, Any]:
         return {"acquisitions_covered": self.shown, "covered_share": round(self.share, 6)}
@@ -260,65 +242,6 @@ def by_class(records: Sequence[LockRecord]) -> list[ClassRecord]:
     return result
 
 
-@dataclass
-class LocksConfig:
-    kinds: list[str] = field(default_factory=lambda: list(KINDS))
-    tgid: int | None = None
-    lock_addr: int | None = None
-    max_locks: int = DEFAULT_MAX_LOCKS
-    # irqlock deadlock's duties (see locks.bpf.c)
-    order: bool = False  # lock-order edges
-    irq_safety: bool = False  # locks taken in hardirq vs. held with interrupts on
-    blocked: bool = False  # tasks in D state, stacks of sleeping waits
-    max_edges: int = DEFAULT_MAX_EDGES
-    probe: str = "auto"  # auto (fentry/fexit where the kernel has them) | fentry | kprobe
-
-
-@dataclass
-class LocksPlan:
-    functions: list[str]
-    not_attached: list[str]
-    contention: bool
-    context_programs: list[str] = field(default_factory=list)  # the tracepoints this kernel has
-    method: str = "fentry"  # or "kprobe"
-    preempt_rt: bool = False  # spinlock_t and rwlock_t sleep (rt_spin_lock, ...)
-
-
-def choose_method(probe: str, features: KernelFeatures) -> str:
-    """fentry/fexit where the kernel has them (or where asked), else kprobes; raises if neither."""
-    if probe in ("auto", "fentry") and features.fentry.available:
-        return "fentry"
-    if probe in ("auto", "kprobe") and features.kprobes.available:
-        return "kprobe"
-    if probe == "fentry":
-        raise IrqlockError(f"--probe fentry: {features.fentry.detail}")
-    if probe == "kprobe":
-        raise IrqlockError(f"--probe kprobe: {features.kprobes.detail}")
-    raise IrqlockError(f"locks needs fentry/fexit or kprobes: fentry: {features.fentry.detail}; "
-                       f"kprobes: {features.kprobes.detail}")
-
-
-def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan:
-    """The lock functions to trace for the chosen kinds; raises if none can be."""
-    method = choose_method(config.probe, features)
-    by_kind = kind_functions(features.preempt_rt)
-    wanted = list(dict.fromkeys(f for kind in config.kinds for f in by_kind[kind]
-                                if f not in NOT_TRACED))
-    functions = [f for f in wanted if (support := features.functions.get(f))
-                 and (support.fentry if method == "fentry" else support.kprobe)]
-    if not functions:
-        raise IrqlockError("no lock function of the chosen kinds can be traced: run 'irqlock check'")
-    tracefs = Path(features.tracefs) if features.tracefs else None
-    contexts = [program for program, event in CONTEXT_START_PROGRAMS.items()
-                if tracefs and (tracefs / "events" / event).is_dir()]
-    missing = [event for program, event in CONTEXT_START_PROGRAMS.items()
-               if program not in contexts]
-    return LocksPlan(functions=functions, preempt_rt=features.preempt_rt,
-                     not_attached=[f for f in wanted if f not in functions] + missing,
-                     contention=features.lock_contention_tracepoints.available,
-                     context_programs=contexts, method=method)
-
-
 class LocksTracer(BpfTracer):
     """Loads and attaches locks.bpf.c; snapshot() reads what it has aggregated."""
 
@@ -330,7 +253,8 @@ class LocksTracer(BpfTracer):
         self.config = config
         self.plan = plan
         self.covered: Coverage | None = None  # as of the latest snapshot
-        self._start(plan.method == "fentry", attach, symbols)
+        self._missed_before = 0  # acquire-program misses until the last clear()
+        self._start(plan.method != "kprobe", attach, symbols)
 
     @property
     def maps(self) -> LockMaps:
@@ -347,22 +271,22 @@ class LocksTracer(BpfTracer):
         return (self.plan.context_programs
                 + (CONTENTION_PROGRAMS if self.plan.contention else [])
                 + (BLOCKED_PROGRAMS if c.blocked else [])
-                + (FREE_PROGRAMS[self.plan.method] if c.order else []))
+                + (FREE_PROGRAMS[self.plan.free_method] if c.order else []))
 
     def _configure(self, obj: BpfObject, use_fentry: bool) -> None:
         c = self.config
-        kprobes = self.plan.method == "kprobe"
-        # our map updates take raw spinlocks
-        spin_traced = any(f in self.plan.functions for f in kind_functions(False)["spinlock"])
+        # Our map updates take raw spinlocks: kprobes there miss each of those lock calls.
+        spin_kprobes = any(self.plan.method_of(f) == "kprobe" for f in self.plan.functions
+                           if f in kind_functions(False)["spinlock"])
         obj.set_rodata(target_tgid=-1 if c.tgid is None else c.tgid,
                             target_lock=c.lock_addr or 0, track_order=int(c.order),
                             track_irq_safety=int(c.irq_safety), track_blocked=int(c.blocked),
                             rt_kernel=int(self.plan.preempt_rt), own_tgid=os.getpid(),
                             plain_unlock_traced=int("_raw_spin_lock" not in self.plan.functions
                                                     or "_raw_spin_unlock" in self.plan.functions),
-                            own_misses_per_lock_call=3 if kprobes and spin_traced else 0,
+                            own_misses_per_lock_call=3 if spin_kprobes else 0,
                             nr_cpus=max(1, possible_cpus()))
-        if not kprobes:
+        if not spin_kprobes:
             for name in LRU_MAPS:
                 obj.set_type(name, BPF_MAP_TYPE_LRU_HASH)
         obj.set_max_entries("locks", c.max_locks)
@@ -376,13 +300,13 @@ class LocksTracer(BpfTracer):
             entries = size if size is not None else \
                 max(1, c.max_edges // CLASS_EDGES_SHARE) if name == "class_edges" else c.max_edges
             obj.set_max_entries(name, entries if used[name] else 1)
-        unused = "fentry" if self.plan.method == "kprobe" else "kprobe"
         for function in LOCK_FUNCTION_NAMES - NOT_TRACED:
-            for program in program_names(function, unused):
-                obj.disable(program)
-            if function not in self.plan.functions:
-                for program in program_names(function, self.plan.method):
-                    obj.disable(program)
+            method_used = self.plan.method_of(function) if function in self.plan.functions \
+                else None
+            for method in ("fentry", "kprobe"):
+                if method != method_used:
+                    for program in program_names(function, method):
+                        obj.disable(program)
         extra = self._extra_programs()
         for program in [*CONTEXT_START_PROGRAMS, *CONTENTION_PROGRAMS, *BLOCKED_PROGRAMS,
                         *(p for programs in FREE_PROGRAMS.values() for p in programs)]:
@@ -403,7 +327,7 @@ class LocksTracer(BpfTracer):
             self.obj.attach(program)
         ordered = sorted(self.plan.functions, key=lambda f: not is_release(f))
         for function in ordered:
-            for program in program_names(function, self.plan.method):
+            for program in program_names(function, self.plan.method_of(function)):
                 self.obj.attach(program)
 
     def _holders(self) -> dict[int, list[Holder]]:
@@ -446,7 +370,7 @@ class LocksTracer(BpfTracer):
                 wait=Timing.of(s.wait_total_ns, s.wait_max_ns, s.wait_hist),
                 holders=lock_holders, cls=names.of(s.cls)))
         self.covered = Coverage(shown=sum(r.acquisitions for r in records),
-                                seen=self.acquisitions_seen())
+                                seen=self.acquisitions_seen(), missed=self.acquisitions_missed())
         return self._name_wait_locks(records)
 
     def _name_wait_locks(self, records: list[LockRecord]) -> list[LockRecord]:
@@ -478,6 +402,21 @@ class LocksTracer(BpfTracer):
         return sum(int.from_bytes(v[:8], "little")
                    for v in self.obj.map("acquisitions_seen").lookup_per_cpu(bytes(4)))
 
+    def _acquire_misses(self) -> int:
+        """Runs of the acquire programs the kernel skipped since loading, less those our own
+        map updates caused (each of those is a lock call of ours, no one's acquisition)."""
+        misses = self.obj.recursion_misses()
+        programs = {p for f in self.plan.functions if not is_release(f)
+                    for p in program_names(f, self.plan.method_of(f))}
+        return sum(misses.get(p, 0) for p in programs) - self.obj.read_global("own_acquire_misses")
+
+    def acquisitions_missed(self) -> int:
+        """Acquisitions the programs never saw since the start or the last clear: the kernel
+        skips a program while another run of it is going on on that CPU (an interrupt
+        nested over it; on PREEMPT_RT, with fentry, a task preempted inside it).  As the
+        kernel counts them: 6.1 does not count a kprobe's (see lock_methods)."""
+        return max(0, self._acquire_misses() - self._missed_before)
+
     def clear(self) -> None:
         """Start the next interval from zero (holds in progress end uncounted).
 
@@ -492,6 +431,7 @@ class LocksTracer(BpfTracer):
                     m.delete(key)
             seen = self.obj.map("acquisitions_seen")
             seen.update(bytes(4), bytes(8 * len(seen.lookup_per_cpu(bytes(4)))))
+            self._missed_before = self._acquire_misses()
             self.covered = None
         finally:
             self._pause(False)
@@ -499,13 +439,16 @@ class LocksTracer(BpfTracer):
     def stats(self) -> dict[str, Any]:
         g = self.obj.read_global
         kernel_misses = sum(self.obj.recursion_misses().values())
+        counted = Coverage(shown=0, seen=self.acquisitions_seen(), missed=self.acquisitions_missed())
         return {"type": "stats", "tool": "locks", "lost_events": 0,
                 # what the kernel counts, less the re-entries our own map updates cause
                 "recursion_misses": max(0, kernel_misses - g("own_recursion")),
                 "recursion_misses_kernel": kernel_misses,
                 "locks_dropped": g("locks_dropped"), "holders_dropped": g("holders_dropped"),
                 "tasks_dropped": g("tasks_dropped"), "held_overflow": g("held_overflow"),
-                "stale_dropped": g("stale_dropped"), "acquisitions_seen": self.acquisitions_seen(),
+                "stale_dropped": g("stale_dropped"), "acquisitions_seen": counted.seen,
+                "acquisitions_missed": counted.missed,
+                "counted_share": round(counted.counted_share, 6),
                 # irqlock's own process (its map reads take the maps' bucket locks)
                 "own_process_skipped": g("own_process_skipped"),
                 **(self.covered.to_json() if self.covered else {}),
