@@ -98,7 +98,7 @@ def test_spinlock_holders_and_hold_time(fixture: Fixture, kind: str, fixture_kin
     stats = tool.of_type("stats")[0]
     assert stats["locks_dropped"] == 0 and stats["holders_dropped"] == 0
     # PREEMPT_RT: spinlock_t's functions by kprobe (see test_check), nothing missed
-    assert stats["probe"] == ("fentry+kprobe" if PREEMPT_RT else "fentry"), stats
+    assert stats["probe"] == ("kprobe" if PREEMPT_RT else "fentry"), stats
     assert stats["acquisitions_missed"] == 0, stats
 
 

@@ -70,6 +70,6 @@ def test_check_says_which_attachment_and_why_on_preempt_rt() -> None:
     for tool in ("locks", "deadlock"):
         assert "raw_spinlock via fentry/fexit" in plans[tool], plans[tool]
         assert "spinlock, rwlock, mutex, rwsem via kprobe/kretprobe" in plans[tool], plans[tool]
-        assert "preemptible" in plans[tool]
+        assert "mutex, rwsem via kprobe/kretprobe (on PREEMPT_RT" in plans[tool]
     stock = {p.tool: p.detail for p in plan(features())}
     assert "via fentry/fexit" in stock["locks"] and "kprobe" not in stock["locks"]

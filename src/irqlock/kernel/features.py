@@ -393,10 +393,9 @@ def _lock_attachment(features: KernelFeatures, kinds: dict[str, list[str]]) -> s
         methods = set(lock_methods(functions, "auto", features).values())
         for method in sorted(methods):
             by_method.setdefault(method, []).append(kind)
-    text = "; ".join(f"{', '.join(k)} via {METHOD_NAMES[m]}" for m, k in by_method.items())
-    if features.fentry.available and "kprobe" in by_method:
-        text += f" ({RT_KPROBES_WHY})"
-    return text
+    why = f" ({RT_KPROBES_WHY})" if features.fentry.available else ""
+    return "; ".join(f"{', '.join(k)} via {METHOD_NAMES[m]}{why if m == 'kprobe' else ''}"
+                     for m, k in by_method.items())
 
 
 def plan(features: KernelFeatures) -> list[ToolPlan]:
