@@ -98,7 +98,9 @@ show_failed_shards() {
     for dir in build/vm-results/*-"$name"; do
       echo "== shard $name failed; the last lines of $dir/output.log and console.log:" >&2
       tail -n 30 "$dir/output.log" >&2 2>/dev/null
-      grep -v '^\s*$' "$dir/console.log" 2>/dev/null | tail -n 20 >&2
+      # the kernel's first word on a stall or an oops, then its last lines
+      grep -m 20 -E 'rcu: INFO|BUG:|WARNING:|lockup|blocked for more|Oops' "$dir/console.log" >&2
+      grep -v '^\s*$' "$dir/console.log" 2>/dev/null | tail -n 60 >&2
     done
   done <build/junit/failed-shards
 }

@@ -1135,12 +1135,29 @@ static void out_classes(bool mutex)
  * reuse: foo1 then foo2; both freed and two new foos made, which the cache gives the
  * freed memory (last freed first); the one at foo2's address, then the one at foo1's:
  * two addresses taken in both orders by locks that never coexisted -- no deadlock.
- * "reused" says whether the new foos did take both addresses. */
+ * "reused" says whether the new foos did take both addresses: this task stays on one CPU
+ * from the first allocation to the second, so that the freed objects go back to the CPU slab
+ * they came from and come out of it again (a free on another CPU is a remote one). */
+static int class_orders_on(const char *pattern, bool mutex);
+
 static int class_orders(const char *pattern)
 {
-	bool mutex = !strcmp(pattern, "class_mutex"), reused = false;
+	bool mutex = !strcmp(pattern, "class_mutex"), reuse = !strcmp(pattern, "reuse");
+	int err;
+
+	if (reuse)
+		migrate_disable();
+	err = class_orders_on(pattern, mutex);
+	if (reuse)
+		migrate_enable();
+	return err;
+}
+
+static int class_orders_on(const char *pattern, bool mutex)
+{
 	void *old_first, *old_second;
 	int lo, err, at_second;
+	bool reused = false;
 
 	err = alloc_objects();
 	if (err)
