@@ -18,7 +18,9 @@ linux-perf installed by `scripts/setup.sh --bench`):
     mutex against its owner word before it draws (here: finds) the order edge;
 (e) the pair of (d) with both locks inside slab objects, under `irqlock deadlock`:
     each acquisition also looks up its lock's class (the slab cache and offset,
-    from the struct page of the address) and its class edge.
+    from the struct page of the address) and its class edge;
+(f) the pair of (c) under each --probe (auto, fentry, kprobe): on PREEMPT_RT auto
+    traces spinlock_t by kprobe (bench/rt_bench.py runs it on RT and stock at once).
 
 Figures are medians of REPEAT runs; under TCG only the ratios mean anything.
 """
@@ -131,8 +133,21 @@ def class_section() -> None:
           f"{added_slab - added_static:.0f} ns ({added_slab / added_static:.2f}x)")
 
 
+def attachment_section() -> None:
+    print(f"(f) cost per spin_lock/spin_unlock pair by attachment, {SPIN_PAIRS} pairs "
+          "(PREEMPT_RT: rt_spin_lock/rt_spin_unlock, which auto traces by kprobe there)")
+    untraced = median(per_pair_ns)
+    print(f"  {'untraced':<34}{untraced:>8.0f} ns")
+    for probe in ("auto", "fentry", "kprobe"):
+        with irqlock("locks", "--kind", "spin", "--probe", probe):
+            traced = median(per_pair_ns)
+        # (parsed by bench/rt_bench.py)
+        print(f"  probe {probe:<28}{traced:>8.0f} ns  +{traced - untraced:.0f} ns "
+              f"({traced / untraced:.1f}x)")
+
+
 SECTIONS = {"a": mutex_heavy_section, "b": messaging_section, "c": spin_pair_section,
-            "d": nested_pair_section, "e": class_section}
+            "d": nested_pair_section, "e": class_section, "f": attachment_section}
 
 
 def main() -> None:
