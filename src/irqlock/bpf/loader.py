@@ -140,6 +140,17 @@ class Map:
         """Entries now (walks the keys: a hash map keeps no count user space can read)."""
         return sum(1 for _key in self.keys())
 
+    def items_singly(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every entry, a lookup each: where kprobe programs must keep running while we read.
+        A map lookup from user space holds the CPU's kprobe programs off (bpf_prog_active)
+        while it copies: one value here, where a batch holds them off for the whole batch --
+        and on PREEMPT_RT, were our process preempted meanwhile, every other task's calls on
+        that CPU would go unseen."""
+        for key in self.keys():  # (a key walk does not hold them off)
+            value = self.lookup(key)
+            if value is not None:  # the entry may have gone meanwhile
+                yield key, value
+
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every entry; a hash map is read a batch at a time (a syscall per entry is slow),
         each batch handed on before the next is read (a big map is never all in memory)."""
@@ -476,6 +487,11 @@ class BpfObject:
         return [info.id for _name, info in self._program_infos()]
 
     # ---- teardown ----------------------------------------------------------
+
+    @property
+    def attached(self) -> bool:
+        """Whether any program is attached now."""
+        return bool(self._links)
 
     def detach(self) -> None:
         """Detach every program (no new records); maps and ring buffers stay readable.

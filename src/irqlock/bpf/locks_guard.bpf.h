@@ -89,13 +89,13 @@ static __always_inline bool enter(struct guard *g, int *ctx_out, __u32 pair, boo
 }
 
 /* kprobe mode: our update made `calls` lock calls, each missed by the acquire's kprobe and
- * kretprobe and by the release's kprobe. */
+ * kretprobe and by the release's kprobe: one acquisition each (see acquisitions_missed). */
 static __always_inline void own_lock_calls_missed(__u32 calls)
 {
 	if (!own_misses_per_lock_call)
 		return;
 	__sync_fetch_and_add(&own_recursion, own_misses_per_lock_call * calls);
-	__sync_fetch_and_add(&own_acquire_misses, (own_misses_per_lock_call - 1) * calls);
+	__sync_fetch_and_add(&own_acquire_misses, calls);
 }
 
 /* Another task's tag is put back: its update may have been preempted, not finished. */

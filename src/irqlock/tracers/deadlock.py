@@ -167,7 +167,8 @@ class DeadlockFinder:
         # goes through it, or the memory of each analysis would grow with the edges.
         edges_map = self.maps.edges()
         graph: dict[int, list[int]] = {}
-        for raw_key, _example in edges_map.items():
+        # Keys only: a key walk does not hold the kprobe programs off (Map.items_singly).
+        for raw_key in list(edges_map.keys()):
             k = EdgeKey.from_buffer_copy(raw_key)
             graph.setdefault(k.held, []).append(k.acquired)
         names = self.tracer.class_names()  # after the edges: every cache they name is in
@@ -202,7 +203,7 @@ class DeadlockFinder:
         # (the example itself is read when a new cycle goes through it, as for instances)
         examples: dict[tuple[int, int], tuple[bytes, LockClass, LockClass]] = {}
         class_edges = self.maps.class_edges()
-        keys = [raw_key for raw_key, _example in class_edges.items()]
+        keys = list(class_edges.keys())
         names = self.tracer.class_names()  # after the edges: every cache they name is in
         for raw_key in keys:
             k = ClassEdgeKey.from_buffer_copy(raw_key)
@@ -262,9 +263,9 @@ class DeadlockFinder:
 
     def irq_unsafe_locks(self) -> list[IrqUnsafeLock]:
         in_hardirq = {int.from_bytes(k, "little"): LockUseStruct.from_buffer_copy(v)
-                      for k, v in self.maps.hardirq_locks().items()}
+                      for k, v in self.tracer.entries(self.maps.hardirq_locks())}
         result = []
-        for key, value in self.maps.irqs_on_locks().items():
+        for key, value in self.tracer.entries(self.maps.irqs_on_locks()):
             addr = int.from_bytes(key, "little")
             if addr not in in_hardirq or addr in self.seen.irq_unsafe:
                 continue
@@ -282,7 +283,7 @@ class DeadlockFinder:
     def waits(self) -> dict[int, WaitStateStruct]:
         """pid -> the sleeping lock it waits for now."""
         waits = {}
-        for key, value in self.maps.task_wait().items():
+        for key, value in self.tracer.entries(self.maps.task_wait()):
             w = WaitStateStruct.from_buffer_copy(value)
             if w.start_ns:
                 waits[_u32(key)] = w
@@ -291,7 +292,7 @@ class DeadlockFinder:
     def held(self) -> dict[int, list[int]]:
         """pid -> the sleeping locks (mutexes, rw-semaphores) it holds now."""
         held = {}
-        for key, value in self.maps.task_held().items():
+        for key, value in self.tracer.entries(self.maps.task_held()):
             st = HeldStackStruct.from_buffer_copy(value)
             locks = [st.locks[i].lock for i in range(min(st.depth, MAX_HELD))]
             if locks:
@@ -334,7 +335,7 @@ class DeadlockFinder:
                    held: dict[int, list[int]]) -> list[HungTask]:
         """Tasks asleep in D state past the threshold, with what waits() and held() say."""
         result = []
-        for key, value in self.maps.blocked().items():
+        for key, value in self.tracer.entries(self.maps.blocked()):
             pid, b = _u32(key), BlockedTaskStruct.from_buffer_copy(value)
             if now_ns - b.since_ns < self.hung_after_ns or (pid, b.since_ns) in self.seen.hung:
                 continue

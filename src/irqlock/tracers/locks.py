@@ -9,7 +9,7 @@ kallsyms (a static lock's symbol), percentiles from the histograms.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,7 +20,7 @@ from irqlock.analysis.histograms import (
     loglinear_percentile,
 )
 from irqlock.bpf.constants import RAW_LOCK_TAG
-from irqlock.bpf.loader import BPF_MAP_TYPE_LRU_HASH, BpfObject
+from irqlock.bpf.loader import BPF_MAP_TYPE_LRU_HASH, BpfObject, Map
 from irqlock.bpf.tracer import BpfTracer
 from irqlock.defaults import LOCK_KINDS
 from irqlock.errors import IrqlockError
@@ -332,7 +332,7 @@ class LocksTracer(BpfTracer):
 
     def _holders(self) -> dict[int, list[Holder]]:
         result: dict[int, list[Holder]] = {}
-        for key, value in self.maps.holders().items():
+        for key, value in self.entries(self.maps.holders()):
             k = HolderKey.from_buffer_copy(key)
             h = HolderStruct.from_buffer_copy(value)
             stack = caller_frames(
@@ -351,7 +351,7 @@ class LocksTracer(BpfTracer):
         holders = self._holders() if with_holders else {}
         names = self.class_names()
         records: list[LockRecord] = []
-        for key, value in self.maps.locks().items():
+        for key, value in self.entries(self.maps.locks()):
             lock = int.from_bytes(key, "little")
             s = LockStatsStruct.from_buffer_copy(value)
             lock_holders = holders.get(lock, [])
@@ -395,7 +395,14 @@ class LocksTracer(BpfTracer):
 
     def class_names(self) -> ClassNames:
         """Names for the classes seen so far (the slab caches met, kallsyms)."""
-        return ClassNames.from_map(self.maps.caches().items(), self.kallsyms)
+        return ClassNames.from_map(self.entries(self.maps.caches()), self.kallsyms)
+
+    def entries(self, bpf_map: Map) -> Iterator[tuple[bytes, bytes]]:
+        """A map's entries: a batch at a time, but one by one while kprobes trace (a batch
+        would hold the CPU's kprobe programs off while it copies: see Map.items_singly)."""
+        if self.plan.uses_kprobes and self.obj.attached:
+            return bpf_map.items_singly()
+        return bpf_map.items()
 
     def acquisitions_seen(self) -> int:
         """Acquisitions of every lock since the start or the last clear (kept or not)."""
@@ -406,9 +413,11 @@ class LocksTracer(BpfTracer):
         """Runs of the acquire programs the kernel skipped since loading, less those our own
         map updates caused (each of those is a lock call of ours, no one's acquisition)."""
         misses = self.obj.recursion_misses()
-        programs = {p for f in self.plan.functions if not is_release(f)
-                    for p in program_names(f, self.plan.method_of(f))}
-        return sum(misses.get(p, 0) for p in programs) - self.obj.read_global("own_acquire_misses")
+        # (by kprobe, an acquisition is lost if its entry or its return is skipped, and
+        # what skips one mostly skips both: the more of the two)
+        lost = sum(max(misses.get(p, 0) for p in program_names(f, self.plan.method_of(f)))
+                   for f in self.plan.functions if not is_release(f))
+        return lost - self.obj.read_global("own_acquire_misses")
 
     def acquisitions_missed(self) -> int:
         """Acquisitions the programs never saw since the start or the last clear: the kernel
