@@ -97,9 +97,11 @@ def test_spinlock_holders_and_hold_time(fixture: Fixture, kind: str, fixture_kin
     assert record["site"] and record["site"].startswith(f"fx_hold_{fixture_kind}+")
     stats = tool.of_type("stats")[0]
     assert stats["locks_dropped"] == 0 and stats["holders_dropped"] == 0
-    # PREEMPT_RT: spinlock_t's functions by kprobe (see test_check), nothing missed
+    # PREEMPT_RT: spinlock_t's functions by kprobe (see test_check); the fixture's counts
+    # are exact above, and what others' locks missed (interrupts nested over our programs)
+    # is counted
     assert stats["probe"] == ("kprobe" if PREEMPT_RT else "fentry"), stats
-    assert stats["acquisitions_missed"] == 0, stats
+    assert stats["acquisitions_missed"] <= MISSED_SHARE * stats["acquisitions_seen"], stats
 
 
 def test_rwlock_read_and_write(fixture: Fixture) -> None:

@@ -62,6 +62,7 @@ static __always_inline struct held_stack *held_stack(struct guard *g, int c, __u
 static __always_inline void set_held(struct held_stack *st, __u32 i, __u64 lock, __u64 now,
 				     __u32 kind, __u32 mode, struct lock_class *cls, __u64 born)
 {
+	barrier_var(i);	/* keep the compiler from dropping the mask the verifier needs */
 	i &= MAX_HELD - 1;
 	st->locks[i].lock = lock;
 	st->locks[i].acquired_ns = now;
