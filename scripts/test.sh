@@ -18,12 +18,16 @@ step .venv/bin/python -m pytest -q --timeout 300 --junitxml=build/junit/unit.xml
 # Kernel tests in VMs, two at a time (each VM is one emulation thread; the machine has two
 # cores).  Which kernel runs what (README, "Which kernel runs what"):
 # - Debian 12's reference kernel, 6.1 stock: every kernel test;
-# - 6.12 stock and 6.12 PREEMPT_RT (Debian 13's series: preempt count in pcpu_hot, slab page
-#   types, mainline RT): every fixture test but those of irqlock's own Python (recording,
-#   report, reliability, output formats) and of the kprobe fallback (every Debian 12 kernel
-#   has fentry; the fallback is for kernels without), which the reference kernel runs;
-# - 6.1 PREEMPT_RT (the RT patch set) and 6.1 cloud (its own config, no 9p): check,
-#   which plans, loads and runs every tool there; cloud also the System.map tests;
+# - 6.12 stock (Debian 13's series: preempt count in pcpu_hot, slab page types): every
+#   fixture test but those of irqlock's own Python (recording, report, reliability, output
+#   formats) and of the kprobe fallback (every Debian 12 kernel has fentry; the fallback is
+#   for kernels without), which the reference kernel runs;
+# - 6.12 PREEMPT_RT (mainline RT): the same for irqoff, irq and check; of the lock tools the
+#   RT-dependent tests (rt_locks, rt_deadlock below);
+# - 6.1 PREEMPT_RT (the RT patch set, issue 23's reference): check, the RT lock tests and
+#   every lock-cycle scenario;
+# - 6.1 cloud (its own config, no 9p): check, which plans, loads and runs every tool there,
+#   and the System.map tests;
 # - the preemptirq kernel, when ../shared/kernels has it: what its tracepoints change.
 # The root is over virtio-fs, but for test_report: it proves recording on a 9p share too.
 shard() {  # NAME KERNEL[+9p] SECONDS TEST... (!NODEID: a test not to run; +9p: root over 9p)
@@ -54,6 +58,29 @@ for node in "test_locks.py::test_every_lock_counted_and_consistent_under_load[re
             "test_deadlock.py::test_abba_is_one_cycle_of_two_edges[kprobe]"; do
   reference_only+=" !tests/kernel/$node"
 done
+# PREEMPT_RT: the lock tools trace the sleeping locks by kprobe there, and a kprobe tool
+# takes ~20 s longer to attach and detach under TCG: the RT kernels run the lock tests that
+# are RT's own (the fixture's holds and cycles, the load tests); 6.1 PREEMPT_RT, issue 23's
+# reference, every cycle scenario.
+rt_locks="tests/kernel/test_locks.py::test_spinlock_holders_and_hold_time"
+for t in test_rwlock_read_and_write test_mutex_contended_wait_matches_the_other_holder \
+         test_rwsem_read_and_write "test_every_lock_counted_and_consistent_under_load[locks]" \
+         test_by_class_adds_up_each_class_under_load; do
+  rt_locks+=" tests/kernel/test_locks.py::$t"
+done
+rt_deadlock="" rt_cycles=""
+for t in "test_abba_is_one_cycle_of_two_edges[auto]" "test_class_abba_across_instances[mutex]" \
+         test_real_deadlock_is_reported_within_5s "test_no_false_findings_under_load[rt]"; do
+  rt_deadlock+=" tests/kernel/test_deadlock.py::$t"
+done
+for t in test_mutex_abba_is_one_cycle test_three_lock_cycle test_four_lock_cycle \
+         "test_class_abba_across_instances[spin]" test_hung_task_names_the_owner; do
+  rt_cycles+=" tests/kernel/test_deadlock.py::$t"
+done
+rt_not_locks=""  # 6.12 PREEMPT_RT: the other tools' kernel-dependent tests
+for f in test_irqoff test_irqline test_kallsyms test_loader test_sysmap; do
+  rt_not_locks+=" tests/kernel/$f.py"
+done
 irqtrace_tests="tests/kernel/test_irqoff.py tests/kernel/test_check.py"
 irqtrace_tests+=" tests/kernel/test_deadlock.py::test_no_false_findings_under_load"
 # NAME KERNEL SECONDS TESTS: SECONDS as measured in the VM, boot included (2026-12-07, two
@@ -64,9 +91,10 @@ shards=("stock-a stock 640 $not_deadlock"
         "report stock+9p 180 tests/kernel/test_report.py"
         "612-a 6.12 600 $not_deadlock $reference_only"
         "612-b 6.12 470 $deadlock $reference_only"
-        "612rt-a 6.12-rt 690 $not_deadlock $reference_only"
-        "612rt-b 6.12-rt 570 $deadlock $reference_only"
-        "rt rt 160 tests/kernel/test_check.py"
+        "612rt-a 6.12-rt 760 tests/kernel/test_check.py $rt_not_locks $rt_locks $reference_only"
+        "612rt-b 6.12-rt 280 $rt_deadlock"
+        "rt-a rt 640 tests/kernel/test_check.py $rt_locks"
+        "rt-b rt 600 $rt_deadlock $rt_cycles"
         "cloud cloud 190 tests/kernel/test_check.py tests/kernel/test_sysmap.py")
 if compgen -G "../shared/kernels/irqtrace-6.1/linux-image-*.deb" >/dev/null; then
   shards+=("irqtrace irqtrace 240 $irqtrace_tests")
