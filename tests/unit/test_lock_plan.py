@@ -73,3 +73,8 @@ def test_check_says_which_attachment_and_why_on_preempt_rt() -> None:
         assert "mutex, rwsem via kprobe/kretprobe (on PREEMPT_RT" in plans[tool]
     stock = {p.tool: p.detail for p in plan(features())}
     assert "via fentry/fexit" in stock["locks"] and "kprobe" not in stock["locks"]
+
+
+def test_check_says_the_other_tools_are_never_preempted_on_preempt_rt() -> None:
+    plans = {p.tool: p.detail for p in plan(rt(features()))}
+    assert "never preempted" in plans["irqoff"] and "never preempted" in plans["irq"], plans

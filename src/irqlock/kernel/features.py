@@ -348,7 +348,7 @@ def _irqoff_sources(features: KernelFeatures, blocker: str, method: str) -> Tool
     sampler = features.perf_cpu_clock
     if features.preempt_rt:  # spinlock_t's _irqsave leaves interrupts on there
         method += " (raw spinlocks only: on PREEMPT_RT spinlock_t and rwlock_t do not turn " \
-                  "interrupts off)"
+                  "interrupts off; the programs run with them off, so never preempted)"
     if locks_ok and sampler.available:
         return ToolPlan("irqoff", "exact+sampled",
                         f"lock paths exact via {method} ({len(locks_ok)} functions); other windows "
@@ -417,8 +417,10 @@ def plan(features: KernelFeatures) -> list[ToolPlan]:
     else:
         handlers = ("; handler run time from irq:irq_handler_entry/exit"
                     if features.irq_handler_tracepoints.available else "")
+        unpreempted = (" (called with the line's raw lock held: never preempted, on "
+                       "PREEMPT_RT too)" if features.preempt_rt else "")
         plans.append(ToolPlan("irq", "exact", f"depth changes 0->1 (irq_disable) and 1->0 "
-                              f"(irq_startup) via {method}{handlers}"))
+                              f"(irq_startup) via {method}{unpreempted}{handlers}"))
 
     # locks and deadlock
     kinds = kind_functions(features.preempt_rt)
