@@ -99,7 +99,8 @@ def test_metrics_parse_and_count() -> None:
     metrics.observe({"type": "lock_cycle"})
     metrics.set_locks([lock('fx "odd" name', 7)])
     metrics.set_stats([{"tool": "irqoff", "lost_events": 5, "recursion_misses": 1,
-                        "locks_dropped": 2, "blind_ns": 12_500_000}])
+                        "locks_dropped": 2, "blind_ns": 12_500_000},
+                       {"tool": "locks", "acquisitions_missed": 3}])
     families = {f.name: f for f in text_string_to_metric_families(metrics.text())}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in families.values() for s in f.samples}
@@ -110,6 +111,7 @@ def test_metrics_parse_and_count() -> None:
 
     assert bucket("0.001") == 0 and bucket("0.0025") == 3 and bucket("+Inf") == 3
     assert samples[("irqlock_lock_cycles_total", ())] == 1
+    assert samples[("irqlock_lock_acquisitions_missed_total", (("tool", "locks"),))] == 3
     assert samples[("irqlock_deadlocks_total", ())] == 0
     assert samples[("irqlock_lock_acquisitions_total",
                     (("kind", "spinlock"), ("lock", 'fx "odd" name')))] == 7

@@ -33,6 +33,8 @@ HELP = {
     "irqlock_kernel_reports_total": "hung-task, lockup and lockdep reports of the kernel",
     "irqlock_lost_events_total": "events the tracers could not deliver",
     "irqlock_recursion_misses_total": "probe hits the kernel skipped (a BPF program was running)",
+    "irqlock_lock_acquisitions_missed_total": "lock acquisitions the programs never saw (the "
+                                              "kernel skipped them; PREEMPT_RT: see check)",
     "irqlock_dropped_total": "entries not kept because a map was full",
     "irqlock_sampler_blind_seconds_total": "time the irqoff sampler saw nothing: no tick came "
                                            "to a running CPU (a hypervisor held it back)",
@@ -142,6 +144,7 @@ class Metrics:
         """Drop counters of each tracer (monotonic in the tracer: set, not added)."""
         self.stats_counters = {"irqlock_lost_events_total": {},
                                "irqlock_recursion_misses_total": {}, "irqlock_dropped_total": {},
+                               "irqlock_lock_acquisitions_missed_total": {},
                                "irqlock_sampler_blind_seconds_total": {}}
         for s in stats:
             tool = (("tool", s.get("tool", "?")),)
@@ -151,6 +154,9 @@ class Metrics:
             self.stats_counters["irqlock_lost_events_total"][tool] = s.get("lost_events", 0)
             self.stats_counters["irqlock_recursion_misses_total"][tool] = \
                 s.get("recursion_misses", 0)
+            if "acquisitions_missed" in s:
+                self.stats_counters["irqlock_lock_acquisitions_missed_total"][tool] = \
+                    s["acquisitions_missed"]
             for key, value in s.items():
                 if key.endswith("_dropped") and isinstance(value, int):
                     self.stats_counters["irqlock_dropped_total"][
