@@ -3,25 +3,37 @@
  * locks.bpf.c, its guard: which calls a program handles, and our own map updates.
  *
  * A program ignores NMI, a paused tracer (control), irqlock's own process and the lock
- * calls its own map updates make: while it updates, it tags the context's busy flag with
- * its pid and the lock-function pair it traces, so the nested calls tell themselves from
- * another task's (which may run here while our program is preempted).  What the kernel
- * skips of ours because of our own update is counted apart (own_recursion,
+ * calls its own map updates make: while it updates, it holds a slot of the context's busy
+ * tags with its pid and the lock-function pair it traces, so the nested calls tell
+ * themselves from another task's (which may run here while our program is preempted).
+ * What the kernel skips of ours because of our own update is counted apart (own_recursion,
  * own_acquire_misses) so that user space can tell it from a lost lock call.
  *
  * Hook: enter() at the start of every program; guarded_update/delete and lookup_or_make
  * for every map change.
  */
 
-/* busy[c]: a program of ours in context c is updating a map.  The value is its tag:
- * (pid + 1) << PAIR_BITS | pair.  The pid tells our update's lock calls from another
- * task's (that task may run on this CPU while our program is preempted). */
+/* A context's busy tags: a slot per program of ours updating a map there, its value
+ * (pid + 1) << PAIR_BITS | pair.  A slot, not one flag: where trampolines are preemptible
+ * (preempt=full, PREEMPT_RT) another task's program may start an update on this CPU while
+ * ours is preempted in its own, and a flag it overwrote would leave our update's nested
+ * lock calls unrecognised -- run inside the map's free-list lock, such a call inserting
+ * into the same map spins on that lock forever (seen as an RCU stall on 6.12). */
+#define GUARD_SLOTS 4
+struct busy_tags {
+	__u32 tag[GUARD_SLOTS];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CONTEXTS);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct busy_tags);
 } busy SEC(".maps");
+
+/* Map updates not made because every slot was held (that many of our programs preempted
+ * mid-update on one CPU): an entry not made, counted as its map's drop too. */
+__u64 guard_full = 0;
 
 /* control[0] != 0: user space is deleting entries (a new interval), or putting the
  * probes on or taking them off one by one: do nothing.
@@ -48,11 +60,23 @@ static __always_inline int context(void)
 	return CONTEXT_TASK;
 }
 
-/* A program's guard: the context's busy flag and the tag it sets there while it updates. */
+/* A program's guard: its context's busy tags and the tag it holds there while it updates. */
 struct guard {
-	__u32 *flag;
+	struct busy_tags *busy;
 	__u32 tag;
 };
+
+/* The busy slot whose tag is this task's (its own update is going on), or NULL. */
+static __always_inline __u32 *own_slot(struct busy_tags *busy, __u32 tag)
+{
+	for (int i = 0; i < GUARD_SLOTS; i++) {
+		__u32 held = *(volatile __u32 *)&busy->tag[i];
+
+		if (held && (held >> PAIR_BITS) == (tag >> PAIR_BITS))
+			return &busy->tag[i];
+	}
+	return NULL;
+}
 
 /* Whether to handle this call (else it is our own, or in NMI, or paused: ignore it);
  * fills the guard for the map updates the program makes.  `releasing`: the call is a
@@ -61,7 +85,8 @@ static __always_inline bool enter(struct guard *g, int *ctx_out, __u32 pair, boo
 {
 	int c = context();
 	__u32 key = 0, tag = (((__u32)bpf_get_current_pid_tgid() + 1) << PAIR_BITS) | pair;
-	__u32 *flag, *paused = bpf_map_lookup_elem(&control, &key);
+	__u32 *paused = bpf_map_lookup_elem(&control, &key), *own;
+	struct busy_tags *tags;
 
 	if (c == CONTEXT_NMI || !paused || *paused)
 		return false;
@@ -70,22 +95,34 @@ static __always_inline bool enter(struct guard *g, int *ctx_out, __u32 pair, boo
 		return false;
 	}
 	key = c;
-	flag = bpf_map_lookup_elem(&busy, &key);
-	if (!flag)
+	tags = bpf_map_lookup_elem(&busy, &key);
+	if (!tags)
 		return false;
-	if (*flag && (*flag >> PAIR_BITS) == (tag >> PAIR_BITS)) {
+	own = own_slot(tags, tag);
+	if (own) {
 		__sync_fetch_and_add(&self_skipped, 1);
-		if (pair && (*flag & ((1U << PAIR_BITS) - 1)) == pair) {
+		if (pair && (*own & ((1U << PAIR_BITS) - 1)) == pair) {
 			__sync_fetch_and_add(&own_recursion, 1);
 			if (releasing)
 				__sync_fetch_and_add(&own_acquire_misses, 1);
 		}
 		return false;
 	}
-	g->flag = flag;
+	g->busy = tags;
 	g->tag = tag;
 	*ctx_out = c;
 	return true;
+}
+
+/* A free busy slot, now holding our tag; NULL (counted) when all are held.  Atomic: a task
+ * that preempts us between a read and a write would take the same slot. */
+static __always_inline __u32 *claim_slot(struct guard *g)
+{
+	for (int i = 0; i < GUARD_SLOTS; i++)
+		if (__sync_val_compare_and_swap(&g->busy->tag[i], 0, g->tag) == 0)
+			return &g->busy->tag[i];
+	__sync_fetch_and_add(&guard_full, 1);
+	return NULL;
 }
 
 /* kprobe mode: our update made `calls` lock calls, each missed by the acquire's kprobe and
@@ -98,15 +135,15 @@ static __always_inline void own_lock_calls_missed(__u32 calls)
 	__sync_fetch_and_add(&own_acquire_misses, calls);
 }
 
-/* Another task's tag is put back: its update may have been preempted, not finished. */
 static __always_inline long guarded_update(struct guard *g, void *map, void *key, void *value)
 {
-	__u32 before = *g->flag;
+	__u32 *slot = claim_slot(g);
 	long err;
 
-	*g->flag = g->tag;
+	if (!slot)
+		return -16;	/* EBUSY */
 	err = bpf_map_update_elem(map, key, value, BPF_NOEXIST);
-	*g->flag = before;
+	*(volatile __u32 *)slot = 0;
 	/* The bucket lock is always taken; the free list's only when an entry was made. */
 	own_lock_calls_missed(err ? 1 : 2);
 	return err;
@@ -114,12 +151,13 @@ static __always_inline long guarded_update(struct guard *g, void *map, void *key
 
 static __always_inline void guarded_delete(struct guard *g, void *map, void *key)
 {
-	__u32 before = *g->flag;
+	__u32 *slot = claim_slot(g);
 	long err;
 
-	*g->flag = g->tag;
+	if (!slot)
+		return;
 	err = bpf_map_delete_elem(map, key);
-	*g->flag = before;
+	*(volatile __u32 *)slot = 0;
 	own_lock_calls_missed(err ? 1 : 2);	/* the bucket lock; the free list's if it was there */
 }
 

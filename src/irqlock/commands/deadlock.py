@@ -149,7 +149,7 @@ class DeadlockPrinter:
         dropped = {k: stats[k] for k in ("edges_dropped", "class_edges_dropped", "caches_dropped",
                                          "irq_uses_dropped", "blocked_dropped",
                                          "waits_dropped", "locks_dropped", "holders_dropped",
-                                         "tasks_dropped") if stats[k]}
+                                         "tasks_dropped", "guard_full") if stats.get(k)}
         if dropped:
             self.out.write("WARNING: maps were full, findings may be missing: "
                            + ", ".join(f"{k} {v}" for k, v in dropped.items()) + "\n")

@@ -113,6 +113,9 @@ class LocksPrinter:
         if dropped:
             self.out.write(f"WARNING: {dropped} acquisitions were not fully tracked: the maps "
                            "were full (raise --max-locks)\n")
+        if stats.get("guard_full"):
+            self.out.write(f"WARNING: {stats['guard_full']} map updates were not made: "
+                           "that many of our programs were preempted mid-update on one CPU\n")
         share = stats.get("covered_share")
         if share is not None and share < COVERAGE_WARNING:
             self.out.write(f"WARNING: the locks shown cover {share:.1%} of the "

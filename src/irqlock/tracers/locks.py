@@ -462,6 +462,7 @@ class LocksTracer(BpfTracer):
                 "own_process_skipped": g("own_process_skipped"),
                 **(self.covered.to_json() if self.covered else {}),
                 "waits_dropped": g("waits_dropped"), "self_skipped": g("self_skipped"),
+                "guard_full": g("guard_full"),
                 "probe": self.plan.method, "returns_missed": g("returns_missed"),
                 "max_locks": self.config.max_locks,
                 "lock_classes": "unavailable (the kernel's memory layout cannot be read: "
