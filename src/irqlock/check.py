@@ -127,6 +127,7 @@ def _print_console(f: KernelFeatures, plans: list[ToolPlan], out: TextIO) -> Non
         ("sampled windows: tick site", str(f.tick_site)),
         ("sampled windows: steal clock", str(f.steal_clock)),
         ("preempt_count", str(f.preempt_count)),
+        ("preemption", f.preemption),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

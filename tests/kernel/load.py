@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from irqlock.kernel.features import PREEMPT_CONTROL, preemption_model, read_config
+
 # What the soak and the no-false-findings tests run: CPU, context switches, pipes, forks,
 # file I/O, file locks and SysV semaphores, one worker each.
 STRESS_MIX = ["--cpu", "1", "--switch", "1", "--pipe", "1", "--fork", "1", "--hdd", "1",
               "--flock", "1", "--sem-sysv", "1",
               "--hdd-bytes", "64M"]  # (1 GiB by default: the guest's /tmp, in its memory, fills)
-PREEMPT_CONTROL = Path("/sys/kernel/debug/sched/preempt")
 
 
 @contextmanager
@@ -39,8 +40,10 @@ def stress_ng(seconds: float, temp_path: Path) -> Iterator[subprocess.Popen[byte
 
 
 def _fixed_model() -> str:
-    """The preemption model of a non-RT kernel built without PREEMPT_DYNAMIC (from uname -v)."""
-    return "full" if "PREEMPT " in platform.uname().version + " " else "voluntary"
+    """The preemption model of a kernel without the debugfs switch: the boot's or the build's
+    (the preemptirq kernel is PREEMPT_DYNAMIC without SCHED_DEBUG: full, though uname -v
+    names only PREEMPT_DYNAMIC)."""
+    return preemption_model(read_config(platform.uname().release)[0], False)
 
 
 @contextmanager

@@ -175,12 +175,23 @@ def status_client(port: int) -> dict[str, Any]:
     return result
 
 
-def eventually(check: Callable[[], bool], what: str, timeout_s: float = 120) -> None:
-    """Until `check` holds: the session publishes what it saw every second, slower under TCG."""
+def eventually(check: Callable[[], bool], what: str, timeout_s: float = 120,
+               seen: Callable[[], Any] | None = None) -> None:
+    """Until `check` holds: the session publishes what it saw every second, slower under TCG.
+    `seen`: what the session shows instead, for the failure's message."""
     deadline = time.monotonic() + timeout_s
     while not check():
-        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        assert time.monotonic() < deadline, \
+            f"not within {timeout_s} s: {what}" + (f"; seen: {seen()}" if seen else "")
         time.sleep(1)
+
+
+def fixture_task_view(port: int, truth: dict[str, Any]) -> dict[str, Any]:
+    """The session's irqoff statistics and records of the fixture's task, beside its windows."""
+    view = status(port)
+    return {"windows": truth["windows"], "settings": view["settings"],
+            "stats": [s for s in view["stats"] if s.get("tool") == "irqoff"],
+            "records": [r for r in view["recent"] if r.get("pid") == truth["task"]["pid"]]}
 
 
 def test_serve_metrics_config_and_clear(fixture: Fixture) -> None:
@@ -220,7 +231,7 @@ def test_serve_metrics_config_and_clear(fixture: Fixture) -> None:
         short = fixture.run("irqoff spin_irqsave 1000 2")
         long = fixture.run("irqoff spin_irqsave 5000 1")
         eventually(lambda: len(fixture_windows(status(port)["recent"], long)) == 1,
-                   "the 5 ms window in /status")
+                   "the 5 ms window in /status", seen=lambda: fixture_task_view(port, long))
         # An exact window lies inside the fixture's calls: one of 3 ms or more made of a
         # 1 ms spin means the guest stalled in those calls, and it is over the threshold.
         assert all(r["duration_ns"] >= 3_000_000

@@ -60,27 +60,60 @@ def kind_functions(preempt_rt: bool) -> dict[str, list[str]]:
 # The function `irqlock check` attaches to for a moment to prove the attach path.
 PROOF_FUNCTION = "_raw_spin_lock_irqsave"
 
-# Why the sleeping locks' functions go by kprobe on PREEMPT_RT (see lock_methods).
-RT_KPROBES_WHY = ("on PREEMPT_RT a program run by a trampoline (fentry/fexit) is preemptible, "
-                  "and while one task is preempted inside it the kernel skips it for every "
-                  "other task of that CPU; kprobe handlers run with preemption off, and no "
-                  "sleeping lock is taken in hardirq, where one could nest")
+# Why the sleeping locks' functions go by kprobe where the kernel preempts (see lock_methods).
+PREEMPTIBLE_KPROBES_WHY = (
+    "where the kernel preempts (preempt=full, PREEMPT_RT) a program run by a trampoline "
+    "(fentry/fexit) is preemptible, and while one task is preempted inside it the kernel skips "
+    "it for every other task of that CPU; kprobe handlers run with preemption off, and no "
+    "sleeping lock is taken in hardirq, where one could nest")
+# Preemption models under which a task can be preempted inside a trampoline's program.
+PREEMPTIBLE_MODELS = ("full", "lazy", "rt")
+PREEMPT_CONTROL = Path("/sys/kernel/debug/sched/preempt")
 
 
-def preemptible_on_trampoline(function: str, preempt_rt: bool) -> bool:
+def preemption_model(config: dict[str, str], preempt_rt: bool,
+                     control: Path = PREEMPT_CONTROL, cmdline: Path = Path("/proc/cmdline")) -> str:
+    """The kernel's preemption model now: "none", "voluntary", "full", "lazy", "rt", or
+    "unknown".  A PREEMPT_DYNAMIC kernel switches at run time (debugfs shows the current one
+    in parentheses); without debugfs, the boot's preempt= or the build's default holds."""
+    if preempt_rt:
+        return "rt"
+    try:
+        current = [m.strip("()") for m in control.read_text().split() if m.startswith("(")]
+    except OSError:
+        current = []
+    if current:
+        return current[0]
+    if config.get("CONFIG_PREEMPT_DYNAMIC") == "y":
+        try:
+            asked = [a.split("=", 1)[1] for a in cmdline.read_text().split()
+                     if a.startswith("preempt=")]
+        except OSError:
+            asked = []
+        if asked and asked[-1] in ("none", "voluntary", "full", "lazy"):
+            return asked[-1]
+    for option, model in (("CONFIG_PREEMPT", "full"), ("CONFIG_PREEMPT_LAZY", "lazy"),
+                          ("CONFIG_PREEMPT_VOLUNTARY", "voluntary"), ("CONFIG_PREEMPT_NONE", "none")):
+        if config.get(option) == "y":
+            return model
+    return "unknown"
+
+
+def preemptible_on_trampoline(function: str, preemption: str) -> bool:
     """Whether a program a trampoline runs at this lock function can be preempted inside.
 
-    On PREEMPT_RT trampolines disable migration, not preemption: every lock function but the
-    raw spinlocks' (whose acquire returns, and whose release is entered, with preemption
-    off) runs our program preemptibly there."""
-    return preempt_rt and function not in SPIN_FUNCTIONS
+    Under full preemption and on PREEMPT_RT trampolines disable migration, not preemption:
+    every lock function but the spinning ones' (whose acquire returns, and whose release is
+    entered, with preemption off) runs our program preemptibly there."""
+    return preemption in PREEMPTIBLE_MODELS and function not in SPIN_FUNCTIONS + RWLOCK_FUNCTIONS
 
 
 def lock_methods(functions: Iterable[str], probe: str, features: KernelFeatures) -> dict[str, str]:
     """How each lock function is traced: "fentry" (fentry/fexit) or "kprobe" (kprobe and
     kretprobe).  --probe fentry or kprobe asks for one for all; auto takes fentry where the
-    kernel has it, but kprobes where a trampoline's program would be preemptible (PREEMPT_RT:
-    each preemption there loses the lock calls of every other task of the CPU meanwhile).
+    kernel has it, but kprobes where a trampoline's program would be preemptible (preempt=full,
+    PREEMPT_RT: each preemption there loses the lock calls of every other task of the CPU
+    meanwhile).
     Raises if the method asked for (or, for auto, both) cannot attach here."""
     fentry, kprobes = features.fentry.available, features.kprobes.available
     if probe == "fentry" and not fentry:
@@ -93,7 +126,7 @@ def lock_methods(functions: Iterable[str], probe: str, features: KernelFeatures)
     if probe != "auto":
         return dict.fromkeys(functions, probe)
     return {f: "kprobe" if not fentry or (kprobes and preemptible_on_trampoline(
-        f, features.preempt_rt)) else "fentry" for f in functions}
+        f, features.preemption)) else "fentry" for f in functions}
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 KPROBE_PMU = Path("/sys/bus/event_source/devices/kprobe/type")
@@ -131,6 +164,7 @@ class KernelFeatures:
     perf_cpu_clock: Capability
     functions: dict[str, FunctionSupport] = field(default_factory=dict)
     preempt_rt: bool = False  # PREEMPT_RT: spinlock_t and rwlock_t sleep, handlers are threads
+    preemption: str = "voluntary"  # the model when probed (see preemption_model)
     # What can confirm a sampled IRQ-off window as such (see irqoff.h, enum tick_site).
     tick_site: Capability = field(default_factory=lambda: Capability(False, "not probed"))
     steal_clock: Capability = field(default_factory=lambda: Capability(False, "not probed"))
@@ -313,6 +347,7 @@ def probe(btf_path: Path = DEFAULT_BTF) -> KernelFeatures:
         steal_clock=_steal_clock(),
         preempt_count=_preempt_count(),
     )
+    features.preemption = preemption_model(config, features.preempt_rt)
     # The lock functions of this kernel's flavor (rt_* only on PREEMPT_RT, _raw_read_* only off it)
     lock_functions = dict.fromkeys(f for fns in kind_functions(features.preempt_rt).values()
                                    for f in fns)
@@ -393,7 +428,7 @@ def _lock_attachment(features: KernelFeatures, kinds: dict[str, list[str]]) -> s
         methods = set(lock_methods(functions, "auto", features).values())
         for method in sorted(methods):
             by_method.setdefault(method, []).append(kind)
-    why = f" ({RT_KPROBES_WHY})" if features.fentry.available else ""
+    why = f" ({PREEMPTIBLE_KPROBES_WHY})" if features.fentry.available else ""
     return "; ".join(f"{', '.join(k)} via {METHOD_NAMES[m]}{why if m == 'kprobe' else ''}"
                      for m, k in by_method.items())
 

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from irqlock.defaults import DEFAULT_MAX_EDGES, DEFAULT_MAX_LOCKS, LOCK_KINDS
 from irqlock.errors import IrqlockError
-from irqlock.kernel.features import LOCK_FUNCTIONS, KernelFeatures, kind_functions, lock_methods
+from irqlock.kernel.features import (
+    LOCK_FUNCTIONS,
+    PREEMPTIBLE_MODELS,
+    KernelFeatures,
+    kind_functions,
+    lock_methods,
+)
 
 # Functions of each kind that release a lock (fentry); the others acquire (fexit).
 RELEASES = ("unlock", "up_read", "up_write")
@@ -71,6 +77,7 @@ class LocksPlan:
     # function -> "fentry" (fentry/fexit) or "kprobe" (kprobe/kretprobe): see lock_methods
     methods: dict[str, str] = field(default_factory=dict)
     preempt_rt: bool = False  # spinlock_t and rwlock_t sleep (rt_spin_lock, ...)
+    preemptible: bool = False  # a trampoline's program can be preempted (preempt=full, RT)
 
     def method_of(self, function: str) -> str:
         return self.methods.get(function, "fentry")
@@ -87,9 +94,9 @@ class LocksPlan:
 
     @property
     def free_method(self) -> str:
-        """How the frees are traced: by kprobe where every lock function is, and on
-        PREEMPT_RT where kprobes are used at all (kfree is as preemptible as mutex_lock)."""
-        return "kprobe" if self.method == "kprobe" or (self.preempt_rt and self.uses_kprobes) \
+        """How the frees are traced: by kprobe where every lock function is, and where the
+        kernel preempts and kprobes are used at all (kfree is as preemptible as mutex_lock)."""
+        return "kprobe" if self.method == "kprobe" or (self.preemptible and self.uses_kprobes) \
             else "fentry"
 
 
@@ -109,6 +116,7 @@ def choose_functions(config: LocksConfig, features: KernelFeatures) -> LocksPlan
     missing = [event for program, event in CONTEXT_START_PROGRAMS.items()
                if program not in contexts]
     return LocksPlan(functions=functions, preempt_rt=features.preempt_rt,
+                     preemptible=features.preemption in PREEMPTIBLE_MODELS,
                      not_attached=[f for f in wanted if f not in functions] + missing,
                      contention=features.lock_contention_tracepoints.available,
                      context_programs=contexts, methods={f: methods[f] for f in functions})
