@@ -123,7 +123,9 @@ show_failed_shards() {
   local name dir
   [[ -f build/junit/failed-shards ]] || return 0
   while read -r name; do
-    for dir in build/vm-results/*-"$name"; do
+    # the shard's own run: the newest of the directories named so (an older run's directory
+    # of another name may end the same way)
+    for dir in $(ls -td build/vm-results/*-"$name" 2>/dev/null | head -n 1); do
       echo "== shard $name failed; the last lines of $dir/output.log and console.log:" >&2
       tail -n 30 "$dir/output.log" >&2 2>/dev/null
       # the kernel's first word on a stall or an oops, then its last lines
