@@ -31,11 +31,14 @@ def test_check_json_reports_btf_kprobes_fentry_and_plans(fixture: Fixture) -> No
     assert all(p["mode"] != "unavailable" for p in plans.values()), plans
     exact_kernel = report["preemptirq_tracepoints"]["available"]
     assert plans["irqoff"]["mode"] == ("exact" if exact_kernel else "exact+sampled")
-    for tool in ("locks", "deadlock"):  # which attachment, and on PREEMPT_RT why
+    preempts = report["preemption"] in ("full", "lazy", "rt")
+    assert report["preempt_rt"] <= (report["preemption"] == "rt")
+    for tool in ("locks", "deadlock"):  # which attachment, and where the kernel preempts why
         detail = plans[tool]["detail"]
-        if report["preempt_rt"]:
-            assert "raw_spinlock via fentry/fexit" in detail, detail
-            assert "mutex, rwsem via kprobe/kretprobe (on PREEMPT_RT" in detail, detail
+        if preempts:
+            spinning = "raw_spinlock" if report["preempt_rt"] else "spinlock, rwlock"
+            assert f"{spinning} via fentry/fexit" in detail, detail
+            assert "mutex, rwsem via kprobe/kretprobe (where the kernel preempts" in detail, detail
         else:
             assert "via fentry/fexit" in detail and "kprobe" not in detail, detail
 
