@@ -84,20 +84,20 @@ done
 irqtrace_tests="tests/kernel/test_irqoff.py tests/kernel/test_check.py"
 irqtrace_tests+=" tests/kernel/test_deadlock.py::test_no_false_findings_under_load"
 # NAME KERNEL SECONDS TESTS: SECONDS as measured in the VM, boot included (2026-12-07, two
-# VMs at once, root over virtio-fs; the whole script took 37.5 min here), which sorts the
+# VMs at once, root over virtio-fs; the whole script took 55.7 min here), which sorts the
 # shards into two lanes of about equal length.
-shards=("stock-a stock 640 $not_deadlock"
-        "stock-b stock 760 $deadlock tests/kernel/test_reliability.py"
-        "report stock+9p 180 tests/kernel/test_report.py"
-        "612-a 6.12 600 $not_deadlock $reference_only"
-        "612-b 6.12 640 $deadlock $reference_only"
-        "612rt-a 6.12-rt 760 tests/kernel/test_check.py $rt_not_locks $rt_locks $reference_only"
-        "612rt-b 6.12-rt 280 $rt_deadlock"
-        "rt-a rt 640 tests/kernel/test_check.py $rt_locks"
-        "rt-b rt 600 $rt_deadlock $rt_cycles"
-        "cloud cloud 190 tests/kernel/test_check.py tests/kernel/test_sysmap.py")
+shards=("stock-a stock 850 $not_deadlock"
+        "stock-b stock 980 $deadlock tests/kernel/test_reliability.py"
+        "report stock+9p 220 tests/kernel/test_report.py"
+        "612-a 6.12 800 $not_deadlock $reference_only"
+        "612-b 6.12 600 $deadlock $reference_only"
+        "612rt-a 6.12-rt 910 tests/kernel/test_check.py $rt_not_locks $rt_locks $reference_only"
+        "612rt-b 6.12-rt 320 $rt_deadlock"
+        "rt-a rt 570 tests/kernel/test_check.py $rt_locks"
+        "rt-b rt 660 $rt_deadlock $rt_cycles"
+        "cloud cloud 210 tests/kernel/test_check.py tests/kernel/test_sysmap.py")
 if compgen -G "../shared/kernels/irqtrace-6.1/linux-image-*.deb" >/dev/null; then
-  shards+=("irqtrace irqtrace 240 $irqtrace_tests")
+  shards+=("irqtrace irqtrace 320 $irqtrace_tests")
 else
   echo "== skipped: exact-mode kernel tests: no ../shared/kernels/irqtrace-6.1 (see docs/exact-kernel.md)" >&2
 fi
