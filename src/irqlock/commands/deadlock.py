@@ -15,7 +15,7 @@ from irqlock.kernel.tasks import task_comm
 from irqlock.tracers.deadlock import DeadlockOptions, DeadlockWatch, Finding, validate
 from irqlock.tracers.findings import Deadlock, HungTask, IrqUnsafeLock, LockCycle, LockRef
 from irqlock.tracers.lock_plan import LocksConfig, choose_functions
-from irqlock.tracers.locks import LocksTracer
+from irqlock.tracers.locks import GUARD_FULL_WARNING, LocksTracer
 from irqlock.units import format_ns
 
 MISSED_WARNING = 0.01  # recursion misses over this share of acquisitions: say so
@@ -149,10 +149,12 @@ class DeadlockPrinter:
         dropped = {k: stats[k] for k in ("edges_dropped", "class_edges_dropped", "caches_dropped",
                                          "irq_uses_dropped", "blocked_dropped",
                                          "waits_dropped", "locks_dropped", "holders_dropped",
-                                         "tasks_dropped", "guard_full") if stats.get(k)}
+                                         "tasks_dropped") if stats[k]}
         if dropped:
             self.out.write("WARNING: maps were full, findings may be missing: "
                            + ", ".join(f"{k} {v}" for k, v in dropped.items()) + "\n")
+        if stats.get("guard_full"):
+            self.out.write(f"WARNING: {stats['guard_full']} {GUARD_FULL_WARNING}\n")
         seen, missed = stats.get("acquisitions_seen", 0), stats.get("acquisitions_missed", 0)
         if missed > MISSED_WARNING * max(seen, 1):
             self.out.write(f"WARNING: {missed} acquisitions were missed ({1 - stats['counted_share']:.2%}"

@@ -14,6 +14,7 @@ from irqlock import session
 from irqlock.kernel.features import KernelFeatures
 from irqlock.tracers.lock_plan import LocksConfig, choose_functions
 from irqlock.tracers.locks import (
+    GUARD_FULL_WARNING,
     ClassRecord,
     Coverage,
     LockRecord,
@@ -114,8 +115,7 @@ class LocksPrinter:
             self.out.write(f"WARNING: {dropped} acquisitions were not fully tracked: the maps "
                            "were full (raise --max-locks)\n")
         if stats.get("guard_full"):
-            self.out.write(f"WARNING: {stats['guard_full']} map updates were not made: "
-                           "that many of our programs were preempted mid-update on one CPU\n")
+            self.out.write(f"WARNING: {stats['guard_full']} {GUARD_FULL_WARNING}\n")
         share = stats.get("covered_share")
         if share is not None and share < COVERAGE_WARNING:
             self.out.write(f"WARNING: the locks shown cover {share:.1%} of the "

@@ -73,6 +73,10 @@ def lock_address(key: int) -> int:
     return key & ~RAW_LOCK_TAG
 
 
+# stats' guard_full, said by both lock tools (see locks_guard.bpf.h)
+GUARD_FULL_WARNING = ("map updates were not made: that many of our programs were preempted "
+                      "mid-update on one CPU, findings may be missing")
+
 # What a kretprobe's stack may start with: the trampoline the function returned into.
 RETURN_TRAMPOLINES = ("arch_rethook_trampoline", "__kretprobe_trampoline", "kretprobe_trampoline")
 
